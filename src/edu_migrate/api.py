@@ -1,0 +1,278 @@
+"""One function per command. The CLI parses options, calls one of these and prints the result;
+tests and scripts call them directly."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edu_migrate import __version__
+from edu_migrate.checks.validation import ValidationReport
+from edu_migrate.checks.validation import validate as run_validation
+from edu_migrate.config import Settings
+from edu_migrate.errors import MigrationError, PreconditionFailed, ValidationFailed
+from edu_migrate.pg.connect import connect
+from edu_migrate.pg.embedded import EmbeddedServer, ServerStatus
+from edu_migrate.pg.locks import migration_lock
+from edu_migrate.pg.urls import masked, with_database
+from edu_migrate.phases.runner import (
+    PHASES,
+    RUN_ORDER,
+    PhaseResult,
+    phase_states,
+    rollback_phases,
+    run_phase,
+)
+from edu_migrate.phases.staging import SourceSnapshot, missing_legacy_columns
+from edu_migrate.reporting import Reporter
+from edu_migrate.schema import SchemaResult, apply_schema, require_schema
+
+MINIMUM_SERVER_VERSION = 150000
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    source_url: str
+    target_url: str
+    embedded: bool
+
+    def describe(self) -> dict[str, str]:
+        return {"source": masked(self.source_url), "target": masked(self.target_url)}
+
+
+def embedded_server(settings: Settings) -> EmbeddedServer:
+    return EmbeddedServer(settings.home)
+
+
+def endpoints(settings: Settings) -> Endpoints:
+    """The URLs given, or the embedded server's edu and edu_v2 (started when needed)."""
+    if settings.source_url and settings.target_url:
+        return Endpoints(settings.source_url, settings.target_url, False)
+    status = embedded_server(settings).start()
+    return Endpoints(settings.source_url or status.url("edu"),
+                     settings.target_url or status.url("edu_v2"), True)
+
+
+def db_start(settings: Settings) -> ServerStatus:
+    return embedded_server(settings).start()
+
+
+def db_stop(settings: Settings) -> ServerStatus:
+    return embedded_server(settings).stop()
+
+
+def db_status(settings: Settings) -> ServerStatus:
+    return embedded_server(settings).status()
+
+
+def db_url(settings: Settings, database: str) -> str:
+    status = embedded_server(settings).status()
+    if not status.running:
+        raise PreconditionFailed("the embedded server is not running", "run `edu-migrate db start`")
+    return status.url(database)
+
+
+def generate(settings: Settings, *, scale: float = 1.0, profile: str = "clean", seed: int = 42,
+             reporter: Reporter | None = None) -> Any:
+    """(Re)create the legacy tables in the source database, filled with generated data."""
+    from edu_migrate.legacy.generator import generate as fill
+
+    reporter = reporter or Reporter()
+    if scale <= 0:
+        raise MigrationError(f"--scale must be positive, got {scale}", "try --scale 0.1 or 1")
+    if profile not in ("clean", "dirty"):
+        raise MigrationError(f"unknown profile {profile!r}", "use --profile clean or dirty")
+    urls = endpoints(settings)
+    _ensure_database(urls.source_url, "source")
+    with connect(urls.source_url, purpose="source") as conn:
+        def progress(table: str, rows: int) -> None:
+            reporter.line(f"  {table}: {rows:,} rows")
+        summary = fill(conn, scale=scale, profile=profile, seed=seed, progress=progress)
+        conn.commit()
+    return summary
+
+
+def _ensure_database(url: str, purpose: str) -> None:
+    from edu_migrate.pg.urls import database_name
+    from psycopg import sql
+
+    name = database_name(url)
+    with connect(with_database(url, "postgres"), purpose=f"{purpose} server",
+                 autocommit=True) as admin:
+        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def schema_apply(settings: Settings) -> SchemaResult:
+    return apply_schema(endpoints(settings).target_url)
+
+
+@dataclass
+class MigrateResult:
+    phases: list[PhaseResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seconds": round(self.seconds, 2), "phases": [asdict(p) for p in self.phases]}
+
+
+def _parse_phases(phases: Sequence[int] | None) -> list[int]:
+    if phases is None:
+        return list(RUN_ORDER)
+    unknown = [n for n in phases if n not in PHASES]
+    if unknown:
+        raise MigrationError(f"unknown phase {unknown[0]}",
+                             "phases are 1 to 5 (6 is `edu-migrate validate`)")
+    return [n for n in RUN_ORDER if n in phases]
+
+
+def _preflight_for_migration(urls: Endpoints, snapshot: SourceSnapshot) -> None:
+    source_version = snapshot.conn.info.server_version
+    if source_version < MINIMUM_SERVER_VERSION:
+        raise PreconditionFailed(
+            f"the source server is PostgreSQL {source_version // 10000}; 15 or newer is needed",
+            "upgrade the server")
+    missing = missing_legacy_columns(snapshot.conn)
+    if missing:
+        raise PreconditionFailed(
+            f"the source is not the legacy database: it lacks {', '.join(missing[:8])}"
+            + (" …" if len(missing) > 8 else ""),
+            "point --source at edu, or run `edu-migrate generate` for a demo")
+    with connect(urls.target_url, purpose="target") as target:
+        if target.info.server_version < MINIMUM_SERVER_VERSION:
+            raise PreconditionFailed(
+                f"the target server is PostgreSQL {target.info.server_version // 10000}; "
+                "15 or newer is needed", "upgrade the server")
+        require_schema(target)
+
+
+@contextmanager
+def _source_snapshot(source_url: str) -> Iterator[SourceSnapshot]:
+    snapshot = SourceSnapshot(source_url)
+    try:
+        yield snapshot
+    finally:
+        snapshot.close()
+
+
+def migrate(settings: Settings, phases: Sequence[int] | None = None,
+            reporter: Reporter | None = None) -> MigrateResult:
+    """Run the given phases (all when None) in dependency order, under one source snapshot."""
+    reporter = reporter or Reporter()
+    numbers = _parse_phases(phases)
+    urls = endpoints(settings)
+    result = MigrateResult()
+    started = time.perf_counter()
+    with _source_snapshot(urls.source_url) as snapshot:
+        _preflight_for_migration(urls, snapshot)
+        with migration_lock(urls.target_url):
+            for number in numbers:
+                result.phases.append(run_phase(
+                    PHASES[number], snapshot, urls.target_url, batch_size=settings.batch_size,
+                    workers=settings.workers, reporter=reporter))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def validate(settings: Settings, reporter: Reporter | None = None) -> ValidationReport:
+    """The guide's Phase 6. Raises ValidationFailed (after reporting) when a check fails."""
+    reporter = reporter or Reporter()
+    urls = endpoints(settings)
+    with _source_snapshot(urls.source_url) as snapshot, \
+            connect(urls.target_url, purpose="target") as target:
+        require_schema(target)
+        report = run_validation(snapshot, target)
+        target.rollback()
+    reporter.line("=" * 60)
+    reporter.line("VALIDATION RESULTS")
+    reporter.line("=" * 60)
+    for check in report.checks:
+        reporter.line(check.line())
+    return report
+
+
+def require_valid(report: ValidationReport) -> None:
+    failed = [c.name for c in report.checks if not c.passed]
+    if failed:
+        raise ValidationFailed(f"validation failed: {', '.join(failed)}",
+                               "see the lines above and migration.rejected_rows")
+
+
+def rollback(settings: Settings, phase: int | None, reporter: Reporter | None = None) -> list[int]:
+    reporter = reporter or Reporter()
+    if phase is not None:
+        _parse_phases([phase])
+    urls = endpoints(settings)
+    with connect(urls.target_url, purpose="target") as conn:
+        require_schema(conn)
+    with migration_lock(urls.target_url):
+        return rollback_phases(urls.target_url, phase, reporter)
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    urls = endpoints(settings)
+    with connect(urls.target_url, purpose="target") as conn:
+        require_schema(conn)
+        rows = conn.execute(
+            "SELECT phase, status, started_at, finished_at, seconds, row_counts, last_error "
+            "FROM migration.phase_runs").fetchall()
+        states = phase_states(conn)
+    by_phase = {int(r[0]): r for r in rows}
+    phases = []
+    for number in RUN_ORDER:
+        row = by_phase.get(number)
+        phases.append({
+            "phase": number, "title": PHASES[number].title.split(": ", 1)[1],
+            "status": states.get(number, "pending"),
+            "started_at": row[2].isoformat() if row and row[2] else None,
+            "finished_at": row[3].isoformat() if row and row[3] else None,
+            "seconds": round(row[4], 2) if row and row[4] is not None else None,
+            "rows": {k: v for k, v in (row[5] or {}).items() if k.startswith("migrate_")}
+            if row else {},
+            "last_error": row[6] if row else None,
+        })
+    return {"version": __version__, **urls.describe(), "phases": phases}
+
+
+@dataclass
+class DemoResult:
+    generation_seconds: float
+    schema_seconds: float
+    migration: MigrateResult
+    validation: ValidationReport
+    validation_seconds: float
+    row_counts: dict[str, int]
+
+
+def demo(settings: Settings, *, scale: float = 1.0, seed: int = 42,
+         reporter: Reporter | None = None) -> DemoResult:
+    """On the embedded server: generate → schema → all phases → validate, from scratch."""
+    reporter = reporter or Reporter()
+    if settings.source_url or settings.target_url:
+        raise MigrationError("the demo runs on the embedded server only",
+                             "unset EDU_SOURCE_URL / EDU_TARGET_URL or drop --source/--target")
+    status = db_start(settings)
+    reporter.line(f"Embedded PostgreSQL {status.version} on port {status.port}")
+    started = time.perf_counter()
+    reporter.line(f"Generating the legacy database edu at scale {scale} …")
+    summary = generate(settings, scale=scale, seed=seed, reporter=reporter)
+    generated = time.perf_counter()
+    _drop_database(status.url("postgres"), "edu_v2")
+    schema_apply(settings)
+    schema_done = time.perf_counter()
+    migration = migrate(settings, reporter=reporter)
+    validation_started = time.perf_counter()
+    report = validate(settings, reporter=reporter)
+    return DemoResult(generated - started, schema_done - generated, migration, report,
+                      time.perf_counter() - validation_started, dict(summary.row_counts))
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    from psycopg import sql
+
+    with connect(admin_url, purpose="target server", autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))

@@ -1,0 +1,211 @@
+"""Phase 6 of the guide: counts old against new, orphans, referential integrity, and the
+accounting of every legacy row (migrated, merged or set aside; never both, never neither)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from edu_migrate.phases.staging import SourceSnapshot
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    old: int | None = None
+    new: int | None = None
+    detail: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        mark = "✓ PASS" if self.passed else "✗ FAIL"
+        parts = []
+        if self.old is not None:
+            parts.append(f"Old={self.old}")
+        if self.new is not None:
+            parts.append(f"New={self.new}")
+        parts.extend(f"{key}={value}" for key, value in self.detail.items())
+        return f"{mark} | {self.name}: {', '.join(parts)}"
+
+
+@dataclass
+class ValidationReport:
+    checks: list[Check]
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "checks": [asdict(c) | {"line": c.line()}
+                                                   for c in self.checks]}
+
+
+@dataclass(frozen=True)
+class CountCheck:
+    """A legacy table against the edu_v2 table that holds its rows."""
+    name: str
+    legacy_table: str
+    target_table: str
+
+
+COUNT_CHECKS = (
+    CountCheck("User Count", "users", "users"),
+    CountCheck("Person Count", "persons", "persons"),
+    CountCheck("Student Count", "students", "students"),
+    CountCheck("Staff Count", "teachers", "staff_members"),
+    CountCheck("Organization Count", "organizations", "organization_units"),
+    CountCheck("Course Offering Count", "courses", "course_offerings"),
+    CountCheck("Enrollment Count", "course_students", "course_enrollments"),
+    CountCheck("Grade Count", "grades", "grades"),
+)
+
+ACCOUNTING_NAMES = {
+    "users": "Users", "persons": "Persons", "students": "Students", "teachers": "Teachers",
+    "organizations": "Organizations", "courses": "Course runs",
+    "course_students": "Enrollments", "grades": "Grades",
+}
+
+# The guide's referential-integrity queries, plus one per foreign key of edu_v2.
+ORPHAN_QUERIES: dict[str, str] = {
+    "Students without users":
+        "SELECT count(*) FROM students s LEFT JOIN users u ON s.user_id = u.id WHERE u.id IS NULL",
+    "Persons without users":
+        "SELECT count(*) FROM persons p LEFT JOIN users u ON p.user_id = u.id WHERE u.id IS NULL",
+    "Enrollments without students":
+        "SELECT count(*) FROM course_enrollments ce LEFT JOIN students s ON ce.student_id = s.id "
+        "WHERE s.id IS NULL",
+    "Enrollments without courses":
+        "SELECT count(*) FROM course_enrollments ce LEFT JOIN course_offerings co "
+        "ON ce.course_offering_id = co.id WHERE co.id IS NULL",
+    "Grades without enrollments":
+        "SELECT count(*) FROM grades g LEFT JOIN course_enrollments ce ON g.enrollment_id = ce.id "
+        "WHERE ce.id IS NULL",
+    "Grades without assessments":
+        "SELECT count(*) FROM grades g LEFT JOIN assessments a ON g.assessment_id = a.id "
+        "WHERE a.id IS NULL",
+}
+
+LEGACY_ORPHAN_QUERIES: dict[str, tuple[str, str]] = {
+    "Orphaned Students": (
+        "SELECT count(*) FROM students s LEFT JOIN users u ON s.user_id = u.id WHERE u.id IS NULL",
+        "SELECT count(*) FROM students s LEFT JOIN users u ON s.user_id = u.id WHERE u.id IS NULL"),
+    "Orphaned Enrollments": (
+        "SELECT count(*) FROM course_students e LEFT JOIN students s ON e.student_id = s.id "
+        "WHERE s.id IS NULL",
+        "SELECT count(*) FROM course_enrollments ce LEFT JOIN students s ON ce.student_id = s.id "
+        "WHERE s.id IS NULL"),
+}
+
+
+def _scalar(conn: psycopg.Connection, query: str | sql.Composed,
+            params: list[Any] | None = None) -> int:
+    row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+@dataclass(frozen=True)
+class Accounting:
+    old: int
+    migrated: int
+    merged: int
+    set_aside: int
+    unaccounted: int
+    both: int
+    unknown: int
+
+    @property
+    def holds(self) -> bool:
+        return self.unaccounted == 0 and self.both == 0 and self.unknown == 0
+
+
+def account_for(snapshot: SourceSnapshot, target: psycopg.Connection, table: str) -> Accounting:
+    """Every legacy id of `table`, streamed from the source, looked up in the crosswalk and the
+    rows set aside."""
+    target.execute("CREATE TEMP TABLE IF NOT EXISTS legacy_ids (id bigint)")
+    target.execute("TRUNCATE legacy_ids")
+    with snapshot.conn.cursor() as out_cur, target.cursor() as in_cur:
+        query = sql.SQL("COPY (SELECT id::bigint FROM public.{}) TO STDOUT (FORMAT binary)")
+        with out_cur.copy(query.format(sql.Identifier(table))) as out, \
+                in_cur.copy("COPY legacy_ids (id) FROM STDIN (FORMAT binary)") as into:
+            for chunk in out:
+                into.write(chunk)
+    target.execute("ANALYZE legacy_ids")
+    partition = sql.Identifier("migration", f"crosswalk_{table}")
+    counts = target.execute(sql.SQL("""
+        WITH migrated AS (SELECT DISTINCT source_id FROM {partition}),
+             rejected AS (SELECT source_id FROM migration.rejected_rows WHERE source_table = %(t)s)
+        SELECT
+            (SELECT count(*) FROM legacy_ids),
+            (SELECT count(*) FROM migrated),
+            (SELECT count(*) FROM rejected),
+            (SELECT count(*) FROM legacy_ids l WHERE NOT EXISTS (
+                 SELECT 1 FROM migrated m WHERE m.source_id = l.id)
+               AND NOT EXISTS (SELECT 1 FROM rejected r WHERE r.source_id = l.id)),
+            (SELECT count(*) FROM migrated m JOIN rejected r USING (source_id)),
+            (SELECT count(*) FROM (SELECT source_id FROM migrated UNION SELECT source_id
+               FROM rejected) a WHERE NOT EXISTS (SELECT 1 FROM legacy_ids l
+               WHERE l.id = a.source_id)),
+            (SELECT count(*) FROM migration.repairs WHERE source_table = %(t)s AND rule LIKE
+               '%%merged%%')
+    """).format(partition=partition), {"t": table}).fetchone()
+    assert counts is not None
+    old, migrated, set_aside, unaccounted, both, unknown, merged = (int(c) for c in counts)
+    return Accounting(old, migrated - merged, merged, set_aside, unaccounted, both, unknown)
+
+
+def validate(snapshot: SourceSnapshot, target: psycopg.Connection) -> ValidationReport:
+    source = snapshot.conn
+    checks: list[Check] = []
+    accounting = {table: account_for(snapshot, target, table) for table in ACCOUNTING_NAMES}
+    for count in COUNT_CHECKS:
+        old = _scalar(source, sql.SQL("SELECT count(*) FROM public.{}").format(
+            sql.Identifier(count.legacy_table)))
+        new = _scalar(target, sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier(count.target_table)))
+        acc = accounting[count.legacy_table]
+        detail = {}
+        if acc.set_aside:
+            detail["Set aside"] = acc.set_aside
+        if acc.merged:
+            detail["Merged"] = acc.merged
+        checks.append(Check(count.name, new == old - acc.set_aside - acc.merged, old, new, detail))
+    catalogue_old = _scalar(source, "SELECT count(DISTINCT nullif(upper(regexp_replace("
+                                    "coalesce(code, ''), '[^[:alnum:]]', '', 'g')), '')) "
+                                    "FROM courses")
+    catalogue_new = _scalar(target, "SELECT count(*) FROM courses")
+    catalogue_aside = _scalar(target, "SELECT count(DISTINCT migration.normalise_course_code("
+                                      "detail ->> 'code')) FROM migration.rejected_rows r "
+                                      "WHERE source_table = 'courses' AND NOT EXISTS (SELECT 1 "
+                                      "FROM courses c WHERE c.code = "
+                                      "migration.normalise_course_code(r.detail ->> 'code'))")
+    checks.append(Check("Course Count", catalogue_new == catalogue_old - catalogue_aside,
+                        catalogue_old, catalogue_new))
+    for name, (old_query, new_query) in LEGACY_ORPHAN_QUERIES.items():
+        old = _scalar(source, old_query)
+        new = _scalar(target, new_query)
+        checks.append(Check(name, new == 0, old, new))
+    for name, query in ORPHAN_QUERIES.items():
+        found = _scalar(target, query)
+        checks.append(Check(name, found == 0, None, found))
+    unvalidated = _scalar(target, "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n "
+                                  "ON n.oid = c.connamespace WHERE n.nspname = 'public' "
+                                  "AND c.contype = 'f' AND NOT c.convalidated")
+    foreign_keys = _scalar(target, "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n "
+                                   "ON n.oid = c.connamespace WHERE n.nspname = 'public' "
+                                   "AND c.contype = 'f'")
+    checks.append(Check("Foreign Keys Valid", unvalidated == 0 and foreign_keys > 0, None,
+                        foreign_keys, {"Not validated": unvalidated}))
+    for table, acc in accounting.items():
+        detail = {"Migrated": acc.migrated, "Merged": acc.merged, "Set aside": acc.set_aside}
+        if acc.unaccounted:
+            detail["Unaccounted"] = acc.unaccounted
+        if acc.both:
+            detail["Both"] = acc.both
+        if acc.unknown:
+            detail["Unknown"] = acc.unknown
+        checks.append(Check(ACCOUNTING_NAMES[table], acc.holds, acc.old, None, detail))
+    return ValidationReport(checks)

@@ -1,0 +1,283 @@
+"""edu-migrate's command line: each command parses its options, calls one function of
+edu_migrate.api, and prints what it returns."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import psycopg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edu_migrate import __version__, api
+from edu_migrate.config import Settings, load_settings
+from edu_migrate.console import ConsoleReporter
+from edu_migrate.errors import MigrationError
+from edu_migrate.pg.urls import masked
+from edu_migrate.reporting import open_run_log
+
+HELP = """Move the legacy LMS database **edu** into **edu_v2**: phased, validated, resumable.
+
+With no URLs, edu-migrate runs its own embedded PostgreSQL (databases edu and edu_v2).
+Against real servers, give --source/--target or EDU_SOURCE_URL/EDU_TARGET_URL.
+
+A first look:    edu-migrate demo --scale 0.1
+
+The runbook:     edu-migrate preflight · backup · schema apply · migrate --all ·
+                 validate · report --html report.html
+"""
+
+app = typer.Typer(help=HELP, rich_markup_mode="markdown", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Manage the embedded PostgreSQL server.", no_args_is_help=True)
+schema_app = typer.Typer(help="The edu_v2 schema.", no_args_is_help=True)
+config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(schema_app, name="schema")
+app.add_typer(config_app, name="config")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+SourceOpt = Annotated[str | None, typer.Option(
+    "--source", help="libpq URL of the legacy database (env EDU_SOURCE_URL).",
+    show_default=False)]
+TargetOpt = Annotated[str | None, typer.Option(
+    "--target", help="libpq URL of edu_v2 (env EDU_TARGET_URL).", show_default=False)]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="Configuration file (default ./edu-migrate.toml).", show_default=False)]
+JsonOpt = Annotated[str | None, typer.Option(
+    "--json", help="Also write the result as JSON to FILE ('-' for standard output).",
+    metavar="FILE", show_default=False)]
+
+
+def _settings(config: Path | None = None, **overrides: Any) -> Settings:
+    settings = load_settings(overrides, config)
+    open_run_log(settings.log_dir, " ".join(sys.argv[1:]))
+    return settings
+
+
+def _write_json(target: str | None, payload: Any) -> None:
+    if target is None:
+        return
+    text = json.dumps(payload, indent=2, ensure_ascii=False, default=str)
+    if target == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        Path(target).write_text(text + "\n", encoding="utf-8")
+
+
+def _reporter(quiet: bool = False) -> ConsoleReporter:
+    return ConsoleReporter(out, quiet=quiet)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        out.print(f"edu-migrate {__version__}")
+        raise typer.Exit()
+
+
+@db_app.command("start")
+def db_start(config: ConfigOpt = None) -> None:
+    """Start the embedded server (initialising it on first use) with databases edu and edu_v2."""
+    status = api.db_start(_settings(config))
+    out.print(f"embedded PostgreSQL {status.version} running on port {status.port}")
+    out.print(f"  edu:    {status.url('edu')}")
+    out.print(f"  edu_v2: {status.url('edu_v2')}")
+
+
+@db_app.command("stop")
+def db_stop(config: ConfigOpt = None) -> None:
+    """Stop the embedded server; its data stays."""
+    api.db_stop(_settings(config))
+    out.print("embedded server stopped")
+
+
+@db_app.command("status")
+def db_status(config: ConfigOpt = None, json_file: JsonOpt = None) -> None:
+    """Is the embedded server running, where, and which version."""
+    status = api.db_status(_settings(config))
+    payload = {"running": status.running, "port": status.port, "version": status.version,
+               "data_dir": str(status.data_dir)}
+    out.print(f"embedded server: {'running on port ' + str(status.port) if status.running else 'stopped'}"
+              f" (PostgreSQL {status.version or '?'}, data in {status.data_dir})")
+    _write_json(json_file, payload)
+    if not status.running:
+        raise typer.Exit(1)
+
+
+@db_app.command("url")
+def db_url(
+    database: Annotated[str, typer.Argument(help="edu, edu_v2 or postgres")] = "edu_v2",
+    config: ConfigOpt = None,
+) -> None:
+    """Print the URL of an embedded database, for psql or EDU_*_URL."""
+    sys.stdout.write(api.db_url(_settings(config), database) + "\n")
+
+
+@app.command()
+def generate(
+    scale: Annotated[float, typer.Option(help="1 gives the guide's counts (3.2M marks).")] = 1.0,
+    profile: Annotated[str, typer.Option(help="clean, or dirty (realistic anomalies).")] = "clean",
+    seed: Annotated[int, typer.Option(help="Same seed, same data.")] = 42,
+    source: SourceOpt = None, config: ConfigOpt = None,
+) -> None:
+    """(Re)create the legacy tables in the source database with realistic generated data."""
+    settings = _settings(config, source_url=source)
+    summary = api.generate(settings, scale=scale, profile=profile, seed=seed,
+                           reporter=_reporter())
+    out.print(f"✓ Generated the legacy database ({profile}, scale {scale}, seed {seed}) "
+              f"in {summary.seconds:.1f}s")
+
+
+@schema_app.command("apply")
+def schema_apply(target: TargetOpt = None, config: ConfigOpt = None) -> None:
+    """Create edu_v2 when missing and apply the schema versions it lacks."""
+    result = api.schema_apply(_settings(config, target_url=target))
+    if result.database_created:
+        out.print("✓ Created database edu_v2")
+    for name in result.applied:
+        out.print(f"✓ Applied {name}")
+    out.print(f"Schema at version {result.current_version}")
+
+
+@app.command()
+def migrate(
+    phase: Annotated[list[int] | None, typer.Option(
+        "--phase", help="Phase to run (1-5); repeat for several.", show_default=False)] = None,
+    all_phases: Annotated[bool, typer.Option("--all", help="Run every phase not yet done.")] = False,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Rows per COPY chunk of a large table.", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Parallel sessions for large tables.", show_default=False)] = None,
+    source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
+    json_file: JsonOpt = None,
+) -> None:
+    """Run migration phases: 1 users & persons, 2 students & staff, 3 organizations & terms,
+    4 courses & offerings, 5 enrollments & grades. Done phases are skipped."""
+    if not phase and not all_phases:
+        raise MigrationError("say which phases to run", "use --phase N or --all")
+    settings = _settings(config, source_url=source, target_url=target, batch_size=batch_size,
+                         workers=workers)
+    result = api.migrate(settings, None if all_phases else phase, reporter=_reporter())
+    out.print(f"\nDone in {result.seconds:.1f}s")
+    _write_json(json_file, result.to_dict())
+
+
+@app.command()
+def validate(source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
+             json_file: JsonOpt = None) -> None:
+    """Phase 6: counts, orphans, foreign keys and the accounting of every legacy row.
+    Exits 0 only when every check passes."""
+    settings = _settings(config, source_url=source, target_url=target)
+    report = api.validate(settings, reporter=_reporter())
+    _write_json(json_file, report.to_dict())
+    api.require_valid(report)
+
+
+@app.command()
+def rollback(
+    phase: Annotated[int | None, typer.Option(
+        "--phase", help="Undo this phase and every later phase that needs it.",
+        show_default=False)] = None,
+    all_phases: Annotated[bool, typer.Option("--all", help="Empty edu_v2 back to its schema.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    target: TargetOpt = None, config: ConfigOpt = None,
+) -> None:
+    """Remove what a phase (and the phases after it) wrote to edu_v2. The source is untouched."""
+    if (phase is None) == (not all_phases):
+        raise MigrationError("say what to roll back", "use --phase N or --all")
+    settings = _settings(config, target_url=target)
+    what = "every phase" if all_phases else f"phase {phase} and the phases that need it"
+    if not yes and not typer.confirm(f"Remove {what} from {masked(settings.target_url)}?"):
+        raise typer.Exit(1)
+    api.rollback(settings, None if all_phases else phase, reporter=_reporter())
+
+
+@app.command()
+def status(target: TargetOpt = None, source: SourceOpt = None, config: ConfigOpt = None,
+           json_file: JsonOpt = None) -> None:
+    """Each phase's state, rows, start, end and last error."""
+    settings = _settings(config, source_url=source, target_url=target)
+    state = api.status(settings)
+    table = Table(title=f"edu-migrate {state['version']} → {state['target']}")
+    for column in ("phase", "step", "status", "rows", "seconds", "finished", "last error"):
+        table.add_column(column)
+    for row in state["phases"]:
+        rows = ", ".join(f"{k.removeprefix('migrate_')} {v:,}" for k, v in row["rows"].items())
+        table.add_row(str(row["phase"]), row["title"], row["status"], rows,
+                      str(row["seconds"] or ""), (row["finished_at"] or "")[:19],
+                      row["last_error"] or "")
+    out.print(table)
+    _write_json(json_file, state)
+
+
+@config_app.command("show")
+def config_show(source: SourceOpt = None, target: TargetOpt = None,
+                config: ConfigOpt = None, json_file: JsonOpt = None) -> None:
+    """The effective configuration (flags > env > edu-migrate.toml), passwords masked."""
+    settings = load_settings({"source_url": source, "target_url": target}, config)
+    shown = settings.model_dump(mode="json")
+    shown["source_url"] = masked(settings.source_url)
+    shown["target_url"] = masked(settings.target_url)
+    for key, value in shown.items():
+        out.print(f"{key} = {value}", markup=False)
+    _write_json(json_file, shown)
+
+
+@app.command()
+def demo(
+    scale: Annotated[float, typer.Option(help="1 is the guide's size: 3.2 million marks.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 42,
+    config: ConfigOpt = None, json_file: JsonOpt = None,
+) -> None:
+    """The whole migration on the embedded server: generate edu, apply the schema, run every
+    phase, validate, and summarise."""
+    settings = _settings(config)
+    result = api.demo(settings, scale=scale, seed=seed, reporter=_reporter())
+    table = Table(title="edu-migrate demo")
+    table.add_column("step")
+    table.add_column("seconds", justify="right")
+    table.add_row("generate legacy edu", f"{result.generation_seconds:.1f}")
+    table.add_row("apply schema", f"{result.schema_seconds:.1f}")
+    for phase in result.migration.phases:
+        table.add_row(f"phase {phase.number}", f"{phase.seconds:.1f}")
+    table.add_row("validate", f"{result.validation_seconds:.1f}")
+    out.print(table)
+    verdict = "every check passed" if result.validation.passed else "VALIDATION FAILED"
+    out.print(f"Migrated {sum(result.row_counts.get(t, 0) for t in ('grades',)):,} marks; "
+              f"{verdict}. Look around: psql \"$(edu-migrate db url)\"")
+    _write_json(json_file, {"migration": result.migration.to_dict(),
+                            "validation": result.validation.to_dict()})
+    api.require_valid(result.validation)
+
+
+def main() -> None:
+    """Entry point: domain errors become one line on stderr and an exit code."""
+    debug = "--debug" in sys.argv or os.environ.get("EDU_MIGRATE_DEBUG") == "1"
+    try:
+        app()
+    except MigrationError as exc:
+        if debug:
+            raise
+        err.print(f"error: {exc.one_line()}", markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted: the phase in progress was rolled back; run the same command "
+                  "again to resume")
+        sys.exit(130)
+    except psycopg.Error as exc:
+        if debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        err.print(f"error: database: {first} — rerun with --debug for details", markup=False)
+        sys.exit(5)

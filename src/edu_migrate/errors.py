@@ -1,0 +1,29 @@
+"""The one domain error of edu-migrate, printed as one line at the CLI boundary."""
+
+from __future__ import annotations
+
+
+class MigrationError(Exception):
+    """Something the user can fix: the message says what is wrong, the hint what to do."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        return f"{self.message} — {self.hint}" if self.hint else self.message
+
+
+class ConnectionFailed(MigrationError):
+    exit_code = 3
+
+
+class PreconditionFailed(MigrationError):
+    exit_code = 4
+
+
+class ValidationFailed(MigrationError):
+    exit_code = 1

@@ -1,0 +1,57 @@
+"""Connections as context managers, with failures turned into one clear line."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+from edu_migrate.errors import ConnectionFailed
+from edu_migrate.pg.urls import masked, parse
+
+APPLICATION_NAME = "edu-migrate"
+
+
+def _reason(exc: psycopg.OperationalError) -> tuple[str, str]:
+    text = str(exc).strip()
+    last = [line for line in text.splitlines() if line.strip()]
+    detail = last[-1] if last else text
+    lowered = text.lower()
+    if "password authentication failed" in lowered or "no password supplied" in lowered:
+        return ("password authentication failed",
+                "check the user and password in the URL, PGPASSWORD or ~/.pgpass")
+    if "does not exist" in lowered and "database" in lowered:
+        return (detail.removeprefix("FATAL:  "),
+                "create it, or run `edu-migrate schema apply` for the target")
+    if "connection refused" in lowered or "could not connect" in lowered or "timeout" in lowered:
+        return ("the server is not reachable",
+                "check host and port, and that PostgreSQL is running")
+    return (detail.removeprefix("FATAL:  "), "check the URL and the server")
+
+
+@contextmanager
+def connect(url: str, *, purpose: str, autocommit: bool = False,
+            read_only: bool = False) -> Iterator[psycopg.Connection]:
+    """Open a connection; `read_only` sessions can never write, whatever the code does."""
+    parse(url, purpose=purpose)
+    try:
+        conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=10,
+                               application_name=f"{APPLICATION_NAME} {purpose} pid={os.getpid()}")
+    except psycopg.OperationalError as exc:
+        reason, hint = _reason(exc)
+        raise ConnectionFailed(f"cannot connect to the {purpose} database {masked(url)}: {reason}",
+                               hint) from exc
+    try:
+        if read_only:
+            conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            if not autocommit:
+                conn.commit()
+        yield conn
+    finally:
+        conn.close()
+
+
+def server_version(conn: psycopg.Connection) -> int:
+    return conn.info.server_version

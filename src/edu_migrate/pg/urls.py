@@ -1,0 +1,44 @@
+"""libpq URLs: parsing, masking passwords, switching the database name."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from edu_migrate.errors import MigrationError
+
+
+def parse(url: str, *, purpose: str) -> dict[str, str]:
+    try:
+        return {key: str(value) for key, value in conninfo_to_dict(url).items()}
+    except psycopg.ProgrammingError as exc:
+        raise MigrationError(
+            f"the {purpose} URL is malformed: {str(exc).splitlines()[0]}",
+            "write it as postgresql://user@host:port/dbname",
+        ) from exc
+
+
+def with_database(url: str, dbname: str) -> str:
+    return make_conninfo(url, dbname=dbname)
+
+
+def database_name(url: str) -> str:
+    return parse(url, purpose="server").get("dbname", "")
+
+
+def masked(url: str | None) -> str:
+    """A URL fit for logs and reports: never the password."""
+    if not url:
+        return "(embedded server)"
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(malformed URL)"
+    user = params.get("user", "")
+    host = params.get("host", "localhost")
+    port = params.get("port", "5432")
+    dbname = params.get("dbname", "")
+    auth = f"{quote(str(user))}:***@" if params.get("password") else (f"{user}@" if user else "")
+    return f"postgresql://{auth}{host}:{port}/{dbname}"

@@ -1,0 +1,274 @@
+"""The five phases of the guide: what each reads, writes and needs, and how one is run.
+
+A phase is one transaction on the target: it empties what it writes, loads it set-based from the
+staged legacy tables, rebuilds the indexes and foreign keys of its large tables after the load,
+and records itself as done. Killed half-way, it leaves nothing behind, and running it again
+finishes the job.
+
+The guide runs students (phase 2) before organizations (phase 3), but a student belongs to a
+program and a teacher to a department. Rather than load them with an unchecked or nullable link,
+phase 2 needs phase 3: `--all` runs 1, 3, 2, 4, 5, and the phase numbers stay the guide's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from edu_migrate.errors import MigrationError, PreconditionFailed
+from edu_migrate.pg.connect import connect
+from edu_migrate.phases import sqlfile
+from edu_migrate.phases.phones import stage_phone_numbers
+from edu_migrate.phases.staging import SourceSnapshot, stage_tables
+from edu_migrate.reporting import Reporter
+
+
+@dataclass(frozen=True)
+class Phase:
+    number: int
+    title: str
+    needs: tuple[int, ...]
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    crosswalk_partitions: tuple[str, ...]
+    rebuilt_after_load: tuple[str, ...] = ()
+
+    @property
+    def sql_file(self) -> str:
+        return f"phase{self.number}.sql"
+
+
+PHASES: dict[int, Phase] = {
+    1: Phase(1, "PHASE 1: MIGRATING USERS", (), ("users", "persons"), ("persons", "users"),
+             ("users", "persons")),
+    3: Phase(3, "PHASE 3: MIGRATING ORGANIZATIONS", (), ("organizations", "courses"),
+             ("academic_terms", "organization_units"), ("organizations",)),
+    2: Phase(2, "PHASE 2: MIGRATING STUDENTS", (1, 3), ("students", "teachers"),
+             ("staff_members", "students"), ("students", "teachers")),
+    4: Phase(4, "PHASE 4: MIGRATING COURSES", (2, 3), ("courses",),
+             ("course_offerings", "courses"), ("courses",)),
+    5: Phase(5, "PHASE 5: MIGRATING ENROLLMENTS & GRADES", (2, 4),
+             ("course_students", "grades"), ("grades", "assessments", "course_enrollments"),
+             ("course_students", "grades"),
+             rebuilt_after_load=("public.grades", "public.course_enrollments",
+                                 "migration.crosswalk_grades",
+                                 "migration.crosswalk_course_students")),
+}
+RUN_ORDER: tuple[int, ...] = (1, 3, 2, 4, 5)
+BANNER = "=" * 60
+
+
+def dependents_of(number: int) -> list[int]:
+    """The phase and every phase that needs it, directly or not, in run order."""
+    closure = {number}
+    changed = True
+    while changed:
+        changed = False
+        for phase in PHASES.values():
+            if phase.number not in closure and closure.intersection(phase.needs):
+                closure.add(phase.number)
+                changed = True
+    return [n for n in RUN_ORDER if n in closure]
+
+
+@dataclass
+class PhaseResult:
+    number: int
+    status: str
+    seconds: float = 0.0
+    row_counts: dict[str, int] = field(default_factory=dict)
+
+
+def phase_states(conn: psycopg.Connection) -> dict[int, str]:
+    return {int(row[0]): str(row[1]) for row in conn.execute(
+        "SELECT phase, status FROM migration.phase_runs")}
+
+
+def _set_session(conn: psycopg.Connection) -> None:
+    """Settings for this transaction only: none outlives the run or touches the source."""
+    conn.execute("SET LOCAL synchronous_commit = off")
+    conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+    conn.execute("SET LOCAL work_mem = '128MB'")
+    row = conn.execute("SELECT set_config('edu_migrate.id_secret', id_secret, true) "
+                       "FROM migration.state").fetchone()
+    if row is None:
+        raise PreconditionFailed("the target has no migration state",
+                                 "run `edu-migrate schema apply` first")
+
+
+@contextmanager
+def _indexes_rebuilt_after(conn: psycopg.Connection, tables: tuple[str, ...],
+                           reporter: Reporter) -> Iterator[None]:
+    """Drop the keys, indexes and foreign keys of `tables`, load, then build them again from the
+    catalogue's own definitions: one sort per index instead of millions of random inserts."""
+    if not tables:
+        yield
+        return
+    foreign_keys = conn.execute(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE contype = 'f' AND (conrelid = ANY(%(t)s::regclass[]) "
+        "OR confrelid = ANY(%(t)s::regclass[])) ORDER BY conrelid::regclass::text, conname",
+        {"t": list(tables)}).fetchall()
+    keys = conn.execute(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE contype IN ('p', 'u') AND conrelid = ANY(%(t)s::regclass[]) ORDER BY 1, 2",
+        {"t": list(tables)}).fetchall()
+    indexes = conn.execute(
+        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+        "WHERE i.indrelid = ANY(%(t)s::regclass[]) AND NOT EXISTS ("
+        "  SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid "
+        "  AND c.contype IN ('p', 'u')) ORDER BY 1",
+        {"t": list(tables)}).fetchall()
+    for table, name, _ in foreign_keys + keys:
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+            sql.SQL(table), sql.Identifier(name)))
+    for index, _ in indexes:
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(index)))
+    yield
+    started = time.perf_counter()
+    for table, name, definition in keys:
+        conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+            sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+    for _, definition in indexes:
+        conn.execute(sql.SQL(definition))
+    for table, name, definition in foreign_keys:
+        conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+            sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+    reporter.line(f"  indexes and foreign keys rebuilt in {time.perf_counter() - started:.1f}s")
+
+
+def _clear_phase(conn: psycopg.Connection, phase: Phase) -> None:
+    # CASCADE reaches only the tables of phases that need this one, which are empty: a phase
+    # cannot start while one of those is done (see _check_dependencies).
+    conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(
+        sql.SQL(", ").join(sql.Identifier(t) for t in phase.writes)))
+    for partition in phase.crosswalk_partitions:
+        conn.execute(sql.SQL("TRUNCATE migration.{}").format(
+            sql.Identifier(f"crosswalk_{partition}")))
+    conn.execute("DELETE FROM migration.rejected_rows WHERE phase = %s", [phase.number])
+    conn.execute("DELETE FROM migration.repairs WHERE phase = %s", [phase.number])
+
+
+def _check_dependencies(conn: psycopg.Connection, phase: Phase) -> None:
+    states = phase_states(conn)
+    missing = [n for n in phase.needs if states.get(n) != "done"]
+    if missing:
+        first = next(n for n in RUN_ORDER if n in missing)
+        raise PreconditionFailed(
+            f"phase {phase.number} needs phase {', '.join(map(str, missing))} done first",
+            f"run `edu-migrate migrate --phase {first}` (or `migrate --all`)")
+    blocking = [n for n in dependents_of(phase.number)[1:] if states.get(n) == "done"]
+    if blocking:
+        raise PreconditionFailed(
+            f"phase {phase.number} cannot run while phase {blocking[0]}, which uses its rows, "
+            "is done", f"run `edu-migrate rollback --phase {phase.number}` first")
+
+
+def run_phase(phase: Phase, snapshot: SourceSnapshot, target_url: str, *, batch_size: int,
+              workers: int, reporter: Reporter) -> PhaseResult:
+    reporter.line(BANNER)
+    reporter.line(phase.title)
+    reporter.line(BANNER)
+    with connect(target_url, purpose="target") as conn:
+        states = phase_states(conn)
+        conn.commit()
+        if states.get(phase.number) == "done":
+            reporter.line(f"Phase {phase.number} is already done: nothing to do "
+                          f"(`edu-migrate rollback --phase {phase.number}` to redo it)")
+            return PhaseResult(phase.number, "skipped")
+        _check_dependencies(conn, phase)
+        conn.execute(
+            "INSERT INTO migration.phase_runs (phase, status, started_at) "
+            "VALUES (%s, 'running', now()) ON CONFLICT (phase) DO UPDATE SET status = 'running', "
+            "started_at = now(), finished_at = NULL, seconds = NULL, last_error = NULL",
+            [phase.number])
+        conn.commit()
+    started = time.perf_counter()
+    try:
+        stage_tables(snapshot, target_url, phase.reads, batch_size=batch_size, workers=workers,
+                     reporter=reporter)
+        counts = _transform(phase, target_url, reporter, started)
+    except (psycopg.Error, MigrationError) as exc:
+        _record_failure(target_url, phase, exc)
+        if isinstance(exc, MigrationError):
+            raise
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MigrationError(f"phase {phase.number} failed and was rolled back: {first_line}",
+                             "see the log; fix the cause and run the same command again") from exc
+    return PhaseResult(phase.number, "done", time.perf_counter() - started, counts)
+
+
+def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    with connect(target_url, purpose="target") as conn:
+        conn.execute("SET temp_buffers = '256MB'")
+        _set_session(conn)
+        _clear_phase(conn, phase)
+        if "persons" in phase.reads:
+            stage_phone_numbers(conn)
+        with _indexes_rebuilt_after(conn, phase.rebuilt_after_load, reporter):
+            for statement in sqlfile.load(phase.sql_file):
+                step_started = time.perf_counter()
+                with reporter.progress(statement.name, None) as advance:
+                    cursor = conn.execute(sql.SQL(statement.text))  # type: ignore[arg-type]
+                    n = _count_of(cursor)
+                    advance(n)
+                counts[statement.name] = n
+                if statement.say is not None:
+                    reporter.line(statement.say.format(n=n))
+                reporter.step(statement.name, time.perf_counter() - step_started, n)
+        for table in phase.writes:
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+        conn.execute(
+            "UPDATE migration.phase_runs SET status = 'done', finished_at = now(), seconds = %s, "
+            "row_counts = %s WHERE phase = %s",
+            [time.perf_counter() - started, Jsonb(counts), phase.number])
+        conn.execute("INSERT INTO migration.run_log (phase, event, detail) VALUES (%s, 'done', %s)",
+                     [phase.number, Jsonb(counts)])
+        conn.commit()
+    return counts
+
+
+def _count_of(cursor: psycopg.Cursor[tuple[object, ...]]) -> int:
+    if cursor.description is not None:
+        row = cursor.fetchone()
+        value = row[0] if row else 0
+        return int(value) if isinstance(value, int) else 0
+    return max(cursor.rowcount, 0)
+
+
+def _record_failure(target_url: str, phase: Phase, exc: BaseException) -> None:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    try:
+        with connect(target_url, purpose="target", autocommit=True) as conn:
+            conn.execute("UPDATE migration.phase_runs SET status = 'failed', last_error = %s, "
+                         "finished_at = now() WHERE phase = %s", [message, phase.number])
+    except MigrationError:
+        pass  # the target is gone too; the caller reports the original failure
+
+
+def rollback_phases(target_url: str, number: int | None, reporter: Reporter) -> list[int]:
+    """Remove what phase `number` and every phase that needs it wrote; None means all."""
+    numbers = list(RUN_ORDER) if number is None else dependents_of(number)
+    with connect(target_url, purpose="target") as conn:
+        tables = [t for n in numbers for t in PHASES[n].writes]
+        conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(
+            sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
+        for n in numbers:
+            for partition in PHASES[n].crosswalk_partitions:
+                conn.execute(sql.SQL("TRUNCATE migration.{}").format(
+                    sql.Identifier(f"crosswalk_{partition}")))
+        conn.execute("DELETE FROM migration.rejected_rows WHERE phase = ANY(%s)", [numbers])
+        conn.execute("DELETE FROM migration.repairs WHERE phase = ANY(%s)", [numbers])
+        conn.execute("DELETE FROM migration.phase_runs WHERE phase = ANY(%s)", [numbers])
+        conn.execute("INSERT INTO migration.run_log (event, detail) VALUES ('rollback', %s)",
+                     [Jsonb({"phases": numbers})])
+        conn.commit()
+    reporter.line(f"Rolled back phase {', '.join(map(str, numbers))}")
+    return numbers

@@ -1,0 +1,105 @@
+-- Phase 4: the course catalogue and the course offerings. Needs phase 3 (terms, departments) and
+-- phase 2 (instructors).
+-- Rules: legacy `courses` holds one row per run. Runs whose codes normalise alike ('MAT101',
+-- ' mat101', 'MAT-101', 'MAT 101') are one catalogue course; its name and credits are those most
+-- runs agree on (ties: the latest run), and each disagreeing run is recorded in migration.repairs.
+-- A run with a blank code, unparseable credits or no known term is set aside; a run whose teacher
+-- is missing keeps no instructor, recorded.
+
+-- name: prepare_runs
+CREATE TEMP TABLE prep_runs ON COMMIT DROP AS
+SELECT s.id AS source_id,
+       migration.derive_id('course_offerings', s.id::text) AS id,
+       migration.normalise_course_code(s.code) AS code,
+       migration.clean_text(s.name_az) AS name_az,
+       migration.clean_text(s.name_ru) AS name_ru,
+       migration.clean_text(s.name_en) AS name_en,
+       migration.parse_decimal(s.credits) AS credits,
+       xo.target_id AS unit_id,
+       t.id AS term_id,
+       xt.target_id AS instructor_id,
+       s.teacher_id,
+       migration.clean_text(s.section) AS section_code,
+       s.max_students, s.created_at,
+       to_jsonb(s) AS legacy_row,
+       CASE WHEN migration.normalise_course_code(s.code) IS NULL THEN 'blank course code'
+            WHEN migration.clean_text(s.name_az) IS NULL THEN 'blank Azerbaijani name'
+            WHEN migration.parse_decimal(s.credits) IS NULL
+              OR migration.parse_decimal(s.credits) NOT BETWEEN 0.5 AND 60
+                THEN 'unrecognised value: credits'
+            WHEN t.id IS NULL THEN 'edu_year/semester name no known term'
+       END AS reject_reason
+FROM stage.courses s
+LEFT JOIN migration.crosswalk_organizations xo ON xo.source_id = s.org_id
+LEFT JOIN migration.crosswalk_teachers xt ON xt.source_id = s.teacher_id
+LEFT JOIN academic_terms t
+       ON t.academic_year || '/' || t.term_type = migration.term_key(s.edu_year, s.semester);
+
+-- name: reject_runs
+INSERT INTO migration.rejected_rows (source_table, source_id, reason, detail, phase)
+SELECT 'courses', source_id, reject_reason, legacy_row, 4
+FROM prep_runs WHERE reject_reason IS NOT NULL;
+
+-- name: catalogue
+CREATE TEMP TABLE catalogue ON COMMIT DROP AS
+SELECT DISTINCT ON (code)
+       code, migration.derive_id('courses', code) AS id, name_az, name_ru, name_en, credits, unit_id
+FROM (
+    SELECT code, name_az, name_ru, name_en, credits, unit_id, source_id,
+           count(*) OVER (PARTITION BY code, name_az, name_ru, name_en, credits) AS agreeing_runs
+    FROM prep_runs WHERE reject_reason IS NULL
+) runs
+ORDER BY code, agreeing_runs DESC, source_id DESC;
+
+-- name: found_courses
+-- say: Found {n} unique courses to migrate
+SELECT count(*) FROM catalogue;
+
+-- name: migrate_courses
+-- say: ✓ Migrated {n} courses successfully
+INSERT INTO courses (id, code, name, credit_hours, organization_unit_id)
+SELECT id, code,
+       jsonb_strip_nulls(jsonb_build_object('az', name_az, 'ru', name_ru, 'en', name_en)),
+       credits, unit_id
+FROM catalogue;
+
+-- name: record_catalogue_disagreements
+INSERT INTO migration.repairs (source_table, source_id, column_name, old_value, new_value, rule, phase)
+SELECT 'courses', r.source_id, d.column_name, d.run_value, d.catalogue_value,
+       'catalogue field differs from the value most runs agree on: catalogue value kept', 4
+FROM prep_runs r
+JOIN catalogue c ON c.code = r.code
+CROSS JOIN LATERAL (VALUES
+    ('name_az', r.name_az, c.name_az), ('name_ru', r.name_ru, c.name_ru),
+    ('name_en', r.name_en, c.name_en), ('credits', r.credits::text, c.credits::text)
+) d (column_name, run_value, catalogue_value)
+WHERE r.reject_reason IS NULL AND d.run_value IS DISTINCT FROM d.catalogue_value;
+
+-- name: found_offerings
+-- say: \nFound {n} course offerings to migrate
+SELECT count(*) FROM stage.courses;
+
+-- name: migrate_offerings
+-- say: ✓ Migrated {n} course offerings successfully
+INSERT INTO course_offerings (id, course_id, academic_term_id, section_code, instructor_id,
+                              max_students, created_at)
+SELECT r.id, c.id, r.term_id, r.section_code, r.instructor_id,
+       CASE WHEN r.max_students > 0 THEN r.max_students END,
+       coalesce(migration.baku_time(r.created_at), now())
+FROM prep_runs r JOIN catalogue c ON c.code = r.code
+WHERE r.reject_reason IS NULL;
+
+-- name: record_missing_instructors
+INSERT INTO migration.repairs (source_table, source_id, column_name, old_value, new_value, rule, phase)
+SELECT 'courses', source_id, 'teacher_id', teacher_id::text, NULL,
+       'teacher missing or set aside: offering kept without instructor', 4
+FROM prep_runs
+WHERE reject_reason IS NULL AND instructor_id IS NULL AND teacher_id IS NOT NULL;
+
+-- name: crosswalk_runs
+INSERT INTO migration.crosswalk (source_table, source_id, target_table, target_id)
+SELECT 'courses', r.source_id, 'course_offerings', r.id FROM prep_runs r
+WHERE r.reject_reason IS NULL
+UNION ALL
+SELECT 'courses', r.source_id, 'courses', c.id FROM prep_runs r JOIN catalogue c ON c.code = r.code
+WHERE r.reject_reason IS NULL;

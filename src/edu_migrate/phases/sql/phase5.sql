@@ -1,0 +1,158 @@
+-- Phase 5: enrollments, assessments and marks. Needs phase 4 (offerings) and phase 2 (students).
+-- Rules: the same student enrolled twice in one run is merged into one enrollment (the completed
+-- one with a final score wins, then the oldest), and the crosswalk maps both legacy ids to it; an
+-- enrollment whose student or run is missing or set aside is set aside. An assessment is one
+-- (offering, grade_type). A mark 'q/b' (qayıb) is an absence; a mark that is not a number, is
+-- negative or exceeds its type's maximum, or whose enrollment is missing, is set aside.
+
+-- name: found_enrollments
+-- say: Found {n} course enrollments to migrate
+SELECT count(*) FROM stage.course_students;
+
+-- name: prepare_enrollments
+CREATE TEMP TABLE prep_enrollments ON COMMIT DROP AS
+SELECT s.id AS source_id,
+       s.course_id AS run_source_id,
+       xs.target_id AS student_id,
+       xc.target_id AS offering_id,
+       CASE lower(migration.clean_text(s.status))
+            WHEN 'enrolled' THEN 'enrolled' WHEN 'completed' THEN 'completed'
+            WHEN 'failed' THEN 'failed' WHEN 'dropped' THEN 'dropped' END AS status,
+       s.final_score,
+       upper(migration.clean_text(s.letter)) AS letter,
+       s.enrolled_at,
+       to_jsonb(s) AS legacy_row,
+       CASE WHEN xs.target_id IS NULL AND EXISTS (
+                SELECT 1 FROM migration.rejected_rows r
+                WHERE r.source_table = 'students' AND r.source_id = s.student_id)
+                THEN 'student set aside'
+            WHEN xs.target_id IS NULL THEN 'student missing'
+            WHEN xc.target_id IS NULL AND EXISTS (
+                SELECT 1 FROM migration.rejected_rows r
+                WHERE r.source_table = 'courses' AND r.source_id = s.course_id)
+                THEN 'course run set aside'
+            WHEN xc.target_id IS NULL THEN 'course run missing'
+            WHEN lower(migration.clean_text(s.status))
+                 NOT IN ('enrolled', 'completed', 'failed', 'dropped')
+              OR s.status IS NULL THEN 'unrecognised value: status'
+       END AS reject_reason
+FROM stage.course_students s
+LEFT JOIN migration.crosswalk_students xs ON xs.source_id = s.student_id
+LEFT JOIN migration.crosswalk_courses xc
+       ON xc.source_id = s.course_id AND xc.target_table = 'course_offerings';
+
+-- name: reject_enrollments
+INSERT INTO migration.rejected_rows (source_table, source_id, reason, detail, phase)
+SELECT 'course_students', source_id, reject_reason, legacy_row, 5
+FROM prep_enrollments WHERE reject_reason IS NOT NULL;
+
+-- name: merge_duplicate_enrollments
+CREATE TEMP TABLE final_enrollments ON COMMIT DROP AS
+SELECT e.*,
+       first_value(e.source_id) OVER same_run AS survivor_source_id,
+       migration.derive_id('course_enrollments', (first_value(e.source_id) OVER same_run)::text)
+           AS id
+FROM prep_enrollments e
+WHERE e.reject_reason IS NULL
+WINDOW same_run AS (PARTITION BY e.student_id, e.offering_id
+                    ORDER BY e.status = 'completed' DESC, e.final_score IS NOT NULL DESC,
+                             e.source_id);
+
+-- name: migrate_enrollments
+-- say: ✓ Migrated {n} enrollments successfully
+INSERT INTO course_enrollments (id, student_id, course_offering_id, enrollment_status,
+                                final_score, grade, enrolled_at)
+SELECT id, student_id, offering_id, status,
+       CASE WHEN final_score BETWEEN 0 AND 100 THEN final_score END,
+       CASE WHEN letter IN ('A', 'B', 'C', 'D', 'E', 'F') THEN letter
+            WHEN final_score BETWEEN 0 AND 100 THEN CASE
+                WHEN final_score >= 91 THEN 'A' WHEN final_score >= 81 THEN 'B'
+                WHEN final_score >= 71 THEN 'C' WHEN final_score >= 61 THEN 'D'
+                WHEN final_score >= 51 THEN 'E' ELSE 'F' END
+       END,
+       coalesce(migration.baku_time(enrolled_at), now())
+FROM final_enrollments WHERE source_id = survivor_source_id;
+
+-- name: record_enrollment_repairs
+INSERT INTO migration.repairs (source_table, source_id, column_name, old_value, new_value, rule, phase)
+SELECT 'course_students', source_id, 'id', source_id::text, survivor_source_id::text,
+       'same student enrolled twice in one run: merged', 5
+FROM final_enrollments WHERE source_id <> survivor_source_id
+UNION ALL
+SELECT 'course_students', source_id, 'final_score', final_score::text, NULL,
+       'outside 0–100: dropped', 5
+FROM final_enrollments WHERE final_score NOT BETWEEN 0 AND 100;
+
+-- name: crosswalk_enrollments
+INSERT INTO migration.crosswalk (source_table, source_id, target_table, target_id)
+SELECT 'course_students', source_id, 'course_enrollments', id FROM final_enrollments;
+
+-- name: found_grades
+-- say: \nFound {n} grades to migrate
+SELECT count(*) FROM stage.grades;
+
+-- name: prepare_grades
+CREATE TEMP TABLE prep_grades ON COMMIT DROP AS
+WITH parsed AS (
+    SELECT g.id AS source_id,
+           xe.target_id AS enrollment_id,
+           e.course_id AS run_source_id,
+           g.grade_type,
+           CASE g.grade_type WHEN 1 THEN 1 WHEN 2 THEN 10 WHEN 3 THEN 10 WHEN 4 THEN 10
+                             WHEN 5 THEN 20 WHEN 6 THEN 50 END AS max_score,
+           lower(migration.clean_text(g.value)) IN ('q/b', 'qb', 'q/b.') AS is_absent,
+           migration.parse_decimal(g.value) AS score,
+           g.lesson_date, xt.target_id AS graded_by, g.created_at,
+           e.id IS NULL AS enrollment_missing
+    FROM stage.grades g
+    LEFT JOIN stage.course_students e ON e.id = g.course_student_id
+    LEFT JOIN migration.crosswalk_course_students xe ON xe.source_id = g.course_student_id
+    LEFT JOIN migration.crosswalk_teachers xt ON xt.source_id = g.teacher_id
+)
+SELECT p.*,
+       CASE WHEN p.enrollment_missing THEN 'enrollment missing'
+            WHEN p.enrollment_id IS NULL THEN 'enrollment set aside'
+            WHEN p.max_score IS NULL THEN 'unrecognised value: grade_type'
+            WHEN NOT p.is_absent AND p.score IS NULL THEN 'unrecognised value: mark is not a number'
+            WHEN p.score < 0 THEN 'mark is negative'
+            WHEN p.score > p.max_score THEN 'mark exceeds the maximum of its type'
+       END AS reject_reason
+FROM parsed p;
+
+-- name: reject_grades
+INSERT INTO migration.rejected_rows (source_table, source_id, reason, detail, phase)
+SELECT 'grades', p.source_id, p.reject_reason, to_jsonb(g), 5
+FROM prep_grades p JOIN stage.grades g ON g.id = p.source_id
+WHERE p.reject_reason IS NOT NULL;
+
+-- name: migrate_assessments
+-- say: ✓ Created {n} assessments (one per offering and mark type)
+INSERT INTO assessments (id, course_offering_id, assessment_type, title, max_score)
+SELECT migration.derive_id('assessments', a.run_source_id || '/' || a.grade_type),
+       migration.derive_id('course_offerings', a.run_source_id::text),
+       t.assessment_type, t.title, t.max_score
+FROM (SELECT DISTINCT run_source_id, grade_type FROM prep_grades WHERE reject_reason IS NULL) a
+JOIN (VALUES
+    (1, 'attendance', 1, '{"az": "Davamiyyət", "ru": "Посещаемость", "en": "Attendance"}'::jsonb),
+    (2, 'seminar', 10, '{"az": "Seminar", "ru": "Семинар", "en": "Seminar"}'),
+    (3, 'colloquium', 10, '{"az": "Kollokvium", "ru": "Коллоквиум", "en": "Colloquium"}'),
+    (4, 'independent_work', 10,
+        '{"az": "Sərbəst iş", "ru": "Самостоятельная работа", "en": "Independent work"}'),
+    (5, 'midterm', 20, '{"az": "Aralıq imtahanı", "ru": "Промежуточный экзамен", "en": "Midterm"}'),
+    (6, 'final_exam', 50, '{"az": "Yekun imtahan", "ru": "Итоговый экзамен", "en": "Final exam"}')
+) t (grade_type, assessment_type, max_score, title) ON t.grade_type = a.grade_type;
+
+-- name: migrate_grades
+-- say: ✓ Migrated {n} grades successfully
+INSERT INTO grades (id, enrollment_id, assessment_id, score, is_absent, graded_on, graded_by,
+                    created_at)
+SELECT migration.derive_id('grades', source_id::text), enrollment_id,
+       migration.derive_id('assessments', run_source_id || '/' || grade_type),
+       CASE WHEN NOT is_absent THEN score END, is_absent, lesson_date, graded_by,
+       coalesce(migration.baku_time(created_at), migration.baku_time(lesson_date::timestamp), now())
+FROM prep_grades WHERE reject_reason IS NULL;
+
+-- name: crosswalk_grades
+INSERT INTO migration.crosswalk (source_table, source_id, target_table, target_id)
+SELECT 'grades', source_id, 'grades', migration.derive_id('grades', source_id::text)
+FROM prep_grades WHERE reject_reason IS NULL;
