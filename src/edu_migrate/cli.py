@@ -42,7 +42,6 @@ app.add_typer(schema_app, name="schema")
 app.add_typer(config_app, name="config")
 
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
 
 SourceOpt = Annotated[str | None, typer.Option(
     "--source", help="libpq URL of the legacy database (env EDU_SOURCE_URL).",
@@ -269,15 +268,15 @@ def main() -> None:
     except MigrationError as exc:
         if debug:
             raise
-        err.print(f"error: {exc.one_line()}", markup=False)
+        sys.stderr.write(f"error: {exc.one_line()}\n")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err.print("interrupted: the phase in progress was rolled back; run the same command "
-                  "again to resume")
+        sys.stderr.write("interrupted: the phase in progress was rolled back; run the same "
+                         "command again to resume\n")
         sys.exit(130)
     except psycopg.Error as exc:
         if debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        err.print(f"error: database: {first} — rerun with --debug for details", markup=False)
+        sys.stderr.write(f"error: database: {first} — rerun with --debug for details\n")
         sys.exit(5)

@@ -43,6 +43,12 @@ max_connections = 100
 logging_collector = off
 """
 
+PG_HBA = """
+local all postgres trust
+host  all postgres 127.0.0.1/32 trust
+host  all all      127.0.0.1/32 scram-sha-256
+"""
+
 
 @dataclass(frozen=True)
 class ServerStatus:
@@ -169,6 +175,9 @@ class EmbeddedServer:
         if result.returncode != 0:
             raise MigrationError(f"initdb failed: {result.stderr.strip().splitlines()[-1:]}",
                                  f"see {self.home}")
+        # The superuser is trusted on loopback (the tool owns this server); any other role must
+        # give its password, so applications and tests meet real authentication.
+        (self.data_dir / "pg_hba.conf").write_text(PG_HBA)
         conf = self.data_dir / "postgresql.conf"
         with conf.open("a", encoding="utf-8") as handle:
             handle.write("\n# edu-migrate embedded server\n" + SERVER_SETTINGS)

@@ -1,0 +1,35 @@
+# Every target sets up its own virtual environment first, so each works on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SCALE  ?= 1
+
+.PHONY: setup demo test test-fast lint bench clean
+
+$(BIN)/edu-migrate: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/edu-migrate
+
+demo: setup
+	$(BIN)/edu-migrate demo --scale $(SCALE)
+
+test: setup
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not fullscale"
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python -m bench.run --scale $(SCALE)
+
+clean:
+	-$(BIN)/edu-migrate db stop
+	rm -rf .edu-migrate logs

@@ -1,0 +1,3 @@
+from edu_migrate.cli import main
+
+main()
