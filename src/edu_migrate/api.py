@@ -3,20 +3,32 @@ tests and scripts call them directly."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from psycopg.types.json import Jsonb
+
 from edu_migrate import __version__
+from edu_migrate import backup as backups
+from edu_migrate.checks.preflight import (
+    MINIMUM_SERVER_VERSION,
+    WARN,
+    PreflightReport,
+    run_preflight,
+)
 from edu_migrate.checks.validation import ValidationReport
 from edu_migrate.checks.validation import validate as run_validation
 from edu_migrate.config import Settings
 from edu_migrate.errors import MigrationError, PreconditionFailed, ValidationFailed
 from edu_migrate.pg.connect import connect
 from edu_migrate.pg.embedded import EmbeddedServer, ServerStatus
-from edu_migrate.pg.locks import migration_lock
+from edu_migrate.pg.freeze import set_frozen
+from edu_migrate.pg.locks import lock_holder, migration_lock
 from edu_migrate.pg.urls import masked, with_database
 from edu_migrate.phases.runner import (
     PHASES,
@@ -30,7 +42,7 @@ from edu_migrate.phases.staging import SourceSnapshot, missing_legacy_columns
 from edu_migrate.reporting import Reporter
 from edu_migrate.schema import SchemaResult, apply_schema, require_schema
 
-MINIMUM_SERVER_VERSION = 150000
+log = logging.getLogger("edu_migrate")
 
 
 @dataclass(frozen=True)
@@ -159,17 +171,61 @@ def _source_snapshot(source_url: str) -> Iterator[SourceSnapshot]:
         snapshot.close()
 
 
+def preflight(settings: Settings) -> PreflightReport:
+    """The guide's pre-migration checklist: ✓/✗/! per item."""
+    urls = endpoints(settings)
+    return run_preflight(urls.source_url, urls.target_url, settings.backup_dir)
+
+
+def _require_preflight(urls: Endpoints, settings: Settings, reporter: Reporter,
+                       force: bool) -> list[str]:
+    """Warn about each '!' finding; refuse on the first '✗' unless forced. Returns the
+    overridden findings' lines."""
+    report = run_preflight(urls.source_url, urls.target_url, settings.backup_dir)
+    for finding in report.findings:
+        if finding.status == WARN:
+            reporter.warn(finding.line())
+    blocking = report.blocking
+    if blocking and not force:
+        first = blocking[0]
+        cause = first.cause or PreconditionFailed(f"{first.name}: {first.detail}")
+        if len(blocking) > 1:
+            raise type(cause)(f"{cause.message} (and {len(blocking) - 1} more failed checks)",
+                              "see `edu-migrate preflight`")
+        raise cause
+    for finding in blocking:
+        log.warning("preflight overridden by --force: %s", finding.line())
+        reporter.warn(f"--force: starting although a preflight check failed: {finding.line()}")
+    return [finding.line() for finding in blocking]
+
+
+def _log_override(target_url: str, overridden: list[str]) -> None:
+    with connect(target_url, purpose="target") as conn:
+        conn.execute("INSERT INTO migration.run_log (event, detail) "
+                     "VALUES ('preflight overridden', %s)", [Jsonb({"findings": overridden})])
+        conn.commit()
+
+
 def migrate(settings: Settings, phases: Sequence[int] | None = None,
-            reporter: Reporter | None = None) -> MigrateResult:
-    """Run the given phases (all when None) in dependency order, under one source snapshot."""
+            reporter: Reporter | None = None, *, force: bool = False,
+            freeze_source: bool = False) -> MigrateResult:
+    """Run the given phases (all when None) in dependency order, under one source snapshot,
+    once the preflight's blocking checks pass (or `force`)."""
     reporter = reporter or Reporter()
     numbers = _parse_phases(phases)
     urls = endpoints(settings)
+    overridden = _require_preflight(urls, settings, reporter, force)
+    if freeze_source:
+        name = set_frozen(urls.source_url, True)
+        reporter.line(f"Froze the source database {name}: new sessions are read-only until "
+                      "`edu-migrate unfreeze-source`")
     result = MigrateResult()
     started = time.perf_counter()
     with _source_snapshot(urls.source_url) as snapshot:
         _preflight_for_migration(urls, snapshot)
         with migration_lock(urls.target_url):
+            if overridden:
+                _log_override(urls.target_url, overridden)
             for number in numbers:
                 result.phases.append(run_phase(
                     PHASES[number], snapshot, urls.target_url, batch_size=settings.batch_size,
@@ -213,7 +269,13 @@ def rollback(settings: Settings, phase: int | None, reporter: Reporter | None = 
         return rollback_phases(urls.target_url, phase, reporter)
 
 
+INTERRUPTED = ("stopped without finishing (process killed or connection lost): "
+               "run the same command again to resume")
+
+
 def status(settings: Settings) -> dict[str, Any]:
+    """Each phase's state, rows, start, end and last error. A phase marked running while no
+    migration holds the target's lock was interrupted: its transaction left nothing behind."""
     urls = endpoints(settings)
     with connect(urls.target_url, purpose="target") as conn:
         require_schema(conn)
@@ -221,21 +283,52 @@ def status(settings: Settings) -> dict[str, Any]:
             "SELECT phase, status, started_at, finished_at, seconds, row_counts, last_error "
             "FROM migration.phase_runs").fetchall()
         states = phase_states(conn)
+        holder = lock_holder(conn)
     by_phase = {int(r[0]): r for r in rows}
     phases = []
     for number in RUN_ORDER:
         row = by_phase.get(number)
+        state = states.get(number, "pending")
+        interrupted = state == "running" and holder is None
         phases.append({
             "phase": number, "title": PHASES[number].title.split(": ", 1)[1],
-            "status": states.get(number, "pending"),
+            "status": "interrupted" if interrupted else state,
             "started_at": row[2].isoformat() if row and row[2] else None,
             "finished_at": row[3].isoformat() if row and row[3] else None,
             "seconds": round(row[4], 2) if row and row[4] is not None else None,
             "rows": {k: v for k, v in (row[5] or {}).items() if k.startswith("migrate_")}
             if row else {},
-            "last_error": row[6] if row else None,
+            "last_error": INTERRUPTED if interrupted else (row[6] if row else None),
         })
-    return {"version": __version__, **urls.describe(), "phases": phases}
+    return {"version": __version__, **urls.describe(), "running_now": holder, "phases": phases}
+
+
+def freeze_source(settings: Settings) -> str:
+    """The guide's optional read-only source, for every new session; returns the database."""
+    return set_frozen(endpoints(settings).source_url, True)
+
+
+def unfreeze_source(settings: Settings) -> str:
+    return set_frozen(endpoints(settings).source_url, False)
+
+
+def backup(settings: Settings, *, verify_restore: bool = False,
+           reporter: Reporter | None = None) -> list[backups.BackupRecord]:
+    """pg_dump -Fc of the source, and of the target when it holds data, each verified."""
+    urls = endpoints(settings)
+    return backups.backup(urls.source_url, urls.target_url, settings.backup_dir,
+                          verify_restore=verify_restore, reporter=reporter or Reporter())
+
+
+def restore_plan(settings: Settings, file: Path, into: str | None = None) -> backups.RestorePlan:
+    """Which database a dump would replace: `into`, else the one it came from."""
+    urls = endpoints(settings)
+    return backups.plan_restore(file, settings.backup_dir, urls.source_url, urls.target_url,
+                                into)
+
+
+def restore(plan: backups.RestorePlan, reporter: Reporter | None = None) -> dict[str, int]:
+    return backups.restore(plan, reporter or Reporter())
 
 
 @dataclass

