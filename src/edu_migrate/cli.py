@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -332,9 +333,15 @@ def demo(
     api.require_valid(result.validation)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops a run like Ctrl-C: the open transaction is rolled back on the way out."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Entry point: domain errors become one line on stderr and an exit code."""
     debug = "--debug" in sys.argv or os.environ.get("EDU_MIGRATE_DEBUG") == "1"
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
     except MigrationError as exc:

@@ -200,8 +200,19 @@ def run_phase(phase: Phase, snapshot: SourceSnapshot, target_url: str, *, batch_
             raise
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MigrationError(f"phase {phase.number} failed and was rolled back: {first_line}",
-                             "see the log; fix the cause and run the same command again") from exc
+                             _hint_for(exc)) from exc
     return PhaseResult(phase.number, "done", time.perf_counter() - started, counts)
+
+
+def _hint_for(exc: psycopg.Error) -> str:
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return ("a statement ran into statement_timeout or was cancelled: raise the timeout for "
+                "the migration (e.g. PGOPTIONS='-c statement_timeout=0') and run the same "
+                "command again")
+    if isinstance(exc, psycopg.OperationalError):
+        return ("the connection was lost or ended by the server; run the same command again "
+                "to resume")
+    return "see the log; fix the cause and run the same command again"
 
 
 def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float) -> dict[str, int]:
