@@ -68,6 +68,16 @@ def endpoints(settings: Settings) -> Endpoints:
                      settings.target_url or status.url("edu_v2"), True)
 
 
+def target_url(settings: Settings) -> str:
+    """The target URL given, or the embedded edu_v2: commands that need only the target do not
+    start the embedded server when the target is elsewhere."""
+    return settings.target_url or endpoints(settings).target_url
+
+
+def source_url(settings: Settings) -> str:
+    return settings.source_url or endpoints(settings).source_url
+
+
 def db_start(settings: Settings) -> ServerStatus:
     return embedded_server(settings).start()
 
@@ -120,7 +130,7 @@ def _ensure_database(url: str, purpose: str) -> None:
 
 
 def schema_apply(settings: Settings) -> SchemaResult:
-    return apply_schema(endpoints(settings).target_url)
+    return apply_schema(target_url(settings))
 
 
 @dataclass
@@ -262,11 +272,11 @@ def rollback(settings: Settings, phase: int | None, reporter: Reporter | None = 
     reporter = reporter or Reporter()
     if phase is not None:
         _parse_phases([phase])
-    urls = endpoints(settings)
-    with connect(urls.target_url, purpose="target") as conn:
+    target = target_url(settings)
+    with connect(target, purpose="target") as conn:
         require_schema(conn)
-    with migration_lock(urls.target_url):
-        return rollback_phases(urls.target_url, phase, reporter)
+    with migration_lock(target):
+        return rollback_phases(target, phase, reporter)
 
 
 INTERRUPTED = ("stopped without finishing (process killed or connection lost): "
@@ -276,8 +286,8 @@ INTERRUPTED = ("stopped without finishing (process killed or connection lost): "
 def status(settings: Settings) -> dict[str, Any]:
     """Each phase's state, rows, start, end and last error. A phase marked running while no
     migration holds the target's lock was interrupted: its transaction left nothing behind."""
-    urls = endpoints(settings)
-    with connect(urls.target_url, purpose="target") as conn:
+    target = target_url(settings)
+    with connect(target, purpose="target") as conn:
         require_schema(conn)
         rows = conn.execute(
             "SELECT phase, status, started_at, finished_at, seconds, row_counts, last_error "
@@ -300,16 +310,17 @@ def status(settings: Settings) -> dict[str, Any]:
             if row else {},
             "last_error": INTERRUPTED if interrupted else (row[6] if row else None),
         })
-    return {"version": __version__, **urls.describe(), "running_now": holder, "phases": phases}
+    return {"version": __version__, "target": masked(target), "running_now": holder,
+            "phases": phases}
 
 
 def freeze_source(settings: Settings) -> str:
     """The guide's optional read-only source, for every new session; returns the database."""
-    return set_frozen(endpoints(settings).source_url, True)
+    return set_frozen(source_url(settings), True)
 
 
 def unfreeze_source(settings: Settings) -> str:
-    return set_frozen(endpoints(settings).source_url, False)
+    return set_frozen(source_url(settings), False)
 
 
 def backup(settings: Settings, *, verify_restore: bool = False,

@@ -28,7 +28,7 @@ from edu_migrate.errors import MigrationError, PreconditionFailed
 from edu_migrate.pg.connect import connect
 from edu_migrate.pg.freeze import is_frozen
 from edu_migrate.pg.locks import migration_lock
-from edu_migrate.pg.tools import client_program, run_client
+from edu_migrate.pg.tools import client_program, restore_archive, run_client
 from edu_migrate.pg.urls import database_name, masked, with_database
 from edu_migrate.reporting import Reporter
 from edu_migrate.schema import applied_version, foreign_tables
@@ -195,10 +195,9 @@ def verify_by_restore(url: str, record: BackupRecord, backup_dir: Path,
         try:
             scratch_url = with_database(url, scratch)
             reporter.line(f"Restoring {record.file} into the scratch database {scratch} …")
-            run_client(client_program("pg_restore", conn.info.server_version),
-                       ["--no-owner", "--no-privileges", "--exit-on-error", str(
-                           backup_dir / record.file)],
-                       scratch_url, what=f"test restore of {record.file}")
+            restore_archive(backup_dir / record.file, scratch_url, conn.info.server_version,
+                            ["--no-owner", "--no-privileges"],
+                            what=f"test restore of {record.file}")
             with connect(scratch_url, purpose="scratch", read_only=True) as restored:
                 counts = table_row_counts(restored)
                 restored.rollback()
@@ -347,13 +346,13 @@ def restore(plan: RestorePlan, reporter: Reporter) -> dict[str, int]:
             raise PreconditionFailed(f"the database {name} is frozen read-only",
                                      "run `edu-migrate unfreeze-source` first")
         version = admin.info.server_version
-    options = ["--clean", "--if-exists", "--single-transaction", "--exit-on-error"]
+    options = ["--clean", "--if-exists"]
     if plan.role is None or plan.database != name:
         options += ["--no-owner", "--no-privileges"]
     with migration_lock(destination):
         reporter.line(f"Restoring {plan.describe()} …")
-        run_client(client_program("pg_restore", version), [*options, str(plan.file)],
-                   destination, what=f"restore of {plan.file.name}")
+        restore_archive(plan.file, destination, version, options,
+                        what=f"restore of {plan.file.name}")
     skip = TARGET_SCHEMAS_NOT_BACKED_UP if plan.role == "target" else ()
     with connect(destination, purpose="restored database", read_only=True) as conn:
         counts = table_row_counts(conn, skip)

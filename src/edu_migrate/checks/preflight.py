@@ -23,7 +23,7 @@ from edu_migrate.backup import recent_backups
 from edu_migrate.errors import MigrationError, PreconditionFailed
 from edu_migrate.pg.connect import connect
 from edu_migrate.pg.freeze import is_frozen
-from edu_migrate.pg.urls import database_name, masked
+from edu_migrate.pg.urls import database_name, masked, with_database
 from edu_migrate.phases.staging import LEGACY_COLUMNS, missing_legacy_columns
 from edu_migrate.schema import LATEST_VERSION, applied_version, foreign_tables
 
@@ -74,7 +74,8 @@ class PreflightContext:
 
     def _connection(self, side: str) -> psycopg.Connection | MigrationError:
         if side not in self._connections:
-            url = self.source_url if side == "source" else self.target_url
+            url = {"source": self.source_url, "target": self.target_url,
+                   "target server": with_database(self.target_url, "postgres")}[side]
             try:
                 self._connections[side] = self._stack.enter_context(
                     connect(url, purpose=side, autocommit=True, read_only=True))
@@ -88,6 +89,13 @@ class PreflightContext:
 
     def target(self) -> psycopg.Connection | None:
         conn = self._connection("target")
+        return conn if isinstance(conn, psycopg.Connection) else None
+
+    def target_server(self) -> psycopg.Connection | None:
+        """The target database, or its server's maintenance database while it does not exist."""
+        if not self.target_missing():
+            return self.target()
+        conn = self._connection("target server")
         return conn if isinstance(conn, psycopg.Connection) else None
 
     def connection_error(self, side: str) -> MigrationError | None:
@@ -264,7 +272,7 @@ def _free_bytes(path: Path) -> int | None:
 
 
 def disk_space(ctx: PreflightContext) -> Finding:
-    source, target = ctx.source(), ctx.target()
+    source, target = ctx.source(), ctx.target_server()
     if source is None:
         return _not_checked("disk space", "source")
     row = source.execute(
@@ -272,7 +280,10 @@ def disk_space(ctx: PreflightContext) -> Finding:
         "0) FROM unnest(%s::text[]) t", [list(LEGACY_COLUMNS)]).fetchone()
     need = DISK_NEED_FACTOR * int(row[0] if row else 0)
     shown_need = f"{need / 1e9:,.2f} GB needed ({DISK_NEED_FACTOR}× the mapped tables)"
-    if target is None or not _is_local(ctx.target_url):
+    if target is None:
+        return Finding("disk space", WARN, f"{shown_need}; free space not checked: no "
+                       "connection to the target server")
+    if not _is_local(ctx.target_url):
         return Finding("disk space", WARN, f"{shown_need}; free space unknown: the target "
                        "server is not on this machine, check it there")
     try:

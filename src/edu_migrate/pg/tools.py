@@ -7,6 +7,8 @@ import logging
 import os
 import re
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,3 +80,63 @@ def run_client(program: Path, args: list[str], url: str | None, *,
         raise MigrationError(f"{what} failed{where}: {reason}",
                              "the program's full output is in the run log")
     return result
+
+
+# pg_restore 17+ disables transaction_timeout in every script, a setting older servers reject.
+_NEWER_SETTINGS = {b"SET transaction_timeout = 0;\n": 170000}
+
+
+def _script_lines_for(server_version: int, script: Iterator[bytes]) -> Iterator[bytes]:
+    """The restore script without the settings the server does not know (never inside COPY
+    data, which passes untouched)."""
+    in_copy = False
+    for line in script:
+        if in_copy:
+            in_copy = line != b"\\.\n"
+        elif line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
+            in_copy = True
+        elif _NEWER_SETTINGS.get(line, 0) > server_version:
+            continue
+        yield line
+
+
+def restore_archive(archive: Path, url: str, server_version: int, options: list[str], *,
+                    what: str) -> None:
+    """Restore a custom-format dump into `url` in one transaction, stopping at the first error:
+    pg_restore writes the script, psql runs it. A script, rather than pg_restore's own
+    connection, so that the newest pg_restore can restore into every server from 15 on."""
+    pg_restore = client_program("pg_restore", server_version)
+    psql = client_program("psql", server_version)
+    call = client_call(url)
+    with tempfile.TemporaryFile() as restore_errors, tempfile.TemporaryFile() as psql_errors:
+        script = subprocess.Popen([str(pg_restore), *options, "--file=-", str(archive)],
+                                  stdout=subprocess.PIPE, stderr=restore_errors)
+        runner = subprocess.Popen(
+            [str(psql), "--no-psqlrc", "--quiet", "--single-transaction",
+             "--set=ON_ERROR_STOP=1", "--dbname", call.conninfo],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_errors, env=call.env)
+        assert script.stdout is not None and runner.stdin is not None
+        try:
+            for line in _script_lines_for(server_version, iter(script.stdout.readline, b"")):
+                runner.stdin.write(line)
+            if script.wait() == 0:
+                runner.stdin.close()  # the end of the script: psql commits
+            else:
+                runner.kill()  # half a script must not be committed: the server rolls it back
+        except BrokenPipeError:
+            pass  # psql stopped at an error: reported below
+        finally:
+            script.stdout.close()
+        failures = [(pg_restore.name, script.wait(), restore_errors),
+                    (psql.name, runner.wait(), psql_errors)]
+        for name, code, errors in failures:
+            errors.seek(0)
+            text = errors.read().decode("utf-8", "replace").strip()
+            if text:
+                log.info("%s: %s", name, text)
+            if code != 0:
+                lines = [line.strip() for line in text.splitlines() if line.strip()]
+                reason = next((line for line in lines if "error" in line.lower()),
+                              lines[0] if lines else f"{name} exit status {code}")
+                raise MigrationError(f"{what} failed on {masked(url)}: {reason}",
+                                     "nothing was restored; the full output is in the run log")

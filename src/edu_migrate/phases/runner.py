@@ -209,6 +209,9 @@ def _hint_for(exc: psycopg.Error) -> str:
         return ("a statement ran into statement_timeout or was cancelled: raise the timeout for "
                 "the migration (e.g. PGOPTIONS='-c statement_timeout=0') and run the same "
                 "command again")
+    if isinstance(exc, psycopg.errors.DiskFull):
+        return ("the server's disk is full: free space (`edu-migrate preflight` estimates the "
+                "need) and run the same command again")
     if isinstance(exc, psycopg.OperationalError):
         return ("the connection was lost or ended by the server; run the same command again "
                 "to resume")
