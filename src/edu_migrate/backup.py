@@ -21,7 +21,6 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
 from edu_migrate.errors import MigrationError, PreconditionFailed
@@ -29,7 +28,7 @@ from edu_migrate.pg.connect import connect
 from edu_migrate.pg.freeze import is_frozen
 from edu_migrate.pg.locks import migration_lock
 from edu_migrate.pg.tools import client_program, restore_archive, run_client
-from edu_migrate.pg.urls import database_name, masked, with_database
+from edu_migrate.pg.urls import database_name, masked, parse, with_database
 from edu_migrate.reporting import Reporter
 from edu_migrate.schema import applied_version, foreign_tables
 
@@ -75,7 +74,7 @@ class BackupRecord:
 
 
 def server_of(url: str) -> str:
-    params = conninfo_to_dict(url)
+    params = parse(url, purpose="server")
     return f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -88,3 +89,81 @@ def test_unknown_phase(settings: Settings) -> None:
 def test_zero_batch_size(settings: Settings) -> None:
     result = run_cli("migrate", "--all", "--batch-size", "0", *urls(settings))
     assert_one_line_error(result, "batch_size")
+
+
+def test_negative_batch_size(settings: Settings) -> None:
+    result = run_cli("migrate", "--all", "--batch-size", "-5", *urls(settings))
+    assert_one_line_error(result, "batch_size")
+
+
+def _phase_runs(settings: Settings) -> int:
+    with psycopg.connect(str(settings.target_url)) as conn:
+        row = conn.execute("SELECT count(*) FROM migration.phase_runs").fetchone()
+        return int(row[0]) if row else -1
+
+
+def test_source_missing_a_column_names_it_and_writes_nothing(settings: Settings) -> None:
+    prepared(settings, scale=0.01)
+    with psycopg.connect(str(settings.source_url), autocommit=True) as conn:
+        conn.execute("ALTER TABLE persons DROP COLUMN birthdate")
+        conn.execute("DROP TABLE course_students CASCADE")
+    result = run_cli("migrate", "--all", *urls(settings))
+    assert_one_line_error(result, "lacks", "course_students", "persons.birthdate")
+    assert _phase_runs(settings) == 0
+
+
+def test_foreign_table_in_target_is_named_and_nothing_written(settings: Settings) -> None:
+    prepared(settings, scale=0.01)
+    with psycopg.connect(str(settings.target_url), autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.invoices (id int)")
+    result = run_cli("migrate", "--all", *urls(settings))
+    assert_one_line_error(result, "not edu-migrate's: invoices")
+    assert _phase_runs(settings) == 0
+
+
+def test_unknown_phase_writes_nothing(settings: Settings) -> None:
+    prepared(settings, scale=0.01)
+    result = run_cli("migrate", "--phase", "0", *urls(settings))
+    assert_one_line_error(result, "unknown phase 0")
+    assert _phase_runs(settings) == 0
+
+
+def test_backup_and_restore_bad_input(settings: Settings, tmp_path: Path) -> None:
+    env = {"EDU_BACKUP_DIR": str(tmp_path / "backups")}
+    result = run_cli("backup", "--source", "postgresql://a b", "--target", "x=", env=env)
+    assert_one_line_error(result, "malformed")
+    result = run_cli("restore", str(tmp_path / "nothing.dump"), "--yes", *urls(settings),
+                     env=env)
+    assert_one_line_error(result, "no backup file")
+    (tmp_path / "garbage.dump").write_bytes(b"not a dump")
+    result = run_cli("restore", str(tmp_path / "garbage.dump"), "--yes", *urls(settings),
+                     env=env)
+    assert_one_line_error(result, "pg_restore --list of garbage.dump failed")
+
+
+def test_truncated_dump_restores_nothing(settings: Settings, tmp_path: Path) -> None:
+    prepared(settings, scale=0.01)
+    env = {"EDU_BACKUP_DIR": str(tmp_path / "backups")}
+    made = run_cli("backup", *urls(settings), env=env)
+    assert made.returncode == 0, made.stderr
+    (dump,) = (tmp_path / "backups").glob("source_*.dump")
+    whole = dump.read_bytes()
+    dump.write_bytes(whole[: len(whole) * 2 // 3])
+    with psycopg.connect(str(settings.source_url), autocommit=True) as conn:
+        conn.execute("DELETE FROM news")
+    result = run_cli("restore", str(dump), "--yes", *urls(settings), env=env)
+    assert_one_line_error(result, "restore of")
+    with psycopg.connect(str(settings.source_url)) as conn:
+        row = conn.execute("SELECT count(*) FROM news").fetchone()
+    assert row == (0,)
+
+
+def test_wrong_password_for_backup_is_one_line_without_the_password(settings: Settings) -> None:
+    admin = str(settings.source_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS edu_pw_backup")
+        conn.execute("CREATE ROLE edu_pw_backup LOGIN PASSWORD 'right-one'")
+    wrong = make_conninfo(admin, user="edu_pw_backup", password="wrong-one")
+    result = run_cli("backup", "--source", wrong, "--target", str(settings.target_url))
+    assert_one_line_error(result, "password authentication failed")
+    assert "wrong-one" not in result.stderr + result.stdout

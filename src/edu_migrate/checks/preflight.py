@@ -74,9 +74,9 @@ class PreflightContext:
 
     def _connection(self, side: str) -> psycopg.Connection | MigrationError:
         if side not in self._connections:
-            url = {"source": self.source_url, "target": self.target_url,
-                   "target server": with_database(self.target_url, "postgres")}[side]
             try:
+                url = (self.source_url if side == "source" else self.target_url
+                       if side == "target" else with_database(self.target_url, "postgres"))
                 self._connections[side] = self._stack.enter_context(
                     connect(url, purpose=side, autocommit=True, read_only=True))
             except MigrationError as exc:
@@ -302,6 +302,8 @@ def disk_space(ctx: PreflightContext) -> Finding:
 
 
 def recent_backup(ctx: PreflightContext) -> Finding:
+    if ctx.source() is None:
+        return _not_checked("backup", "source")
     found = recent_backups(ctx.backup_dir, ctx.source_url)
     hint = "run `edu-migrate backup --verify-restore`"
     if not found:
