@@ -194,7 +194,7 @@ def _require_preflight(urls: Endpoints, settings: Settings, reporter: Reporter,
     report = run_preflight(urls.source_url, urls.target_url, settings.backup_dir)
     for finding in report.findings:
         if finding.status == WARN:
-            reporter.warn(finding.line())
+            reporter.warn(f"{finding.name}: {finding.detail}")
     blocking = report.blocking
     if blocking and not force:
         first = blocking[0]

@@ -219,17 +219,23 @@ def status(target: TargetOpt = None, source: SourceOpt = None, config: ConfigOpt
     settings = _settings(config, source_url=source, target_url=target)
     state = api.status(settings)
     table = Table(title=f"edu-migrate {state['version']} → {state['target']}")
-    for column in ("phase", "step", "status", "rows", "seconds", "started", "finished",
-                   "last error"):
+    for column in ("phase", "step", "status", "rows", "seconds", "started", "finished"):
         table.add_column(column)
     for row in state["phases"]:
         rows = ", ".join(f"{k.removeprefix('migrate_')} {v:,}" for k, v in row["rows"].items())
-        table.add_row(str(row["phase"]), row["title"], row["status"], rows,
-                      str(row["seconds"] or ""), (row["started_at"] or "")[:19],
-                      (row["finished_at"] or "")[:19], row["last_error"] or "")
+        table.add_row(str(row["phase"]), row["title"].removeprefix("MIGRATING ").lower(),
+                      row["status"], rows, str(row["seconds"] or ""),
+                      (row["started_at"] or "")[:19].replace("T", " "),
+                      (row["finished_at"] or "")[:19].replace("T", " "))
     out.print(table)
+    # Errors below the table, whole: they are the lines an operator acts on.
+    for row in state["phases"]:
+        if row["last_error"]:
+            out.print(f"phase {row['phase']} {row['status']}: {row['last_error']}",
+                      markup=False, soft_wrap=True)
     if state["running_now"]:
-        out.print(f"A migration is running now: {state['running_now']}", markup=False)
+        out.print(f"A migration is running now: {state['running_now']}", markup=False,
+                  soft_wrap=True)
     _write_json(json_file, state)
 
 
@@ -242,7 +248,7 @@ def preflight(source: SourceOpt = None, target: TargetOpt = None, config: Config
     report = api.preflight(settings)
     styles = {"ok": "green", "warn": "yellow", "fail": "red"}
     for finding in report.findings:
-        out.print(finding.line(), style=styles[finding.status], markup=False)
+        out.print(finding.line(), style=styles[finding.status], markup=False, soft_wrap=True)
     _write_json(json_file, report.to_dict())
     if not report.ready:
         out.print(f"{len(report.blocking)} blocking check(s) failed: `migrate` refuses to start "
