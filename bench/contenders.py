@@ -11,7 +11,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
@@ -31,6 +30,7 @@ class Measurement:
     phases: dict[str, float] = field(default_factory=dict)
     steps: dict[str, float] = field(default_factory=dict)
     note: str | None = None
+    load_average: float = field(default_factory=lambda: os.getloadavg()[0])
 
 
 def recreate_database(admin_url: str, name: str) -> None:
@@ -83,32 +83,29 @@ def edu_migrate_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "edu_migrate"]
 
 
-STEP_LINE = re.compile(r"step (\S+): (\d+) rows in ([0-9.]+)s")
-STAGE_LINE = re.compile(r"^(\S+ \S+) INFO stage (\S+): (started|\d+ rows)")
+STEP_LINE = re.compile(r"INFO (step|stage) (\S+): (\d+) rows in ([0-9.]+)s")
+REBUILD_LINE = re.compile(r"indexes and foreign keys rebuilt in ([0-9.]+)s")
 
 
 def steps_from_log(log_dir: Path) -> dict[str, float]:
-    """Seconds of each named statement and of each staged table, from the run's log."""
+    """Seconds of each named statement, staged table and index rebuild, from the run's log."""
     steps: dict[str, float] = {}
-    stage_started: dict[str, datetime] = {}
     for log in sorted(log_dir.glob("migration_*.log")):
         for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
             if match := STEP_LINE.search(line):
-                steps[match[1]] = steps.get(match[1], 0.0) + float(match[3])
-            elif match := STAGE_LINE.search(line):
-                at = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f")
-                if match[3] == "started":
-                    stage_started[match[2]] = at
-                elif match[2] in stage_started:
-                    steps[f"stage {match[2]}"] = (at - stage_started.pop(match[2])).total_seconds()
+                name = match[2] if match[1] == "step" else f"stage {match[2]}"
+                steps[name] = steps.get(name, 0.0) + float(match[4])
+            elif match := REBUILD_LINE.search(line):
+                steps["rebuild indexes and foreign keys"] = float(match[1])
     return steps
 
 
 def edu_migrate_all(source_url: str, target_url: str, work: Path) -> Measurement:
     """`edu-migrate migrate --all` into a fresh edu_v2 (schema applied beforehand, untimed)."""
-    subprocess.run([*edu_migrate_command(), "schema", "apply", "--target", target_url,
-                    "--source", source_url], check=True, capture_output=True,
-                   env={**os.environ, "EDU_LOG_DIR": str(work / "schema-logs")})
+    subprocess.run([*edu_migrate_command(), "schema", "apply", "--target", target_url],
+                   check=True, capture_output=True,
+                   env={**os.environ, "EDU_SOURCE_URL": source_url,
+                        "EDU_LOG_DIR": str(work / "schema-logs")})
     log_dir = work / "logs"
     shutil.rmtree(log_dir, ignore_errors=True)
     seconds, rss, status = run_measured(
@@ -135,7 +132,7 @@ def edu_migrate_validate(source_url: str, target_url: str, work: Path) -> Measur
 PGLOADER_COMMAND = """LOAD DATABASE
     FROM {source}
     INTO {target}
-    INCLUDING ONLY TABLE NAMES MATCHING {tables};
+    INCLUDING ONLY TABLE NAMES MATCHING {tables} IN SCHEMA 'public';
 """
 
 

@@ -32,7 +32,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"({result['when']})",
         "",
         f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB memory, "
-        f"PostgreSQL {m['postgresql']} (the embedded server), Python {m['python']}.",
+        f"PostgreSQL {m['postgresql']} (the embedded server), Python {m['python']}. "
+        f"Load average (1 min) when the runs started: {result['load_average']['min']:.1f}–"
+        f"{result['load_average']['max']:.1f} (the machine is shared: compare ratios across "
+        "runs, not absolute times across days).",
         "",
         "| contender | median (min–max) | peak RSS | vs raw |",
         "|---|---|---|---|",

@@ -117,6 +117,11 @@ def _median_by_key(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(run.get(key, 0.0) for run in runs) for key in sorted(keys)}
 
 
+def _started(load_before: float, measured: Measurement) -> Measurement:
+    measured.load_average = load_before
+    return measured
+
+
 def race(status: ServerStatus, runs: int, with_pgloader: bool) -> dict[str, list[Measurement]]:
     source = status.url(LEGACY_DB)
     results: dict[str, list[Measurement]] = {"raw": [], "migrate": [], "validate": [],
@@ -125,21 +130,21 @@ def race(status: ServerStatus, runs: int, with_pgloader: bool) -> dict[str, list
         work = WORK / f"run-{number}"
         work.mkdir(parents=True, exist_ok=True)
         recreate_database(status.url(), RAW_DB)
-        raw = raw_copy_through(source, status.url(RAW_DB))
+        raw = _started(os.getloadavg()[0], raw_copy_through(source, status.url(RAW_DB)))
         results["raw"].append(raw)
         say(f"run {number}: (a) raw copy-through {raw.seconds:.1f}s")
         recreate_database(status.url(), TARGET_DB)
-        migrated = edu_migrate_all(source, status.url(TARGET_DB), work)
+        migrated = _started(os.getloadavg()[0], edu_migrate_all(source, status.url(TARGET_DB), work))
         results["migrate"].append(migrated)
         say(f"run {number}: (b) edu-migrate migrate --all {migrated.seconds:.1f}s, "
             f"peak RSS {migrated.peak_rss_mb:.0f} MB")
-        checked = edu_migrate_validate(source, status.url(TARGET_DB), work)
+        checked = _started(os.getloadavg()[0], edu_migrate_validate(source, status.url(TARGET_DB), work))
         results["validate"].append(checked)
         say(f"run {number}:     edu-migrate validate {checked.seconds:.1f}s"
             + (f" ({checked.note})" if checked.note else ""))
         if with_pgloader:
             recreate_database(status.url(), PGLOADER_DB)
-            loaded = pgloader_copy(source, status.url(PGLOADER_DB), work)
+            loaded = _started(os.getloadavg()[0], pgloader_copy(source, status.url(PGLOADER_DB), work))
             results["pgloader"].append(loaded)
             say(f"run {number}: (c) pgloader {loaded.seconds:.1f}s, peak RSS "
                 f"{loaded.peak_rss_mb or 0:.0f} MB" + (f" ({loaded.note})" if loaded.note else ""))
@@ -181,6 +186,8 @@ def assemble(scale: float, status: ServerStatus, generation: float,
         "pgloader_note": pgloader_note or next((m.note for m in results["pgloader"] if m.note),
                                                None),
         "everyday_queries": queries,
+        "load_average": summary([m.load_average for measured in results.values()
+                                 for m in measured]),
     }
     payload["runs"] = {name: [vars(m) for m in measured] for name, measured in results.items()}
     return payload
