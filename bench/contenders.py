@@ -83,7 +83,7 @@ def edu_migrate_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "edu_migrate"]
 
 
-STEP_LINE = re.compile(r"INFO (step|stage) (\S+): (\d+) rows in ([0-9.]+)s")
+STEP_LINE = re.compile(r"INFO (step|stage) (.+?): (\d+) rows in ([0-9.]+)s")
 REBUILD_LINE = re.compile(r"indexes and foreign keys rebuilt in ([0-9.]+)s")
 
 

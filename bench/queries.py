@@ -69,12 +69,12 @@ QUERIES: tuple[EverydayQuery, ...] = (
            WHERE c.edu_year = %(edu_year)s AND c.semester = %(semester)s
            GROUP BY c.id
            ORDER BY c.code, c.section""",
-        """SELECT co.code, co.name ->> 'az', o.section_code, count(e.course_offering_id)
+        """SELECT co.code, co.name ->> 'az', o.section_code, n.enrolled
            FROM course_offerings o
            JOIN courses co ON co.id = o.course_id
-           LEFT JOIN course_enrollments e ON e.course_offering_id = o.id
+           CROSS JOIN LATERAL (SELECT count(*) AS enrolled FROM course_enrollments e
+                               WHERE e.course_offering_id = o.id) n
            WHERE o.academic_term_id = %(term)s
-           GROUP BY o.id, co.code, co.name
            ORDER BY co.code, o.section_code"""),
     EverydayQuery(
         "course run's mark distribution",

@@ -32,6 +32,7 @@ from bench.contenders import (
     pgloader_copy,
     raw_copy_through,
     recreate_database,
+    steps_from_log,
 )
 from bench.queries import run_everyday_queries
 from bench.report import render_markdown, update_docs
@@ -193,6 +194,23 @@ def assemble(scale: float, status: ServerStatus, generation: float,
     return payload
 
 
+def rerender(result_file: Path, no_docs: bool) -> int:
+    """After a change to the report or the queries only: the same runs, reported again."""
+    payload = json.loads(result_file.read_text(encoding="utf-8"))
+    runs = len(payload["runs"]["migrate"])
+    payload["migrate_steps"] = _median_by_key(
+        [steps_from_log(WORK / f"run-{number}" / "logs") for number in range(1, runs + 1)])
+    status = EmbeddedServer(WORK / "server").start()
+    payload["everyday_queries"] = run_everyday_queries(status.url(LEGACY_DB),
+                                                       status.url(TARGET_DB))
+    result_file.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    markdown = render_markdown(payload)
+    print(markdown)
+    if not no_docs:
+        update_docs(ROOT / "docs" / "benchmarks.md", markdown, payload["scale"])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -204,7 +222,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave the bench's server running afterwards")
     parser.add_argument("--no-docs", action="store_true",
                         help="write the JSON only, not docs/benchmarks.md")
+    parser.add_argument("--rerender", type=Path, metavar="RESULT_JSON",
+                        help="no new runs: re-read the step profile from the last runs' logs, "
+                             "time the everyday queries again, rewrite the results")
     args = parser.parse_args(argv)
+    if args.rerender:
+        return rerender(args.rerender, args.no_docs)
 
     WORK.mkdir(parents=True, exist_ok=True)
     server = EmbeddedServer(WORK / "server")

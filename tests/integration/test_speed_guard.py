@@ -18,8 +18,8 @@ from edu_migrate.config import Settings
 from edu_migrate.pg.urls import with_database
 from tests.integration.helpers import prepared
 
-SCALE = 0.05
-BOUND = 15.0
+SCALE = 0.1
+BOUND = 10.0
 
 
 def test_migrate_stays_within_a_bound_of_raw_copy(settings: Settings) -> None:
