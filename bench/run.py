@@ -135,17 +135,20 @@ def race(status: ServerStatus, runs: int, with_pgloader: bool) -> dict[str, list
         results["raw"].append(raw)
         say(f"run {number}: (a) raw copy-through {raw.seconds:.1f}s")
         recreate_database(status.url(), TARGET_DB)
-        migrated = _started(os.getloadavg()[0], edu_migrate_all(source, status.url(TARGET_DB), work))
+        migrated = _started(os.getloadavg()[0],
+                            edu_migrate_all(source, status.url(TARGET_DB), work))
         results["migrate"].append(migrated)
         say(f"run {number}: (b) edu-migrate migrate --all {migrated.seconds:.1f}s, "
             f"peak RSS {migrated.peak_rss_mb:.0f} MB")
-        checked = _started(os.getloadavg()[0], edu_migrate_validate(source, status.url(TARGET_DB), work))
+        checked = _started(os.getloadavg()[0],
+                           edu_migrate_validate(source, status.url(TARGET_DB), work))
         results["validate"].append(checked)
         say(f"run {number}:     edu-migrate validate {checked.seconds:.1f}s"
             + (f" ({checked.note})" if checked.note else ""))
         if with_pgloader:
             recreate_database(status.url(), PGLOADER_DB)
-            loaded = _started(os.getloadavg()[0], pgloader_copy(source, status.url(PGLOADER_DB), work))
+            loaded = _started(os.getloadavg()[0],
+                              pgloader_copy(source, status.url(PGLOADER_DB), work))
             results["pgloader"].append(loaded)
             say(f"run {number}: (c) pgloader {loaded.seconds:.1f}s, peak RSS "
                 f"{loaded.peak_rss_mb or 0:.0f} MB" + (f" ({loaded.note})" if loaded.note else ""))

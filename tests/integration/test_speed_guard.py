@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 
 import psycopg
+from bench.contenders import raw_copy_through
 from psycopg import sql
 
-from bench.contenders import raw_copy_through
 from edu_migrate import api
 from edu_migrate.config import Settings
 from edu_migrate.pg.urls import with_database

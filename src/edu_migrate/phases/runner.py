@@ -144,7 +144,7 @@ def _indexes_rebuilt_after(conn: psycopg.Connection, tables: tuple[str, ...],
 
 
 def _timed(conn: psycopg.Connection, reporter: Reporter, name: str,
-           statement: sql.Composable) -> None:
+           statement: sql.SQL | sql.Composed) -> None:
     started = time.perf_counter()
     conn.execute(statement)
     reporter.step(name, time.perf_counter() - started, 0)

@@ -97,7 +97,7 @@ ANALYZE migration.crosswalk_course_students;
 
 -- name: assessment_keys
 -- The id of every assessment a mark can name, derived once per (course run, mark type) rather
--- than once per mark.
+-- than once per mark; the types are those of the max_score CASE in prepare_grades.
 CREATE TEMP TABLE assessment_keys ON COMMIT DROP AS
 SELECT r.course_id AS run_source_id, t.grade_type,
        migration.derive_id('assessments', r.course_id || '/' || t.grade_type) AS id
