@@ -220,7 +220,7 @@ def status(target: TargetOpt = None, source: SourceOpt = None, config: ConfigOpt
     state = api.status(settings)
     table = Table(title=f"edu-migrate {state['version']} → {state['target']}")
     for column in ("phase", "step", "status", "rows", "seconds", "started", "finished"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "status")
     for row in state["phases"]:
         rows = ", ".join(f"{k.removeprefix('migrate_')} {v:,}" for k, v in row["rows"].items())
         table.add_row(str(row["phase"]), row["title"].removeprefix("MIGRATING ").lower(),

@@ -154,7 +154,7 @@ def source_version(ctx: PreflightContext) -> Finding:
 
 
 def target_version(ctx: PreflightContext) -> Finding:
-    return _version_finding("target version", ctx.target(), "target")
+    return _version_finding("target version", ctx.target_server(), "target")
 
 
 def legacy_tables(ctx: PreflightContext) -> Finding:
@@ -191,7 +191,7 @@ def source_privileges(ctx: PreflightContext) -> Finding:
 def target_privileges(ctx: PreflightContext) -> Finding:
     conn = ctx.target()
     if conn is None:
-        return _not_checked("target privileges", "target")
+        return _database_creation_privilege(ctx)
     row = conn.execute(
         "SELECT has_database_privilege(current_database(), 'CREATE'), "
         "has_schema_privilege('public', 'CREATE')").fetchone()
@@ -215,6 +215,20 @@ def target_privileges(ctx: PreflightContext) -> Finding:
                            "run as the owner of edu_v2, or grant those privileges"))
     return Finding("target privileges", OK, f"{conn.info.user} can create, and owns the tables"
                    if schema_applied else f"{conn.info.user} can create the schema")
+
+
+def _database_creation_privilege(ctx: PreflightContext) -> Finding:
+    server = ctx.target_server()
+    if server is None:
+        return _not_checked("target privileges", "target")
+    row = server.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles "
+                         "WHERE rolname = current_user").fetchone()
+    if not row or not row[0]:
+        return Finding("target privileges", FAIL, f"{server.info.user} may not create the "
+                       "database", PreconditionFailed(
+                           f"the target database does not exist and {server.info.user} may "
+                           "not create it", "create it for this role, or grant CREATEDB"))
+    return Finding("target privileges", OK, f"{server.info.user} can create the database")
 
 
 def target_schema(ctx: PreflightContext) -> Finding:
