@@ -14,7 +14,7 @@ import json
 import re
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -260,8 +260,7 @@ def backup(source_url: str, target_url: str, backup_dir: Path, *, verify_restore
                       "only the source is dumped")
     for role, url in plan:
         # A dump of the target while a phase rewrites it would wait on, or hold up, the phase.
-        holder = migration_lock(url) if role == "target" else _no_lock()
-        with holder:
+        with migration_lock(url) if role == "target" else nullcontext():
             record = dump_database(url, role, backup_dir, reporter)
         record_backup(backup_dir, record, None)
         if verify_restore:
@@ -271,11 +270,6 @@ def backup(source_url: str, target_url: str, backup_dir: Path, *, verify_restore
     for record in made:
         record_backup(backup_dir, record, target_url)
     return made
-
-
-@contextmanager
-def _no_lock() -> Iterator[None]:
-    yield
 
 
 def recent_backups(backup_dir: Path, source_url: str, now: datetime | None = None
