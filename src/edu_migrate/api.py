@@ -7,7 +7,8 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from edu_migrate import __version__
 from edu_migrate.checks.validation import ValidationReport
@@ -29,6 +30,9 @@ from edu_migrate.phases.runner import (
 from edu_migrate.phases.staging import SourceSnapshot, missing_legacy_columns
 from edu_migrate.reporting import Reporter
 from edu_migrate.schema import SchemaResult, apply_schema, require_schema
+
+if TYPE_CHECKING:
+    from edu_migrate.report import ReportData
 
 MINIMUM_SERVER_VERSION = 150000
 
@@ -268,6 +272,44 @@ def demo(settings: Settings, *, scale: float = 1.0, seed: int = 42,
     report = validate(settings, reporter=reporter)
     return DemoResult(generated - started, schema_done - generated, migration, report,
                       time.perf_counter() - validation_started, dict(summary.row_counts))
+
+
+def report(settings: Settings, *, html: Path | None = None, md: Path | None = None) -> ReportData:
+    """The sign-off report of the run on the target: validation, accounting, checksums, plots.
+    Both files are rendered before either is written, and each is written whole or not at all."""
+    from edu_migrate.report import collect, render_html, render_markdown, require_a_run
+
+    urls = endpoints(settings)
+    with connect(urls.target_url, purpose="target") as target:
+        schema_version = require_schema(target)
+        require_a_run(target, masked(urls.target_url))
+        with _source_snapshot(urls.source_url) as snapshot:
+            missing = missing_legacy_columns(snapshot.conn)
+            if missing:
+                raise PreconditionFailed(
+                    f"the source is not the legacy database: it lacks {', '.join(missing[:8])}"
+                    + (" …" if len(missing) > 8 else ""),
+                    "point --source at the database the migration read")
+            data = collect(snapshot, target, source_url_shown=masked(urls.source_url),
+                           target_url_shown=masked(urls.target_url),
+                           schema_version=schema_version)
+        target.rollback()
+    rendered = [(path, render(data)) for path, render in ((html, render_html),
+                                                          (md, render_markdown)) if path]
+    for path, text in rendered:
+        _write_whole(path, text)
+    return data
+
+
+def _write_whole(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise MigrationError(f"cannot write {path}: {exc.strerror}",
+                             "choose a writable path") from exc
 
 
 def _drop_database(admin_url: str, name: str) -> None:

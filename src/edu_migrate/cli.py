@@ -18,7 +18,7 @@ from edu_migrate import __version__, api
 from edu_migrate.config import Settings, load_settings
 from edu_migrate.console import ConsoleReporter
 from edu_migrate.errors import MigrationError
-from edu_migrate.pg.urls import masked
+from edu_migrate.pg.urls import masked, redacted
 from edu_migrate.reporting import open_run_log
 
 HELP = """Move the legacy LMS database **edu** into **edu_v2**: phased, validated, resumable.
@@ -57,7 +57,7 @@ JsonOpt = Annotated[str | None, typer.Option(
 
 def _settings(config: Path | None = None, **overrides: Any) -> Settings:
     settings = load_settings(overrides, config)
-    open_run_log(settings.log_dir, " ".join(sys.argv[1:]))
+    open_run_log(settings.log_dir, redacted(" ".join(sys.argv[1:])))
     return settings
 
 
@@ -69,6 +69,12 @@ def _write_json(target: str | None, payload: Any) -> None:
         sys.stdout.write(text + "\n")
     else:
         Path(target).write_text(text + "\n", encoding="utf-8")
+
+
+def _json_owns_stdout(target: str | None) -> None:
+    """With `--json -`, standard output carries the JSON alone; the human lines go to stderr."""
+    if target == "-":
+        out.file = sys.stderr
 
 
 def _reporter(quiet: bool = False) -> ConsoleReporter:
@@ -104,6 +110,7 @@ def db_stop(config: ConfigOpt = None) -> None:
 @db_app.command("status")
 def db_status(config: ConfigOpt = None, json_file: JsonOpt = None) -> None:
     """Is the embedded server running, where, and which version."""
+    _json_owns_stdout(json_file)
     status = api.db_status(_settings(config))
     payload = {"running": status.running, "port": status.port, "version": status.version,
                "data_dir": str(status.data_dir)}
@@ -163,6 +170,7 @@ def migrate(
 ) -> None:
     """Run migration phases: 1 users & persons, 2 students & staff, 3 organizations & terms,
     4 courses & offerings, 5 enrollments & grades. Done phases are skipped."""
+    _json_owns_stdout(json_file)
     if not phase and not all_phases:
         raise MigrationError("say which phases to run", "use --phase N or --all")
     settings = _settings(config, source_url=source, target_url=target, batch_size=batch_size,
@@ -177,6 +185,7 @@ def validate(source: SourceOpt = None, target: TargetOpt = None, config: ConfigO
              json_file: JsonOpt = None) -> None:
     """Phase 6: counts, orphans, foreign keys and the accounting of every legacy row.
     Exits 0 only when every check passes."""
+    _json_owns_stdout(json_file)
     settings = _settings(config, source_url=source, target_url=target)
     report = api.validate(settings, reporter=_reporter())
     _write_json(json_file, report.to_dict())
@@ -206,6 +215,7 @@ def rollback(
 def status(target: TargetOpt = None, source: SourceOpt = None, config: ConfigOpt = None,
            json_file: JsonOpt = None) -> None:
     """Each phase's state, rows, start, end and last error."""
+    _json_owns_stdout(json_file)
     settings = _settings(config, source_url=source, target_url=target)
     state = api.status(settings)
     table = Table(title=f"edu-migrate {state['version']} → {state['target']}")
@@ -224,6 +234,7 @@ def status(target: TargetOpt = None, source: SourceOpt = None, config: ConfigOpt
 def config_show(source: SourceOpt = None, target: TargetOpt = None,
                 config: ConfigOpt = None, json_file: JsonOpt = None) -> None:
     """The effective configuration (flags > env > edu-migrate.toml), passwords masked."""
+    _json_owns_stdout(json_file)
     settings = load_settings({"source_url": source, "target_url": target}, config)
     shown = settings.model_dump(mode="json")
     shown["source_url"] = masked(settings.source_url)
@@ -241,6 +252,7 @@ def demo(
 ) -> None:
     """The whole migration on the embedded server: generate edu, apply the schema, run every
     phase, validate, and summarise."""
+    _json_owns_stdout(json_file)
     settings = _settings(config)
     result = api.demo(settings, scale=scale, seed=seed, reporter=_reporter())
     table = Table(title="edu-migrate demo")
@@ -258,6 +270,39 @@ def demo(
     _write_json(json_file, {"migration": result.migration.to_dict(),
                             "validation": result.validation.to_dict()})
     api.require_valid(result.validation)
+
+
+@app.command()
+def report(
+    html: Annotated[Path | None, typer.Option(
+        "--html", help="Write the HTML report (one self-contained page) to FILE.", metavar="FILE",
+        show_default=False)] = None,
+    md: Annotated[Path | None, typer.Option(
+        "--md", help="Write the Markdown report to FILE.", metavar="FILE",
+        show_default=False)] = None,
+    source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
+    json_file: JsonOpt = None,
+) -> None:
+    """The sign-off report: run metadata, validation, accounting of every legacy row, rows set
+    aside, checksums, plots and the approval block. With no file named, writes report.html.
+    Exits 1 when the verdict is FAIL (the report is written either way)."""
+    _json_owns_stdout(json_file)
+    if html is None and md is None and json_file is None:
+        html = Path("report.html")
+    settings = _settings(config, source_url=source, target_url=target)
+    data = api.report(settings, html=html, md=md)
+    style = "bold green" if data.passed else "bold red"
+    out.print(f"[{style}]{data.verdict}[/]: {len(data.validation.checks) - len(data.checks_failed)}"
+              f" of {len(data.validation.checks)} checks passed, phases done: "
+              f"{', '.join(map(str, data.phases_done)) or 'none'}; "
+              f"{data.rows_set_aside:,} legacy rows set aside "
+              f"(collected in {data.collect_seconds:.1f}s)")
+    for path in (html, md):
+        if path is not None:
+            out.print(f"✓ Wrote {path}", markup=False)
+    _write_json(json_file, data.to_dict())
+    if not data.passed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

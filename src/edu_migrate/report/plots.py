@@ -1,0 +1,133 @@
+"""The report's plots, drawn with matplotlib (Agg) as SVG text to inline in the page.
+
+Text stays text (svg.fonttype 'none'), so the page's system font draws it and it can be searched
+and copied; nothing is fetched when the page opens.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
+
+from edu_migrate.report.collect import MARK_BINS, MarkDistribution, PhaseTiming  # noqa: E402
+
+OLD_COLOUR = "#c3ccd6"
+NEW_COLOUR = "#1f6feb"
+INK = "#24292f"
+MUTED = "#57606a"
+PHASE_COLOURS = {1: "#1f6feb", 2: "#8250df", 3: "#1a7f37", 4: "#bf8700", 5: "#cf222e"}
+
+STYLE = {
+    "svg.fonttype": "none",
+    "font.family": "sans-serif",
+    "font.sans-serif": ["system-ui", "Segoe UI", "Helvetica", "Arial", "DejaVu Sans"],
+    "font.size": 10,
+    "text.color": INK,
+    "axes.edgecolor": "#d0d7de",
+    "axes.labelcolor": MUTED,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "xtick.color": MUTED,
+    "ytick.color": MUTED,
+    "axes.titlesize": 11,
+    "axes.titleweight": "bold",
+    "axes.titlelocation": "left",
+}
+
+
+@contextmanager
+def _figure(name: str, width: float, height: float) -> Iterator[tuple[Figure, list[str]]]:
+    """A figure in the report's style; its SVG lands in the yielded list. Each figure gets its
+    own hash salt, so ids inside several inlined SVGs never collide."""
+    svg: list[str] = []
+    with plt.rc_context(STYLE | {"svg.hashsalt": name}):
+        figure = plt.figure(figsize=(width, height), layout="constrained")
+        try:
+            yield figure, svg
+            buffer = io.StringIO()
+            figure.savefig(buffer, format="svg", transparent=True)
+        finally:
+            plt.close(figure)
+    text = buffer.getvalue()
+    text = text[text.index("<svg"):]
+    svg.append(re.sub(r'<svg ([^>]*?)width="[^"]*" height="[^"]*"',
+                      rf'<svg \1class="plot" role="img" aria-label="{name}"', text, count=1))
+
+
+def _thousands(value: float, _: object) -> str:
+    return f"{value:,.0f}"
+
+
+def phase_timings(phases: list[PhaseTiming]) -> str:
+    """Seconds per phase, in run order."""
+    done = [p for p in phases if p.seconds is not None]
+    with _figure("Seconds per phase", 6.2, 0.55 * max(len(done), 1) + 0.9) as (figure, svg):
+        axes = figure.subplots()
+        labels = [f"{p.number} · {p.title}" for p in done]
+        seconds = [p.seconds or 0.0 for p in done]
+        bars = axes.barh(labels, seconds, color=[PHASE_COLOURS.get(p.number, NEW_COLOUR)
+                                                 for p in done], height=0.6)
+        axes.bar_label(bars, labels=[f"{s:,.1f} s" for s in seconds], padding=4, color=INK)
+        axes.invert_yaxis()
+        axes.set_xlabel("seconds (staging, transform, indexes; one transaction each)")
+        axes.set_xlim(0, max(seconds or [1.0]) * 1.18)
+        axes.set_title("Time per phase")
+    return svg[0]
+
+
+def rows_per_phase(phases: list[PhaseTiming]) -> str:
+    """Rows written per phase, each table a segment, on a log scale (3 million marks beside
+    a dozen terms)."""
+    done = [p for p in phases if p.rows]
+    with _figure("Rows per phase", 6.2, 0.55 * max(len(done), 1) + 0.9) as (figure, svg):
+        axes = figure.subplots()
+        labels = [f"{p.number} · {p.title}" for p in done]
+        totals = [p.rows_written for p in done]
+        bars = axes.barh(labels, totals, color=[PHASE_COLOURS.get(p.number, NEW_COLOUR)
+                                                for p in done], height=0.6, log=True)
+        detail = [", ".join(f"{table} {rows:,}" for table, rows in p.rows.items()) for p in done]
+        axes.bar_label(bars, labels=detail, padding=4, color=INK, fontsize=8.5)
+        axes.invert_yaxis()
+        axes.set_xlim(1, max(totals or [10]) * 400)
+        axes.xaxis.set_major_formatter(FuncFormatter(_thousands))
+        axes.set_xlabel("rows written (log scale)")
+        axes.set_title("Rows per phase")
+    return svg[0]
+
+
+def marks_distribution(marks: list[MarkDistribution]) -> str:
+    """Per mark type, the legacy marks (grey, wide) against the migrated ones (blue, narrow),
+    as a share of the type's maximum: equal distributions show blue bars centred in grey."""
+    with _figure("Marks, old against new", 10.5, 5.6) as (figure, svg):
+        grid = figure.subplots(2, 3, sharex=True)
+        width = 1 / MARK_BINS
+        centres = [(i + 0.5) * width for i in range(MARK_BINS)]
+        for axes, mark in zip(grid.flat, marks, strict=False):
+            old_total = max(mark.old_marks, 1)
+            new_total = max(mark.new_marks, 1)
+            axes.bar(centres, [n / old_total for n in mark.old_bins], width=width * 0.92,
+                     color=OLD_COLOUR, label="legacy edu")
+            axes.bar(centres, [n / new_total for n in mark.new_bins], width=width * 0.42,
+                     color=NEW_COLOUR, label="edu_v2")
+            axes.set_title(f"{mark.assessment_type.replace('_', ' ')} (0–{mark.max_score})")
+            axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            axes.set_xlim(0, 1)
+            axes.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            verdict = "identical" if mark.same else "differs"
+            axes.text(0.98, 0.95, f"{mark.new_marks:,} marks · {verdict}",
+                      transform=axes.transAxes, ha="right", va="top", fontsize=8.5,
+                      color="#1a7f37" if mark.same else "#cf222e")
+        for axes in grid[1]:
+            axes.set_xlabel("mark as a share of its maximum")
+        grid[0][0].legend(loc="upper left", frameon=False, fontsize=8.5)
+    return svg[0]
