@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from edu_migrate.cli import main  # noqa: E402
+from edu_migrate.cli import main
 
 
 def translate(argv: list[str]) -> list[str]:

@@ -100,8 +100,9 @@ def generate(settings: Settings, *, scale: float = 1.0, profile: str = "clean", 
 
 
 def _ensure_database(url: str, purpose: str) -> None:
-    from edu_migrate.pg.urls import database_name
     from psycopg import sql
+
+    from edu_migrate.pg.urls import database_name
 
     name = database_name(url)
     with connect(with_database(url, "postgres"), purpose=f"{purpose} server",

@@ -114,8 +114,9 @@ def db_status(config: ConfigOpt = None, json_file: JsonOpt = None) -> None:
     status = api.db_status(_settings(config))
     payload = {"running": status.running, "port": status.port, "version": status.version,
                "data_dir": str(status.data_dir)}
-    out.print(f"embedded server: {'running on port ' + str(status.port) if status.running else 'stopped'}"
-              f" (PostgreSQL {status.version or '?'}, data in {status.data_dir})")
+    state = f"running on port {status.port}" if status.running else "stopped"
+    out.print(f"embedded server: {state} (PostgreSQL {status.version or '?'}, "
+              f"data in {status.data_dir})")
     _write_json(json_file, payload)
     if not status.running:
         raise typer.Exit(1)
@@ -160,7 +161,8 @@ def schema_apply(target: TargetOpt = None, config: ConfigOpt = None) -> None:
 def migrate(
     phase: Annotated[list[int] | None, typer.Option(
         "--phase", help="Phase to run (1-5); repeat for several.", show_default=False)] = None,
-    all_phases: Annotated[bool, typer.Option("--all", help="Run every phase not yet done.")] = False,
+    all_phases: Annotated[bool, typer.Option(
+        "--all", help="Run every phase not yet done.")] = False,
     batch_size: Annotated[int | None, typer.Option(
         help="Rows per COPY chunk of a large table.", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option(
@@ -197,7 +199,8 @@ def rollback(
     phase: Annotated[int | None, typer.Option(
         "--phase", help="Undo this phase and every later phase that needs it.",
         show_default=False)] = None,
-    all_phases: Annotated[bool, typer.Option("--all", help="Empty edu_v2 back to its schema.")] = False,
+    all_phases: Annotated[bool, typer.Option(
+        "--all", help="Empty edu_v2 back to its schema.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     target: TargetOpt = None, config: ConfigOpt = None,
 ) -> None:

@@ -1,4 +1,4 @@
-"""Effective configuration: command-line flags > environment variables > edu-migrate.toml > defaults."""
+"""Effective configuration: flags > environment variables > edu-migrate.toml > defaults."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ class Settings(BaseModel):
     target_url: str | None = Field(None, description="libpq URL of the new database edu_v2")
     batch_size: int = Field(100_000, gt=0, description="rows per COPY chunk of a large table")
     workers: int = Field(2, ge=1, le=64, description="parallel sessions for large tables")
-    exclude: tuple[str, ...] = Field((), description="unmapped tables not to archive (LIKE patterns)")
+    exclude: tuple[str, ...] = Field(
+        (), description="unmapped tables not to archive (LIKE patterns)")
     home: Path = Field(Path(".edu-migrate"), description="folder of the embedded server and state")
     log_dir: Path = Field(Path("logs"), description="folder of the run logs")
     backup_dir: Path = Field(Path("backups"), description="folder of the backups")

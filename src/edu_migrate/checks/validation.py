@@ -103,7 +103,7 @@ LEGACY_ORPHAN_QUERIES: dict[str, tuple[str, str]] = {
 
 def _scalar(conn: psycopg.Connection, query: str | sql.Composed,
             params: list[Any] | None = None) -> int:
-    row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+    row = conn.execute(query, params).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 
 

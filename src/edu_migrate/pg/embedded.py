@@ -123,7 +123,7 @@ class EmbeddedServer:
     def bin_dir(self) -> Path:
         if self._bin_dir is None:
             remembered = self._read_state().get("bin_dir")
-            self._bin_dir = Path(remembered) if remembered else find_bin_dir()
+            self._bin_dir = Path(str(remembered)) if remembered else find_bin_dir()
         return self._bin_dir
 
     def _read_state(self) -> dict[str, str | int]:

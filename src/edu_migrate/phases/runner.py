@@ -216,7 +216,7 @@ def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float
             for statement in sqlfile.load(phase.sql_file):
                 step_started = time.perf_counter()
                 with reporter.progress(statement.name, None) as advance:
-                    cursor = conn.execute(sql.SQL(statement.text))  # type: ignore[arg-type]
+                    cursor = conn.execute(statement.text.encode())
                     n = _count_of(cursor)
                     advance(n)
                 counts[statement.name] = n

@@ -139,7 +139,8 @@ def _pipe(source: psycopg.Connection, target: psycopg.Connection, table: str,
           params: dict[str, int] | None) -> int:
     with source.cursor() as out_cur, target.cursor() as in_cur:
         statement = _select_from_source(table, params is not None)
-        with out_cur.copy(statement, params) as copy_out, in_cur.copy(_copy_into(target, table)) as copy_in:
+        with out_cur.copy(statement, params) as copy_out, \
+                in_cur.copy(_copy_into(target, table)) as copy_in:
             for chunk in copy_out:
                 copy_in.write(chunk)
         return max(out_cur.rowcount, 0)
