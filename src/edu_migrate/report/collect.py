@@ -319,11 +319,11 @@ def _phases(target: psycopg.Connection) -> list[PhaseTiming]:
 def _run_log(target: psycopg.Connection) -> list[RunEvent]:
     events = []
     for at, phase, event, detail in target.execute(RUN_LOG_QUERY):
+        detail = detail or {}
+        migrated = {k: v for k, v in detail.items() if str(k).startswith("migrate_")}
         shown = ", ".join(f"{key.removeprefix('migrate_')} {value:,}"
                           if isinstance(value, int) else f"{key} {value}"
-                          for key, value in (detail or {}).items()
-                          if not str(key).startswith(("found_", "prepare_", "reject_",
-                                                      "record_", "crosswalk_")))
+                          for key, value in (migrated or detail).items())
         events.append(RunEvent(at, phase, str(event), shown))
     return events
 

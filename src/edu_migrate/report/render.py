@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from edu_migrate.report import plots
@@ -32,18 +32,24 @@ def seconds(value: float | None) -> str:
     return f"{value:,.1f} s"
 
 
-def moment(value: datetime | None) -> str:
+def moment(value: datetime | None, zone: bool = True) -> str:
     if value is None:
         return "–"
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return value.astimezone(timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC" if zone else "%Y-%m-%d %H:%M:%S")
+
+
+def cell(value: object) -> str:
+    """Free text made safe for one Markdown table cell."""
+    return " ".join(str(value).split()).replace("|", "\\|")
 
 
 def _environment(autoescape: bool) -> Environment:
     env = Environment(loader=PackageLoader("edu_migrate.report", "templates"),
-                      autoescape=select_autoescape(["html"]) if autoescape else False,
+                      autoescape=autoescape,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
-    env.filters.update(number=number, seconds=seconds, moment=moment)
+    env.filters.update(number=number, seconds=seconds, moment=moment, cell=cell)
     return env
 
 
