@@ -291,7 +291,8 @@ def report(settings: Settings, *, html: Path | None = None, md: Path | None = No
                     f"the source is not the legacy database: it lacks {', '.join(missing[:8])}"
                     + (" …" if len(missing) > 8 else ""),
                     "point --source at the database the migration read")
-            data = collect(snapshot, target, source_url_shown=masked(urls.source_url),
+            data = collect(snapshot, target, urls.target_url,
+                           source_url_shown=masked(urls.source_url),
                            target_url_shown=masked(urls.target_url),
                            schema_version=schema_version)
         target.rollback()

@@ -10,16 +10,17 @@ import io
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, PercentFormatter
 
-from edu_migrate.report.collect import MARK_BINS, MarkDistribution, PhaseTiming  # noqa: E402
+from edu_migrate.report.facts import MARK_BINS, MarkDistribution, PhaseTiming
 
 OLD_COLOUR = "#c3ccd6"
 NEW_COLOUR = "#1f6feb"
@@ -27,7 +28,7 @@ INK = "#24292f"
 MUTED = "#57606a"
 PHASE_COLOURS = {1: "#1f6feb", 2: "#8250df", 3: "#1a7f37", 4: "#bf8700", 5: "#cf222e"}
 
-STYLE = {
+STYLE: dict[str, Any] = {
     "svg.fonttype": "none",
     "font.family": "sans-serif",
     "font.sans-serif": ["system-ui", "Segoe UI", "Helvetica", "Arial", "DejaVu Sans"],
@@ -51,7 +52,8 @@ def _figure(name: str, width: float, height: float,
     """A figure in the report's style; its SVG lands in the yielded list. Each figure gets its
     own hash salt, so ids inside several inlined SVGs never collide."""
     svg: list[str] = []
-    with plt.rc_context(STYLE | {"svg.hashsalt": name}):
+    style: Any = STYLE | {"svg.hashsalt": name}
+    with plt.rc_context(style):
         figure = plt.figure(figsize=(width, height), layout=layout)
         try:
             yield figure, svg
@@ -66,7 +68,7 @@ def _figure(name: str, width: float, height: float,
 
 
 def _label(phase: PhaseTiming) -> str:
-    return f"{phase.number} · {phase.title.removeprefix('Migrating ')}"
+    return f"{phase.number} · {phase.title.lower()}"
 
 
 def _compact(value: float, _: object) -> str:

@@ -3,14 +3,14 @@ with the package."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from edu_migrate.report import plots
-from edu_migrate.report.collect import CHECKSUM_QUERY, ReportData
+from edu_migrate.report.facts import CHECKSUM_QUERY, ReportData
 
 SIGNATORIES = ("Technical Lead", "Project Manager", "CTO")
 
@@ -35,7 +35,7 @@ def seconds(value: float | None) -> str:
 def moment(value: datetime | None, zone: bool = True) -> str:
     if value is None:
         return "–"
-    return value.astimezone(timezone.utc).strftime(
+    return value.astimezone(UTC).strftime(
         "%Y-%m-%d %H:%M:%S UTC" if zone else "%Y-%m-%d %H:%M:%S")
 
 

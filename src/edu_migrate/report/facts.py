@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -24,6 +24,7 @@ from edu_migrate.checks.validation import (
 )
 from edu_migrate.checks.validation import validate as run_validation
 from edu_migrate.errors import PreconditionFailed
+from edu_migrate.pg.connect import connect
 from edu_migrate.phases.runner import PHASES, RUN_ORDER
 from edu_migrate.phases.staging import LEGACY_COLUMNS, SourceSnapshot
 
@@ -40,6 +41,10 @@ MARK_TYPES: dict[int, tuple[str, int]] = {
     4: ("independent_work", 10), 5: ("midterm", 20), 6: ("final_exam", 50),
 }
 MARK_BINS = 20
+
+# The guide's names of the phases (its migration timeline).
+PHASE_NAMES = {1: "Users and persons", 2: "Students and staff", 3: "Organizations and terms",
+               4: "Courses and offerings", 5: "Enrollments and marks"}
 
 # --- SQL -----------------------------------------------------------------------------------
 # Checksums are order-independent and set-based: the row count and the sum of a 64-bit hash of
@@ -305,7 +310,7 @@ def _phases(target: psycopg.Connection) -> list[PhaseTiming]:
     phases = []
     for number in RUN_ORDER:
         row = by_phase.get(number)
-        title = PHASES[number].title.split(": ", 1)[1].capitalize().replace("&", "and")
+        title = PHASE_NAMES[number]
         if row is None:
             phases.append(PhaseTiming(number, title, "pending", None, None, None, {}, None))
             continue
@@ -381,11 +386,11 @@ def _marks(snapshot: SourceSnapshot, target: psycopg.Connection) -> list[MarkDis
     target.execute("CREATE TEMP TABLE IF NOT EXISTS legacy_mark_values "
                    "(grade_type smallint, value text, n bigint)")
     target.execute("TRUNCATE legacy_mark_values")
-    with snapshot.conn.cursor() as out_cur, target.cursor() as in_cur:
-        with out_cur.copy(f"COPY ({LEGACY_MARK_VALUES_QUERY}) TO STDOUT") as out, \
-                in_cur.copy("COPY legacy_mark_values FROM STDIN") as into:
-            for chunk in out:
-                into.write(chunk)
+    with snapshot.conn.cursor() as out_cur, target.cursor() as in_cur, \
+            out_cur.copy(f"COPY ({LEGACY_MARK_VALUES_QUERY}) TO STDOUT") as out, \
+            in_cur.copy("COPY legacy_mark_values FROM STDIN") as into:
+        for chunk in out:
+            into.write(chunk)
     marks = {n: MarkDistribution(n, kind, top) for n, (kind, top) in MARK_TYPES.items()}
     for grade_type, bucket, in_range, absent, not_a_mark, total in target.execute(
             LEGACY_MARKS_QUERY):
@@ -406,22 +411,27 @@ def _marks(snapshot: SourceSnapshot, target: psycopg.Connection) -> list[MarkDis
     return list(marks.values())
 
 
-def collect(snapshot: SourceSnapshot, target: psycopg.Connection, *, source_url_shown: str,
-            target_url_shown: str, schema_version: int) -> ReportData:
-    """Run the validation and gather the rest, all from one source snapshot and one target
-    transaction. The legacy checksums run on a second source session in parallel."""
-    started = datetime.now(timezone.utc)
-    legacy_sums: list[Checksum] = []
+def collect(snapshot: SourceSnapshot, target: psycopg.Connection, target_url: str, *,
+            source_url_shown: str, target_url_shown: str, schema_version: int) -> ReportData:
+    """Run the validation and gather the rest from one source snapshot. The checksums, which
+    read every row of both sides, run meanwhile on sessions of their own: the source's in the
+    same snapshot, the target's in a read-only transaction (the target is not written while no
+    migration runs)."""
+    started = datetime.now(UTC)
+    sums: list[Checksum] = []
     failures: list[BaseException] = []
 
-    def legacy_checksums() -> None:
+    def all_checksums() -> None:
         try:
             with snapshot.reader() as reader:
-                legacy_sums.extend(checksums(reader, "legacy", "public", tuple(LEGACY_COLUMNS)))
+                sums.extend(checksums(reader, "legacy", "public", tuple(LEGACY_COLUMNS)))
+            with connect(target_url, purpose="target", read_only=True) as own:
+                sums.extend(checksums(own, "edu_v2", "public", TARGET_TABLES))
+                own.rollback()
         except BaseException as exc:  # re-raised below, in the caller's thread
             failures.append(exc)
 
-    worker = threading.Thread(target=legacy_checksums, name="legacy-checksums")
+    worker = threading.Thread(target=all_checksums, name="report-checksums")
     worker.start()
     try:
         validation = run_validation(snapshot, target)
@@ -433,12 +443,11 @@ def collect(snapshot: SourceSnapshot, target: psycopg.Connection, *, source_url_
             accounting=_accounting(validation),
             set_aside=_groups(target, REJECTED_QUERY, with_column=False),
             repairs=_groups(target, REPAIRS_QUERY, with_column=True),
-            checksums=checksums(target, "edu_v2", "public", TARGET_TABLES),
-            marks=_marks(snapshot, target))
+            checksums=[], marks=_marks(snapshot, target))
     finally:
         worker.join()
     if failures:
         raise failures[0]
-    data.checksums = legacy_sums + data.checksums
-    data.collect_seconds = (datetime.now(timezone.utc) - started).total_seconds()
+    data.checksums = sums
+    data.collect_seconds = (datetime.now(UTC) - started).total_seconds()
     return data
