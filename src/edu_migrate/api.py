@@ -280,6 +280,10 @@ def report(settings: Settings, *, html: Path | None = None, md: Path | None = No
     Both files are rendered before either is written, and each is written whole or not at all."""
     from edu_migrate.report import collect, render_html, render_markdown, require_a_run
 
+    for path in (html, md):
+        if path is not None and not path.resolve().parent.is_dir():
+            raise MigrationError(f"cannot write {path}: its folder does not exist",
+                                 "create the folder or choose another path")
     urls = endpoints(settings)
     with connect(urls.target_url, purpose="target") as target:
         schema_version = require_schema(target)

@@ -229,7 +229,7 @@ def status(target: TargetOpt = None, source: SourceOpt = None, config: ConfigOpt
         table.add_row(str(row["phase"]), row["title"], row["status"], rows,
                       str(row["seconds"] or ""), (row["finished_at"] or "")[:19],
                       row["last_error"] or "")
-    out.print(table)
+    out.print(table, width=None if out.is_terminal else 120)
     _write_json(json_file, state)
 
 

@@ -226,7 +226,8 @@ def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float
         for table in phase.writes:
             conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
         conn.execute(
-            "UPDATE migration.phase_runs SET status = 'done', finished_at = now(), seconds = %s, "
+            "UPDATE migration.phase_runs SET status = 'done', finished_at = clock_timestamp(), "
+            "seconds = %s, "
             "row_counts = %s WHERE phase = %s",
             [time.perf_counter() - started, Jsonb(counts), phase.number])
         conn.execute("INSERT INTO migration.run_log (phase, event, detail) VALUES (%s, 'done', %s)",
