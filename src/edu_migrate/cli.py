@@ -41,7 +41,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(schema_app, name="schema")
 app.add_typer(config_app, name="config")
 
-out = Console(highlight=False)
+# Piped into a file or a CI log, lines may be as wide as a table needs, up to 120 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 SourceOpt = Annotated[str | None, typer.Option(
     "--source", help="libpq URL of the legacy database (env EDU_SOURCE_URL).",
@@ -223,13 +224,15 @@ def status(target: TargetOpt = None, source: SourceOpt = None, config: ConfigOpt
     state = api.status(settings)
     table = Table(title=f"edu-migrate {state['version']} → {state['target']}")
     for column in ("phase", "step", "status", "rows", "seconds", "finished", "last error"):
-        table.add_column(column)
+        table.add_column(column, justify="right" if column in ("rows", "seconds") else "left")
     for row in state["phases"]:
-        rows = ", ".join(f"{k.removeprefix('migrate_')} {v:,}" for k, v in row["rows"].items())
-        table.add_row(str(row["phase"]), row["title"], row["status"], rows,
-                      str(row["seconds"] or ""), (row["finished_at"] or "")[:19],
+        rows = "\n".join(f"{k.removeprefix('migrate_')} {v:,}" for k, v in row["rows"].items())
+        finished = (row["finished_at"] or "")[:19].replace("T", " ")
+        table.add_row(str(row["phase"]), row["title"].lower().removeprefix("migrating "),
+                      row["status"], rows,
+                      f"{row['seconds']:.1f}" if row["seconds"] is not None else "", finished,
                       row["last_error"] or "")
-    out.print(table, width=None if out.is_terminal else 120)
+    out.print(table)
     _write_json(json_file, state)
 
 
@@ -280,8 +283,8 @@ def demo(
     passed = sum(check.passed for check in result.validation.checks)
     verdict = (f"✓ all {passed} validation checks passed" if result.validation.passed
                else f"✗ {len(result.validation.checks) - passed} validation checks FAILED")
-    out.print(f"{verdict}. Next: `edu-migrate status`, or look around with "
-              f"psql \"$(edu-migrate db url)\"")
+    out.print(f"{verdict}. Next: `edu-migrate report --html report.html` for the sign-off "
+              f"report, `edu-migrate status`, or look around with psql \"$(edu-migrate db url)\"")
     _write_json(json_file, {"migration": result.migration.to_dict(),
                             "validation": result.validation.to_dict()})
     api.require_valid(result.validation)
