@@ -81,14 +81,24 @@ def test_a_password_never_reaches_output_logs_or_report(
     assert f"{ROLE}:***@" in written
 
 
-def test_pgpassword_is_used_and_never_shown(settings: Settings, password_urls: tuple[str, str],
-                                            tmp_path: Path) -> None:
+@pytest.mark.parametrize("way", ["PGPASSWORD", "pgpass"])
+def test_password_from_libpq_is_used_and_never_shown(
+        settings: Settings, password_urls: tuple[str, str], tmp_path: Path, way: str) -> None:
     prepared(settings, scale=0.01)
     source, target = (url.replace(f":{PASSWORD}@", "@") for url in password_urls)
-    result = run_in(tmp_path, "migrate", "--phase", "1", "--source", source, "--target", target,
-                    env={"PGPASSWORD": PASSWORD})
+    if way == "PGPASSWORD":
+        env = {"PGPASSWORD": PASSWORD}
+    else:
+        pgpass = tmp_path / "pgpass"
+        pgpass.write_text(f"*:*:*:{ROLE}:{PASSWORD}\n", encoding="utf-8")
+        pgpass.chmod(0o600)
+        env = {"PGPASSFILE": str(pgpass)}
+    folder = tmp_path / "run"
+    folder.mkdir()
+    result = run_in(folder, "migrate", "--phase", "1", "--source", source, "--target", target,
+                    env=env)
     assert result.returncode == 0, result.stderr
-    assert PASSWORD not in everything_written(tmp_path, result)
+    assert PASSWORD not in everything_written(folder, result)
 
 
 def test_config_precedence_flags_then_env_then_file(tmp_path: Path) -> None:
