@@ -60,7 +60,7 @@ def test_a_passing_run_reads_pass_with_thousands_separators() -> None:
 
 @pytest.mark.parametrize(("data", "reason"), [
     (facts(passed=False), "Check failed: Grade Count"),
-    (facts(phase_five="failed"), "Phase 5 (Enrollments and marks) is failed"),
+    (facts(phase_five="failed"), "Phase 5 (Enrollments and marks) failed"),
 ])
 def test_a_failed_check_or_phase_reads_fail_and_says_why(data: ReportData, reason: str) -> None:
     html = render_html(data)
