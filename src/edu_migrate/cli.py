@@ -283,8 +283,8 @@ def demo(
     passed = sum(check.passed for check in result.validation.checks)
     verdict = (f"✓ all {passed} validation checks passed" if result.validation.passed
                else f"✗ {len(result.validation.checks) - passed} validation checks FAILED")
-    out.print(f"{verdict}. Next: `edu-migrate report --html report.html` for the sign-off "
-              f"report, `edu-migrate status`, or look around with psql \"$(edu-migrate db url)\"")
+    out.print(f"{verdict}.\nNext: `edu-migrate report --html report.html` for the sign-off "
+              "report; `edu-migrate status`; psql \"$(edu-migrate db url)\" to look around")
     _write_json(json_file, {"migration": result.migration.to_dict(),
                             "validation": result.validation.to_dict()})
     api.require_valid(result.validation)
