@@ -3,10 +3,12 @@ tests and scripts call them directly."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edu_migrate import __version__
@@ -92,7 +94,20 @@ def generate(settings: Settings, *, scale: float = 1.0, profile: str = "clean", 
             reporter.line(f"  {table}: {rows:,} rows")
         summary = fill(conn, scale=scale, profile=profile, seed=seed, progress=progress)
         conn.commit()
+    if summary.dirt:
+        manifest = dirt_manifest_path(settings, seed)
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps(
+            {"seed": seed, "scale": scale, "kinds": [d.to_dict() for d in summary.dirt]},
+            indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        reporter.line(f"  dirt: {sum(len(d.ids) for d in summary.dirt):,} rows of "
+                      f"{len(summary.dirt)} kinds; manifest {manifest}")
     return summary
+
+
+def dirt_manifest_path(settings: Settings, seed: int) -> Path:
+    """Where `generate --profile dirty` writes what it injected (kind, table, rule, ids)."""
+    return settings.log_dir / f"dirt_manifest_{seed}.json"
 
 
 def _ensure_database(url: str, purpose: str) -> None:
