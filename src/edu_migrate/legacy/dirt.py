@@ -72,7 +72,8 @@ INSERT INTO pg_temp.dirt_manifest (kind, tbl, id) SELECT %(kind)s, %(table)s, id
 
 # Rows of a child table whose parent row was dirtied are left alone: their outcome is the
 # parent's (a dependant set aside), not a kind of their own.
-NOT_PICKED = "NOT EXISTS (SELECT 1 FROM pg_temp.dirt_pick p WHERE p.tbl = '{table}' AND p.id = {ref})"
+NOT_PICKED = ("NOT EXISTS (SELECT 1 FROM pg_temp.dirt_pick p "
+              "WHERE p.tbl = '{table}' AND p.id = {ref})")
 
 _PICKED = "FROM pg_temp.dirt_pick p WHERE p.kind = %(kind)s AND t.id = p.id"
 
@@ -280,8 +281,11 @@ DEFAULT_CANDIDATES: dict[str, str] = {
         + NOT_PICKED.format(table="students", ref="e.student_id") + " AND "
         + NOT_PICKED.format(table="courses", ref="e.course_id")),
     "grades": (
-        "SELECT g.id FROM public.grades g WHERE mod(g.id + %(seed)s, 20) = 0 AND "
-        + NOT_PICKED.format(table="course_students", ref="g.course_student_id")),
+        "SELECT g.id FROM public.grades g JOIN public.course_students e "
+        "ON e.id = g.course_student_id WHERE mod(g.id + %(seed)s, 20) = 0 AND "
+        + NOT_PICKED.format(table="course_students", ref="e.id") + " AND "
+        + NOT_PICKED.format(table="students", ref="e.student_id") + " AND "
+        + NOT_PICKED.format(table="courses", ref="e.course_id")),
 }
 
 
