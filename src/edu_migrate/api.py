@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from psycopg import sql
+
 from edu_migrate import __version__
 from edu_migrate.checks.validation import ValidationReport
 from edu_migrate.checks.validation import validate as run_validation
@@ -20,6 +22,14 @@ from edu_migrate.pg.connect import connect
 from edu_migrate.pg.embedded import EmbeddedServer, ServerStatus
 from edu_migrate.pg.locks import migration_lock
 from edu_migrate.pg.urls import masked, with_database
+from edu_migrate.phases.archive import (
+    ARCHIVE_SCHEMA,
+    ArchiveResult,
+    TableEntry,
+    archive_unmapped,
+    archived_counts,
+    source_inventory,
+)
 from edu_migrate.phases.runner import (
     PHASES,
     RUN_ORDER,
@@ -130,9 +140,11 @@ def schema_apply(settings: Settings) -> SchemaResult:
 class MigrateResult:
     phases: list[PhaseResult] = field(default_factory=list)
     seconds: float = 0.0
+    archive: ArchiveResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seconds": round(self.seconds, 2), "phases": [asdict(p) for p in self.phases]}
+        return {"seconds": round(self.seconds, 2), "phases": [asdict(p) for p in self.phases],
+                "archive": asdict(self.archive) if self.archive else None}
 
 
 def _parse_phases(phases: Sequence[int] | None) -> list[int]:
@@ -189,6 +201,9 @@ def migrate(settings: Settings, phases: Sequence[int] | None = None,
                 result.phases.append(run_phase(
                     PHASES[number], snapshot, urls.target_url, batch_size=settings.batch_size,
                     workers=settings.workers, reporter=reporter))
+            if phases is None:
+                result.archive = archive_unmapped(snapshot, urls.target_url, settings.exclude,
+                                                  reporter)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -200,7 +215,7 @@ def validate(settings: Settings, reporter: Reporter | None = None) -> Validation
     with _source_snapshot(urls.source_url) as snapshot, \
             connect(urls.target_url, purpose="target") as target:
         require_schema(target)
-        report = run_validation(snapshot, target)
+        report = run_validation(snapshot, target, settings.exclude)
         target.rollback()
     reporter.line("=" * 60)
     reporter.line("VALIDATION RESULTS")
@@ -208,6 +223,21 @@ def validate(settings: Settings, reporter: Reporter | None = None) -> Validation
     for check in report.checks:
         reporter.line(check.line())
     return report
+
+
+def inventory(settings: Settings) -> list[TableEntry]:
+    """Every table of the source with its rows and whether it is mapped, archived or excluded;
+    for archived tables, the rows the target's legacy_archive holds (None before archiving)."""
+    urls = endpoints(settings)
+    with _source_snapshot(urls.source_url) as snapshot:
+        entries = source_inventory(snapshot.conn, settings.exclude)
+    archived: dict[str, int] = {}
+    try:
+        with connect(urls.target_url, purpose="target") as target:
+            archived = archived_counts(target)
+    except MigrationError:
+        pass  # no target yet: the inventory is the source's alone
+    return [TableEntry(e.table, e.rows, e.status, archived.get(e.table)) for e in entries]
 
 
 def require_valid(report: ValidationReport) -> None:
@@ -225,7 +255,13 @@ def rollback(settings: Settings, phase: int | None, reporter: Reporter | None = 
     with connect(urls.target_url, purpose="target") as conn:
         require_schema(conn)
     with migration_lock(urls.target_url):
-        return rollback_phases(urls.target_url, phase, reporter)
+        undone = rollback_phases(urls.target_url, phase, reporter)
+        if phase is None:
+            with connect(urls.target_url, purpose="target") as conn:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    sql.Identifier(ARCHIVE_SCHEMA)))
+                conn.commit()
+        return undone
 
 
 def status(settings: Settings) -> dict[str, Any]:

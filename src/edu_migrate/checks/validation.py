@@ -3,12 +3,20 @@ accounting of every legacy row (migrated, merged or set aside; never both, never
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from edu_migrate.phases.archive import (
+    ARCHIVED,
+    EXCLUDED,
+    archived_counts,
+    last_archive,
+    source_inventory,
+)
 from edu_migrate.phases.staging import SourceSnapshot
 
 
@@ -157,7 +165,25 @@ def account_for(snapshot: SourceSnapshot, target: psycopg.Connection, table: str
     return Accounting(old, migrated - merged, merged, set_aside, unaccounted, both, unknown)
 
 
-def validate(snapshot: SourceSnapshot, target: psycopg.Connection) -> ValidationReport:
+def archive_checks(snapshot: SourceSnapshot, target: psycopg.Connection,
+                   exclude: Sequence[str]) -> list[Check]:
+    """Once the archive step has run: every unmapped, not excluded table of the source is in
+    legacy_archive with as many rows as the source has."""
+    if last_archive(target) is None:
+        return []
+    archived = archived_counts(target)
+    entries = source_inventory(snapshot.conn, exclude)
+    wanted = [e for e in entries if e.status == ARCHIVED]
+    checks = [Check(f"Archived {e.table}", archived.get(e.table) == e.rows, e.rows,
+                    archived.get(e.table, 0)) for e in wanted]
+    excluded = sum(1 for e in entries if e.status == EXCLUDED)
+    checks.append(Check("Unmapped Tables Archived", all(c.passed for c in checks),
+                        len(wanted) + excluded, len(archived), {"Excluded": excluded}))
+    return checks
+
+
+def validate(snapshot: SourceSnapshot, target: psycopg.Connection,
+             exclude: Sequence[str] = ()) -> ValidationReport:
     source = snapshot.conn
     checks: list[Check] = []
     accounting = {table: account_for(snapshot, target, table) for table in ACCOUNTING_NAMES}
@@ -208,4 +234,5 @@ def validate(snapshot: SourceSnapshot, target: psycopg.Connection) -> Validation
         if acc.unknown:
             detail["Unknown"] = acc.unknown
         checks.append(Check(ACCOUNTING_NAMES[table], acc.holds, acc.old, None, detail))
+    checks.extend(archive_checks(snapshot, target, exclude))
     return ValidationReport(checks)
