@@ -44,7 +44,8 @@ SELECT a.attname,
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_type e ON e.oid = t.typelem
-WHERE a.attrelid = ('public.' || quote_ident(%(table)s))::regclass AND a.attnum > 0 AND NOT a.attisdropped
+WHERE a.attrelid = ('public.' || quote_ident(%(table)s))::regclass
+  AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
 
