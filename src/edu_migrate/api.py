@@ -14,6 +14,7 @@ from typing import Any
 from psycopg import sql
 
 from edu_migrate import __version__
+from edu_migrate.checks.anomalies import Finding, find_anomalies
 from edu_migrate.checks.validation import ValidationReport
 from edu_migrate.checks.validation import validate as run_validation
 from edu_migrate.config import Settings
@@ -238,6 +239,25 @@ def inventory(settings: Settings) -> list[TableEntry]:
     except MigrationError:
         pass  # no target yet: the inventory is the source's alone
     return [TableEntry(e.table, e.rows, e.status, archived.get(e.table)) for e in entries]
+
+
+def anomalies(settings: Settings) -> list[Finding]:
+    """The anomalies of the source, per kind a count, sample ids and the migration's rule.
+    Reads the source only, in one read-only transaction."""
+    urls = endpoints(settings)
+    with connect(urls.source_url, purpose="source", read_only=True) as source:
+        source.rollback()
+        source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        missing = missing_legacy_columns(source)
+        if missing:
+            raise PreconditionFailed(
+                f"the source is not the legacy database: it lacks {', '.join(missing[:8])}"
+                + (" …" if len(missing) > 8 else ""),
+                "point --source at edu, or run `edu-migrate generate` for a demo")
+        try:
+            return find_anomalies(source)
+        finally:
+            source.rollback()
 
 
 def require_valid(report: ValidationReport) -> None:

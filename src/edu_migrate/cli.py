@@ -186,6 +186,25 @@ def validate(source: SourceOpt = None, target: TargetOpt = None, config: ConfigO
 
 
 @app.command()
+def preflight(source: SourceOpt = None, config: ConfigOpt = None,
+              json_file: JsonOpt = None) -> None:
+    """Before migrating: the anomalies of the source, per kind a count, sample ids and what the
+    migration will do with them (repair, merge or set aside). Only reads the source."""
+    settings = _settings(config, source_url=source)
+    findings = api.anomalies(settings)
+    out.print("=" * 60)
+    out.print("ANOMALIES OF THE SOURCE")
+    out.print("=" * 60)
+    for finding in findings:
+        out.print(finding.line(), markup=False, soft_wrap=True)
+    found = [f for f in findings if f.found]
+    out.print(f"{len(found)} of {len(findings)} kinds of anomaly found, "
+              f"{sum(f.count for f in found):,} rows; each is repaired, merged or set aside "
+              "with its reason by `migrate` (docs/dirty-data.md)")
+    _write_json(json_file, {"anomalies": [f.to_dict() for f in findings]})
+
+
+@app.command()
 def inventory(source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
               json_file: JsonOpt = None) -> None:
     """Every table of the source: its rows, and whether the migration maps it, archives it into
