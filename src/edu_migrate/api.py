@@ -223,6 +223,11 @@ def validate(settings: Settings, reporter: Reporter | None = None) -> Validation
     reporter.line("=" * 60)
     for check in report.checks:
         reporter.line(check.line())
+    if report.dispositions:
+        reporter.line("Repaired, merged and set aside, by rule (migration.repairs, "
+                      "migration.rejected_rows):")
+        for disposition in report.dispositions:
+            reporter.line(disposition.line())
     return report
 
 

@@ -39,9 +39,24 @@ class Check:
         return f"{mark} | {self.name}: {', '.join(parts)}"
 
 
+@dataclass(frozen=True)
+class Disposition:
+    """How many rows of a legacy table one rule repaired, merged or set aside."""
+    table: str
+    outcome: str
+    column: str | None
+    rule: str
+    rows: int
+
+    def line(self) -> str:
+        where = f"{self.table}.{self.column}" if self.column else self.table
+        return f"  {self.outcome:<9} | {where}: {self.rule} ({self.rows:,})"
+
+
 @dataclass
 class ValidationReport:
     checks: list[Check]
+    dispositions: list[Disposition] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -49,7 +64,26 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "checks": [asdict(c) | {"line": c.line()}
-                                                   for c in self.checks]}
+                                                   for c in self.checks],
+                "dispositions": [asdict(d) for d in self.dispositions]}
+
+
+DISPOSITIONS = """
+SELECT source_table, CASE WHEN rule LIKE '%merged%' OR rule LIKE 'catalogue field%'
+                          THEN 'merged' ELSE 'repaired' END,
+       column_name, rule, count(*)
+FROM migration.repairs GROUP BY 1, 2, 3, 4
+UNION ALL
+SELECT source_table, 'set aside', NULL, reason, count(*)
+FROM migration.rejected_rows GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2, 3, 4
+"""
+
+
+def dispositions(target: psycopg.Connection) -> list[Disposition]:
+    """Every rule that changed, merged or set aside legacy rows, with its row count."""
+    return [Disposition(str(t), str(o), c, str(r), int(n))
+            for t, o, c, r, n in target.execute(DISPOSITIONS).fetchall()]
 
 
 @dataclass(frozen=True)
@@ -235,4 +269,4 @@ def validate(snapshot: SourceSnapshot, target: psycopg.Connection,
             detail["Unknown"] = acc.unknown
         checks.append(Check(ACCOUNTING_NAMES[table], acc.holds, acc.old, None, detail))
     checks.extend(archive_checks(snapshot, target, exclude))
-    return ValidationReport(checks)
+    return ValidationReport(checks, dispositions(target))
