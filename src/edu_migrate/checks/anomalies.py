@@ -166,7 +166,7 @@ TERM = ("({year} ~ '^(19|20)[0-9]{{2}} ?[-/] ?(19|20)[0-9]{{2}}$' "
 # 'q/b') takes one cheap test; only the rest go through the full parse.
 PLAIN_MARK = "t.value ~ '^[0-9]{1,2}([.,][0-9]{1,2})?$'"
 DERIVED: dict[str, str] = {
-    "grades": (f"{PLAIN_MARK} OR t.value = 'q/b' AS plain, "
+    "grades": (f"coalesce({PLAIN_MARK} OR t.value = 'q/b', false) AS plain, "
                f"CASE WHEN {PLAIN_MARK} THEN replace(t.value, ',', '.')::numeric "
                f"WHEN t.value = 'q/b' THEN NULL ELSE {as_decimal('t.value')} END AS score"),
     "persons": f"{legacy_date('t.birthdate')} AS birth",
