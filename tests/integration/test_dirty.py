@@ -145,3 +145,62 @@ def test_catalogue_disagreements_are_reported(dirty_run: DirtyRun) -> None:
     rows = dirty_run.rows("SELECT column_name, old_value <> new_value FROM migration.repairs "
                           "WHERE source_table = 'courses' AND source_id = ANY(%s)", [ids])
     assert rows and all(column == "credits" and differs for column, differs in rows)
+
+
+# What preflight calls each injected kind: (table, finding). Kinds absent here are not
+# anomalies of a single row in the source (a status in another case, a student whose program
+# is itself set aside).
+PREFLIGHT_NAMES = {
+    "username_case_duplicate": ("users",
+                                "usernames taken by an older account (ignoring case and spaces)"),
+    "username_spaces": ("users", "usernames with surrounding or no-break spaces"),
+    "email_shared": ("users", "e-mails used by an older account (ignoring case)"),
+    "email_blank": ("users", "blank e-mails"),
+    "email_case": ("users", "e-mails not in lower case or with spaces"),
+    "person_user_missing": ("persons", "user_id pointing at no users row"),
+    "person_name_spaces": ("persons", "names with surrounding or no-break spaces"),
+    "birthdate_not_a_date": ("persons", "birthdates that are not dates (or do not exist)"),
+    "birthdate_future": ("persons", "birthdates in the future"),
+    "gender_unknown": ("persons", "genders outside M/F/K/Q"),
+    "phone_invalid": ("persons", "phone numbers that are not valid numbers"),
+    "org_parent_missing": ("organizations", "parent_id pointing at no organizations row"),
+    "org_cycle": ("organizations",
+                  "units whose parent chain never reaches a university (cycles)"),
+    "teacher_user_missing": ("teachers", "user_id pointing at no users row"),
+    "teacher_person_missing": ("teachers", "person_id pointing at no persons row"),
+    "hire_date_future": ("teachers", "hire dates in the future"),
+    "student_user_missing": ("students", "user_id pointing at no users row"),
+    "student_person_missing": ("students", "person_id pointing at no persons row"),
+    "student_program_missing": ("students", "org_id pointing at no organizations row"),
+    "student_org_not_program": ("students", "org_id pointing at a unit that is not a program"),
+    "gpa_out_of_range": ("students", "gpa values outside 0–100"),
+    "gpa_not_a_number": ("students", "gpa values that are not numbers"),
+    "student_status_unknown": ("students", "statuses outside the list"),
+    "course_code_variant": ("courses",
+                            "runs whose code is written differently from other runs of its course"),
+    "course_credits_disagree": (
+        "courses", "runs whose names or credits disagree with other runs of their course"),
+    "course_name_disagree": (
+        "courses", "runs whose names or credits disagree with other runs of their course"),
+    "course_teacher_missing": ("courses", "teacher_id pointing at no teachers row"),
+    "course_term_unknown": ("courses", "edu_year/semester naming no known term"),
+    "enrollment_duplicate": ("course_students", "second enrollments of one student in one run"),
+    "enrollment_student_missing": ("course_students", "student_id pointing at no students row"),
+    "enrollment_run_missing": ("course_students", "course_id pointing at no courses row"),
+    "enrollment_status_unknown": ("course_students", "statuses outside the list"),
+    "mark_enrollment_missing": ("grades", "course_student_id pointing at no course_students row"),
+    "mark_not_a_number": ("grades", "marks that are not numbers"),
+    "mark_above_maximum": ("grades", "marks above their type's maximum"),
+    "mark_type_unknown": ("grades", "grade_type values outside 1–6"),
+    "mark_date_future": ("grades", "lesson dates in the future"),
+}
+
+
+def test_preflight_finds_every_injected_kind(dirty_run: DirtyRun) -> None:
+    findings = {(f.table, f.kind): f for f in api.anomalies(dirty_run.settings)}
+    for kind, key in PREFLIGHT_NAMES.items():
+        ids = dirty_run.manifest[kind]["ids"]
+        finding = findings[key]
+        assert finding.count >= (1 if kind == "course_code_variant" else len(ids)), kind
+        assert finding.sample_ids and finding.line().startswith("! "), kind
+    assert not findings[("organizations", "units that are their own parent")].found
