@@ -3,6 +3,7 @@ tests and scripts call them directly."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -10,7 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from psycopg import sql
+
 from edu_migrate import __version__
+from edu_migrate.checks.anomalies import Finding, find_anomalies
 from edu_migrate.checks.validation import ValidationReport
 from edu_migrate.checks.validation import validate as run_validation
 from edu_migrate.config import Settings
@@ -19,6 +23,14 @@ from edu_migrate.pg.connect import connect
 from edu_migrate.pg.embedded import EmbeddedServer, ServerStatus
 from edu_migrate.pg.locks import migration_lock
 from edu_migrate.pg.urls import masked, with_database
+from edu_migrate.phases.archive import (
+    ARCHIVE_SCHEMA,
+    ArchiveResult,
+    TableEntry,
+    archive_unmapped,
+    archived_counts,
+    source_inventory,
+)
 from edu_migrate.phases.runner import (
     PHASES,
     RUN_ORDER,
@@ -96,7 +108,20 @@ def generate(settings: Settings, *, scale: float = 1.0, profile: str = "clean", 
             reporter.line(f"  {table}: {rows:,} rows")
         summary = fill(conn, scale=scale, profile=profile, seed=seed, progress=progress)
         conn.commit()
+    if summary.dirt:
+        manifest = dirt_manifest_path(settings, seed)
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps(
+            {"seed": seed, "scale": scale, "kinds": [d.to_dict() for d in summary.dirt]},
+            indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        reporter.line(f"  dirt: {sum(len(d.ids) for d in summary.dirt):,} rows of "
+                      f"{len(summary.dirt)} kinds; manifest {manifest}")
     return summary
+
+
+def dirt_manifest_path(settings: Settings, seed: int) -> Path:
+    """Where `generate --profile dirty` writes what it injected (kind, table, rule, ids)."""
+    return settings.log_dir / f"dirt_manifest_{seed}.json"
 
 
 def _ensure_database(url: str, purpose: str) -> None:
@@ -119,9 +144,11 @@ def schema_apply(settings: Settings) -> SchemaResult:
 class MigrateResult:
     phases: list[PhaseResult] = field(default_factory=list)
     seconds: float = 0.0
+    archive: ArchiveResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seconds": round(self.seconds, 2), "phases": [asdict(p) for p in self.phases]}
+        return {"seconds": round(self.seconds, 2), "phases": [asdict(p) for p in self.phases],
+                "archive": asdict(self.archive) if self.archive else None}
 
 
 def _parse_phases(phases: Sequence[int] | None) -> list[int]:
@@ -178,6 +205,9 @@ def migrate(settings: Settings, phases: Sequence[int] | None = None,
                 result.phases.append(run_phase(
                     PHASES[number], snapshot, urls.target_url, batch_size=settings.batch_size,
                     workers=settings.workers, reporter=reporter))
+            if phases is None:
+                result.archive = archive_unmapped(snapshot, urls.target_url, settings.exclude,
+                                                  reporter)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -189,14 +219,53 @@ def validate(settings: Settings, reporter: Reporter | None = None) -> Validation
     with _source_snapshot(urls.source_url) as snapshot, \
             connect(urls.target_url, purpose="target") as target:
         require_schema(target)
-        report = run_validation(snapshot, target)
+        report = run_validation(snapshot, target, settings.exclude)
         target.rollback()
     reporter.line("=" * 60)
     reporter.line("VALIDATION RESULTS")
     reporter.line("=" * 60)
     for check in report.checks:
         reporter.line(check.line())
+    if report.dispositions:
+        reporter.line("Repaired, merged and set aside, by rule (migration.repairs, "
+                      "migration.rejected_rows):")
+        for disposition in report.dispositions:
+            reporter.line(disposition.line())
     return report
+
+
+def inventory(settings: Settings) -> list[TableEntry]:
+    """Every table of the source with its rows and whether it is mapped, archived or excluded;
+    for archived tables, the rows the target's legacy_archive holds (None before archiving)."""
+    urls = endpoints(settings)
+    with _source_snapshot(urls.source_url) as snapshot:
+        entries = source_inventory(snapshot.conn, settings.exclude)
+    archived: dict[str, int] = {}
+    try:
+        with connect(urls.target_url, purpose="target") as target:
+            archived = archived_counts(target)
+    except MigrationError:
+        pass  # no target yet: the inventory is the source's alone
+    return [TableEntry(e.table, e.rows, e.status, archived.get(e.table)) for e in entries]
+
+
+def anomalies(settings: Settings) -> list[Finding]:
+    """The anomalies of the source, per kind a count, sample ids and the migration's rule.
+    Reads the source only, in one read-only transaction."""
+    urls = endpoints(settings)
+    with connect(urls.source_url, purpose="source", read_only=True) as source:
+        source.rollback()
+        source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        missing = missing_legacy_columns(source)
+        if missing:
+            raise PreconditionFailed(
+                f"the source is not the legacy database: it lacks {', '.join(missing[:8])}"
+                + (" …" if len(missing) > 8 else ""),
+                "point --source at edu, or run `edu-migrate generate` for a demo")
+        try:
+            return find_anomalies(source)
+        finally:
+            source.rollback()
 
 
 def require_valid(report: ValidationReport) -> None:
@@ -214,7 +283,13 @@ def rollback(settings: Settings, phase: int | None, reporter: Reporter | None = 
     with connect(urls.target_url, purpose="target") as conn:
         require_schema(conn)
     with migration_lock(urls.target_url):
-        return rollback_phases(urls.target_url, phase, reporter)
+        undone = rollback_phases(urls.target_url, phase, reporter)
+        if phase is None:
+            with connect(urls.target_url, purpose="target") as conn:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    sql.Identifier(ARCHIVE_SCHEMA)))
+                conn.commit()
+        return undone
 
 
 def status(settings: Settings) -> dict[str, Any]:

@@ -196,6 +196,48 @@ def validate(source: SourceOpt = None, target: TargetOpt = None, config: ConfigO
 
 
 @app.command()
+def preflight(source: SourceOpt = None, config: ConfigOpt = None,
+              json_file: JsonOpt = None) -> None:
+    """Before migrating: the anomalies of the source, per kind a count, sample ids and what the
+    migration will do with them (repair, merge or set aside). Only reads the source."""
+    settings = _settings(config, source_url=source)
+    findings = api.anomalies(settings)
+    out.print("=" * 60)
+    out.print("ANOMALIES OF THE SOURCE")
+    out.print("=" * 60)
+    for finding in findings:
+        out.print(finding.line(), markup=False, soft_wrap=True)
+    found = [f for f in findings if f.found]
+    out.print(f"{len(found)} of {len(findings)} kinds of anomaly found, "
+              f"{sum(f.count for f in found):,} rows; each is repaired, merged or set aside "
+              "with its reason by `migrate` (docs/dirty-data.md)")
+    _write_json(json_file, {"anomalies": [f.to_dict() for f in findings]})
+
+
+@app.command()
+def inventory(source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
+              json_file: JsonOpt = None) -> None:
+    """Every table of the source: its rows, and whether the migration maps it, archives it into
+    legacy_archive, or excludes it (`exclude` patterns); archived rows once archived."""
+    settings = _settings(config, source_url=source, target_url=target)
+    entries = api.inventory(settings)
+    table = Table(title="Tables of the source (schema public)")
+    for column, justify in (("table", "left"), ("rows", "right"), ("status", "left"),
+                            ("in legacy_archive", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for entry in entries:
+        archived = "" if entry.archived_rows is None else f"{entry.archived_rows:,}"
+        table.add_row(entry.table, f"{entry.rows:,}", entry.status, archived)
+    out.print(table)
+    counts = {status: sum(1 for e in entries if e.status == status)
+              for status in ("mapped", "archived", "excluded")}
+    out.print(f"{len(entries)} tables: {counts['mapped']} mapped, {counts['archived']} archived, "
+              f"{counts['excluded']} excluded" + (f" (exclude = {list(settings.exclude)})"
+                                                  if settings.exclude else ""))
+    _write_json(json_file, [e.to_dict() for e in entries])
+
+
+@app.command()
 def rollback(
     phase: Annotated[int | None, typer.Option(
         "--phase", help="Undo this phase and every later phase that needs it.",
