@@ -291,6 +291,11 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> N
     urls = endpoints(settings)
     with connect(urls.target_url, purpose="target") as conn:
         require_schema(conn)
+        row = conn.execute("SELECT current_user, pg_has_role('edu_admin', 'MEMBER')").fetchone()
+    if row is None or not row[1]:
+        user = row[0] if row else "the target user"
+        raise PreconditionFailed(f"{user} cannot switch to the roles edu_app and edu_admin",
+                                 f"GRANT edu_admin TO {user}, or serve as the schema's owner")
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

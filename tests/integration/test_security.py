@@ -17,6 +17,7 @@ from psycopg import sql
 
 from edu_migrate import api
 from edu_migrate.config import Settings
+from edu_migrate.errors import PreconditionFailed
 from edu_migrate.legacy.generator import legacy_password
 from edu_migrate.web.app import create_app
 from tests.conftest import make_settings
@@ -426,6 +427,7 @@ def test_openapi_fuzzing_finds_no_server_error(migrated: Migrated, client: TestC
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     headers = _headers(client, migrated, migrated.student)
     strategy = schema.as_strategy()
+    exercised: set[tuple[str, str]] = set()
 
     @given(case=strategy)
     @settings(max_examples=60, deadline=None, database=None, derandomize=True,
@@ -433,9 +435,12 @@ def test_openapi_fuzzing_finds_no_server_error(migrated: Migrated, client: TestC
               suppress_health_check=list(HealthCheck))
     def fuzz(case: Any) -> None:
         response = case.call(headers=headers)
+        exercised.add((case.method, case.path))
         assert response.status_code < 500, (case.method, case.path, response.text[:200])
 
     fuzz()
+    operations = sum(len(p) for p in client.get("/openapi.json").json()["paths"].values())
+    assert len(exercised) == operations, exercised
 
 
 def test_cutover_check_passes_against_the_served_api(migrated: Migrated, tmp_path: Path) -> None:
@@ -481,3 +486,47 @@ def test_cutover_check_passes_against_the_served_api(migrated: Migrated, tmp_pat
         log = server.communicate(timeout=15)[0].decode()
     for password in (MD5_PASSWORD, BCRYPT_PASSWORD, "not-the-password"):
         assert password not in log
+
+
+def test_row_level_security_on_postgresql_15(pg15_admin_url: str, tmp_path: Path) -> None:
+    """The oldest server the guide allows: same roles, same policies, same answers."""
+    for settings in make_settings(pg15_admin_url, tmp_path):
+        api.generate(settings, scale=0.01, seed=3)
+        api.schema_apply(settings)
+        api.migrate(settings)
+        url = str(settings.target_url)
+        with psycopg.connect(url) as conn:
+            student = conn.execute(ACCOUNTS_WITH_MARKS, [[]]).fetchone()
+            teacher = conn.execute(TEACHER_WITH_MARKS).fetchone()
+            admin = conn.execute("SELECT id::text FROM users WHERE role = 'admin' "
+                                 "AND is_active LIMIT 1").fetchone()
+        assert student and teacher and admin
+        assert _visible_counts(url, student[0]) == _expected_for_student(url, student[0])
+        assert _visible_counts(url, teacher[0]) == _expected_for_teacher(url, teacher[0])
+        assert _visible_counts(url, admin[0], "edu_admin") == _totals(url)
+        assert _one(url, "SELECT count(*) FROM audit.log") == 5
+
+
+def test_schema_refuses_an_owner_that_row_level_security_would_filter(
+        admin_url: str, tmp_path: Path) -> None:
+    """FORCEd RLS applies to the table owner: a migration as a plain role would load nothing."""
+    import uuid
+
+    from psycopg.conninfo import make_conninfo
+
+    role = f"edu_owner_{uuid.uuid4().hex[:8]}"
+    password = uuid.uuid4().hex
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB NOBYPASSRLS PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(password)))
+    try:
+        for settings in make_settings(admin_url, tmp_path):
+            target = make_conninfo(str(settings.target_url), user=role, password=password)
+            with pytest.raises(PreconditionFailed, match="cannot bypass row-level security"):
+                api.schema_apply(settings.model_copy(update={"target_url": target}))
+            with psycopg.connect(target) as conn:
+                assert conn.execute("SELECT to_regclass('migration.schema_versions')"
+                                    ).fetchone() == (None,)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
