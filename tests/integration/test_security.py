@@ -327,6 +327,11 @@ def test_login_failures_are_json_and_say_nothing_secret(
         "password": legacy_password(migrated.inactive_username)})
     assert inactive.status_code == 403 and inactive.json()["detail"]
     assert client.post("/api/v1/auth/login", json={"username": ""}).status_code == 422
+    invalid = client.post("/api/v1/auth/login", json={"username": "x", "password": "Çiçək\x00"})
+    assert invalid.status_code == 422 and "Çiçək" not in invalid.text
+    surrogate = client.post("/api/v1/auth/login", content=b'{"username": "\\ud800", '
+                            b'"password": "p"}', headers={"content-type": "application/json"})
+    assert surrogate.status_code == 422
     for response in (wrong, unknown, inactive):
         assert "Çiçək" not in response.text and "$2" not in response.text
 

@@ -15,6 +15,7 @@ from uuid import UUID
 
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
@@ -53,14 +54,20 @@ SELECT c.id, c.code, c.name, c.credit_hours::float8 AS credit_hours
 FROM courses c ORDER BY c.code LIMIT %s OFFSET %s
 """
 COURSES_TOTAL = "SELECT count(*) AS n FROM courses"
-ENROLLMENT_COLUMNS = """
-SELECT e.id, c.code AS course_code, c.name AS course_name, t.academic_year, t.term_type,
-       o.section_code, e.enrollment_status AS status, e.final_score::float8 AS final_score,
-       e.grade AS letter_grade, coalesce(m.marks, '[]'::jsonb) AS marks
-FROM course_enrollments e
-JOIN course_offerings o ON o.id = e.course_offering_id
-JOIN courses c ON c.id = o.course_id
-JOIN academic_terms t ON t.id = o.academic_term_id
+# Enrollments first (a page, or one), then the marks of those only.
+ENROLLMENTS = """
+SELECT x.id, x.course_code, x.course_name, x.academic_year, x.term_type, x.section_code,
+       x.status, x.final_score, x.letter_grade, coalesce(m.marks, '[]'::jsonb) AS marks
+FROM (
+    SELECT e.id, c.code AS course_code, c.name AS course_name, t.academic_year, t.term_type,
+           t.start_date, o.section_code, e.enrollment_status AS status,
+           e.final_score::float8 AS final_score, e.grade AS letter_grade
+    FROM course_enrollments e
+    JOIN course_offerings o ON o.id = e.course_offering_id
+    JOIN courses c ON c.id = o.course_id
+    JOIN academic_terms t ON t.id = o.academic_term_id
+    {selection}
+) x
 LEFT JOIN LATERAL (
     SELECT jsonb_agg(jsonb_build_object(
                'id', g.id, 'assessment_type', a.assessment_type, 'score', g.score::float8,
@@ -68,12 +75,13 @@ LEFT JOIN LATERAL (
                'graded_on', g.graded_on)
            ORDER BY a.assessment_type, g.graded_on, g.id) AS marks
     FROM grades g JOIN assessments a ON a.id = g.assessment_id
-    WHERE g.enrollment_id = e.id
+    WHERE g.enrollment_id = x.id
 ) m ON true
+ORDER BY x.start_date DESC, x.course_code, x.id
 """
-ENROLLMENTS_PAGE = ENROLLMENT_COLUMNS + \
-    "ORDER BY t.start_date DESC, c.code, e.id LIMIT %s OFFSET %s"
-ENROLLMENT_BY_ID = ENROLLMENT_COLUMNS + "WHERE e.id = %s"
+ENROLLMENTS_PAGE = ENROLLMENTS.format(
+    selection="ORDER BY t.start_date DESC, c.code, e.id LIMIT %s OFFSET %s")
+ENROLLMENT_BY_ID = ENROLLMENTS.format(selection="WHERE e.id = %s")
 ENROLLMENTS_TOTAL = "SELECT count(*) AS n FROM course_enrollments"
 MARK_BY_ID = """
 SELECT g.id, a.assessment_type, g.score::float8 AS score, a.max_score::float8 AS max_score,
@@ -97,9 +105,13 @@ class LoginRequest(BaseModel):
 
     @field_validator("username", "password")
     @classmethod
-    def _no_nul(cls, value: str) -> str:
+    def _storable_text(cls, value: str) -> str:
         if "\x00" in value:
             raise ValueError("must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text") from None
         return value
 
 
@@ -339,6 +351,13 @@ def create_app(target_url: str, *, tokens: TokenIssuer | None = None) -> FastAPI
     app.state.database = database
     app.state.tokens = tokens or TokenIssuer()
     app.include_router(router)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # The default echoes the offending input back: that may be a password.
+        errors = [{key: value for key, value in error.items() if key in ("type", "loc", "msg")}
+                  for error in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_unavailable(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
