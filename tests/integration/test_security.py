@@ -535,3 +535,23 @@ def test_schema_refuses_an_owner_that_row_level_security_would_filter(
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_cli_bad_input_is_one_line(migrated: Migrated) -> None:
+    import socket
+
+    from tests.integration.test_cli_errors import assert_one_line_error, run_cli
+
+    malformed = run_cli("cutover-check", "--api", "http://127.0.0.1:9", "--student",
+                        "no-colon-secret", "--target", migrated.url)
+    assert_one_line_error(malformed, "--student takes USER:PASSWORD")
+    assert "no-colon-secret" not in malformed.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = run_cli("serve", "--port", str(port), "--target", migrated.url)
+    assert_one_line_error(busy, f"cannot listen on 127.0.0.1:{port}")
+    unreachable = run_cli("cutover-check", "--api", "http://127.0.0.1:9", "--target", migrated.url)
+    assert unreachable.returncode == 1
+    assert "✗ FAIL | API reachable" in unreachable.stdout
