@@ -246,18 +246,30 @@ def demo(
     phase, validate, and summarise."""
     settings = _settings(config)
     result = api.demo(settings, scale=scale, seed=seed, reporter=_reporter())
-    table = Table(title="edu-migrate demo")
-    table.add_column("step")
-    table.add_column("seconds", justify="right")
-    table.add_row("generate legacy edu", f"{result.generation_seconds:.1f}")
-    table.add_row("apply schema", f"{result.schema_seconds:.1f}")
+    counts = Table(title="What moved")
+    for column in ("check", "legacy edu", "edu_v2", "set aside", "merged"):
+        counts.add_column(column, justify="left" if column == "check" else "right")
+    for check in result.validation.checks:
+        if check.old is not None and check.new is not None and check.name.endswith("Count"):
+            counts.add_row(f"{'✓' if check.passed else '✗'} {check.name}", f"{check.old:,}",
+                           f"{check.new:,}", f"{check.detail.get('Set aside', 0):,}",
+                           f"{check.detail.get('Merged', 0):,}")
+    out.print(counts)
+    timings = Table(title="How long it took")
+    timings.add_column("step")
+    timings.add_column("seconds", justify="right")
+    timings.add_row("generate legacy edu", f"{result.generation_seconds:.1f}")
+    timings.add_row("apply schema", f"{result.schema_seconds:.1f}")
     for phase in result.migration.phases:
-        table.add_row(f"phase {phase.number}", f"{phase.seconds:.1f}")
-    table.add_row("validate", f"{result.validation_seconds:.1f}")
-    out.print(table)
-    verdict = "every check passed" if result.validation.passed else "VALIDATION FAILED"
-    out.print(f"Migrated {sum(result.row_counts.get(t, 0) for t in ('grades',)):,} marks; "
-              f"{verdict}. Look around: psql \"$(edu-migrate db url)\"")
+        timings.add_row(f"phase {phase.number}", f"{phase.seconds:.1f}")
+    timings.add_row("validate (phase 6)", f"{result.validation_seconds:.1f}")
+    timings.add_row("migration, phases 1-5", f"{result.migration.seconds:.1f}")
+    out.print(timings)
+    passed = sum(check.passed for check in result.validation.checks)
+    verdict = (f"✓ all {passed} validation checks passed" if result.validation.passed
+               else f"✗ {len(result.validation.checks) - passed} validation checks FAILED")
+    out.print(f"{verdict}. Next: `edu-migrate status`, or look around with "
+              f"psql \"$(edu-migrate db url)\"")
     _write_json(json_file, {"migration": result.migration.to_dict(),
                             "validation": result.validation.to_dict()})
     api.require_valid(result.validation)

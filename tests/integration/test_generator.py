@@ -1,14 +1,10 @@
-"""The legacy database generator against a real PostgreSQL server.
-
-Set EDU_TEST_ADMIN_URL to a libpq URL of a superuser; each test module creates its own databases
-and drops them afterwards.
-"""
+"""The legacy database generator against a real PostgreSQL server; each test creates its own
+databases and drops them afterwards."""
 
 from __future__ import annotations
 
 import hashlib
 import math
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -27,7 +23,6 @@ from edu_migrate.legacy.generator import (
     legacy_password,
 )
 
-ADMIN_URL_VARIABLE = "EDU_TEST_ADMIN_URL"
 SMALL_SCALE = 0.02
 SEED = 42
 # round(count * 0.02) of the guide's counts, worked out by hand.
@@ -59,11 +54,9 @@ AZERBAIJANI_LETTERS = set("əğıöüçşİƏĞÖÜÇŞ")
 
 
 @pytest.fixture(scope="module")
-def generator_admin_url() -> str:
-    url = os.environ.get(ADMIN_URL_VARIABLE)
-    if not url:
-        pytest.skip(f"{ADMIN_URL_VARIABLE} is not set: no PostgreSQL server to test against")
-    return url
+def generator_admin_url(admin_url: str) -> str:
+    """The suite's server (see tests/conftest.py)."""
+    return admin_url
 
 
 def _create_database(admin_url: str) -> tuple[str, str]:

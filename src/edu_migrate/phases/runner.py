@@ -137,14 +137,21 @@ def _indexes_rebuilt_after(conn: psycopg.Connection, tables: tuple[str, ...],
     yield
     started = time.perf_counter()
     for table, name, definition in keys:
-        conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-            sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
-    for _, definition in indexes:
-        conn.execute(sql.SQL(definition))
+        _timed(conn, reporter, f"rebuild {name}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}")
+               .format(sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+    for index, definition in indexes:
+        _timed(conn, reporter, f"rebuild {index}", sql.SQL(definition))
     for table, name, definition in foreign_keys:
-        conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-            sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+        _timed(conn, reporter, f"rebuild {name}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}")
+               .format(sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
     reporter.line(f"  indexes and foreign keys rebuilt in {time.perf_counter() - started:.1f}s")
+
+
+def _timed(conn: psycopg.Connection, reporter: Reporter, name: str,
+           statement: sql.SQL | sql.Composed) -> None:
+    started = time.perf_counter()
+    conn.execute(statement)
+    reporter.step(name, time.perf_counter() - started, 0)
 
 
 def _clear_phase(conn: psycopg.Connection, phase: Phase) -> None:

@@ -91,38 +91,84 @@ SELECT 'course_students', source_id, 'course_enrollments', id FROM final_enrollm
 -- say: \nFound {n} grades to migrate
 SELECT count(*) FROM stage.grades;
 
+-- name: analyze_enrollment_crosswalk
+-- Written above in this transaction: the planner needs its size to join 3 million marks to it.
+ANALYZE migration.crosswalk_course_students;
+
+-- name: assessment_keys
+-- The id of every assessment a mark can name, derived once per (course run, mark type) rather
+-- than once per mark; the types are those of the max_score CASE in prepare_grades.
+CREATE TEMP TABLE assessment_keys ON COMMIT DROP AS
+SELECT r.course_id AS run_source_id, t.grade_type,
+       migration.derive_id('assessments', r.course_id || '/' || t.grade_type) AS id
+FROM (SELECT DISTINCT course_id FROM stage.course_students WHERE course_id IS NOT NULL) r
+CROSS JOIN generate_series(1, 6) AS t (grade_type);
+
+-- name: analyze_assessment_keys
+ANALYZE assessment_keys;
+
 -- name: prepare_grades
-CREATE TEMP TABLE prep_grades ON COMMIT DROP AS
-WITH parsed AS (
-    SELECT g.id AS source_id,
-           xe.target_id AS enrollment_id,
-           e.course_id AS run_source_id,
-           g.grade_type,
-           CASE g.grade_type WHEN 1 THEN 1 WHEN 2 THEN 10 WHEN 3 THEN 10 WHEN 4 THEN 10
-                             WHEN 5 THEN 20 WHEN 6 THEN 50 END AS max_score,
-           lower(migration.clean_text(g.value)) IN ('q/b', 'qb', 'q/b.') AS is_absent,
-           migration.parse_decimal(g.value) AS score,
-           g.lesson_date, xt.target_id AS graded_by, g.created_at,
-           e.id IS NULL AS enrollment_missing
-    FROM stage.grades g
-    LEFT JOIN stage.course_students e ON e.id = g.course_student_id
-    LEFT JOIN migration.crosswalk_course_students xe ON xe.source_id = g.course_student_id
-    LEFT JOIN migration.crosswalk_teachers xt ON xt.source_id = g.teacher_id
-)
-SELECT p.*,
-       CASE WHEN p.enrollment_missing THEN 'enrollment missing'
-            WHEN p.enrollment_id IS NULL THEN 'enrollment set aside'
-            WHEN p.max_score IS NULL THEN 'unrecognised value: grade_type'
-            WHEN NOT p.is_absent AND p.score IS NULL THEN 'unrecognised value: mark is not a number'
-            WHEN p.score < 0 THEN 'mark is negative'
-            WHEN p.score > p.max_score THEN 'mark exceeds the maximum of its type'
+-- Each mark's target row, derived ids and reject reason, computed once: the statements below
+-- only copy from it. An UNLOGGED table (shared buffers, no WAL) created inside the phase's
+-- transaction, so it vanishes with a rollback; dropped at the end. `OFFSET 0` keeps each inner
+-- query whole: pulled up, its expressions would be evaluated again wherever the outer query
+-- names them (the parsed score four times per mark). A value in the usual form ('8', '8.5',
+-- '8,5') takes a fast path that yields exactly what migration.parse_decimal would: digits with at
+-- most one inner point or comma, 7 characters at most, so nothing to clean.
+CREATE UNLOGGED TABLE stage.prepared_grades AS
+SELECT q.source_id, q.enrollment_id, q.run_source_id, q.grade_type, q.score, q.is_absent,
+       q.lesson_date, q.graded_by,
+       migration.derive_id('grades', q.source_id::text) AS id,
+       q.assessment_id,
+       coalesce(migration.baku_time(q.created_at), migration.baku_time(q.lesson_date::timestamp),
+                now()) AS created_at,
+       CASE WHEN q.enrollment_missing THEN 'enrollment missing'
+            WHEN q.enrollment_id IS NULL THEN 'enrollment set aside'
+            WHEN q.max_score IS NULL THEN 'unrecognised value: grade_type'
+            WHEN NOT q.is_absent AND q.score IS NULL THEN 'unrecognised value: mark is not a number'
+            WHEN q.score < 0 THEN 'mark is negative'
+            WHEN q.score > q.max_score THEN 'mark exceeds the maximum of its type'
        END AS reject_reason
-FROM parsed p;
+FROM (
+    -- A number is never an absence: the absence test cleans only what did not parse.
+    SELECT p.*,
+           CASE WHEN p.score IS NOT NULL THEN false
+                ELSE lower(migration.clean_text(p.value)) IN ('q/b', 'qb', 'q/b.')
+           END AS is_absent
+    FROM (
+        SELECT g.id AS source_id,
+               xe.target_id AS enrollment_id,
+               e.course_id AS run_source_id,
+               g.grade_type,
+               CASE g.grade_type WHEN 1 THEN 1 WHEN 2 THEN 10 WHEN 3 THEN 10 WHEN 4 THEN 10
+                                 WHEN 5 THEN 20 WHEN 6 THEN 50 END AS max_score,
+               g.value,
+               CASE WHEN length(g.value) <= 7
+                         AND translate(g.value, '0123456789', '') IN ('', '.', ',')
+                         AND ascii(g.value) BETWEEN 48 AND 57
+                         AND ascii(right(g.value, 1)) BETWEEN 48 AND 57
+                    THEN replace(g.value, ',', '.')::numeric
+                    ELSE migration.parse_decimal(g.value)
+               END AS score,
+               g.lesson_date, xt.target_id AS graded_by, g.created_at,
+               e.id IS NULL AS enrollment_missing,
+               ak.id AS assessment_id
+        FROM stage.grades g
+        LEFT JOIN (stage.course_students e
+                   LEFT JOIN migration.crosswalk_course_students xe ON xe.source_id = e.id)
+               ON e.id = g.course_student_id
+        LEFT JOIN migration.crosswalk_teachers xt ON xt.source_id = g.teacher_id
+        LEFT JOIN assessment_keys ak
+               ON ak.run_source_id = e.course_id AND ak.grade_type = g.grade_type
+        OFFSET 0
+    ) p
+    OFFSET 0
+) q;
 
 -- name: reject_grades
 INSERT INTO migration.rejected_rows (source_table, source_id, reason, detail, phase)
 SELECT 'grades', p.source_id, p.reject_reason, to_jsonb(g), 5
-FROM prep_grades p JOIN stage.grades g ON g.id = p.source_id
+FROM stage.prepared_grades p JOIN stage.grades g ON g.id = p.source_id
 WHERE p.reject_reason IS NOT NULL;
 
 -- name: migrate_assessments
@@ -131,7 +177,8 @@ INSERT INTO assessments (id, course_offering_id, assessment_type, title, max_sco
 SELECT migration.derive_id('assessments', a.run_source_id || '/' || a.grade_type),
        migration.derive_id('course_offerings', a.run_source_id::text),
        t.assessment_type, t.title, t.max_score
-FROM (SELECT DISTINCT run_source_id, grade_type FROM prep_grades WHERE reject_reason IS NULL) a
+FROM (SELECT DISTINCT run_source_id, grade_type FROM stage.prepared_grades
+      WHERE reject_reason IS NULL) a
 JOIN (VALUES
     (1, 'attendance', 1, '{"az": "Davamiyyət", "ru": "Посещаемость", "en": "Attendance"}'::jsonb),
     (2, 'seminar', 10, '{"az": "Seminar", "ru": "Семинар", "en": "Seminar"}'),
@@ -146,13 +193,15 @@ JOIN (VALUES
 -- say: ✓ Migrated {n} grades successfully
 INSERT INTO grades (id, enrollment_id, assessment_id, score, is_absent, graded_on, graded_by,
                     created_at)
-SELECT migration.derive_id('grades', source_id::text), enrollment_id,
-       migration.derive_id('assessments', run_source_id || '/' || grade_type),
-       CASE WHEN NOT is_absent THEN score END, is_absent, lesson_date, graded_by,
-       coalesce(migration.baku_time(created_at), migration.baku_time(lesson_date::timestamp), now())
-FROM prep_grades WHERE reject_reason IS NULL;
+SELECT id, enrollment_id, assessment_id, CASE WHEN NOT is_absent THEN score END, is_absent,
+       lesson_date, graded_by, created_at
+FROM stage.prepared_grades WHERE reject_reason IS NULL;
 
 -- name: crosswalk_grades
-INSERT INTO migration.crosswalk (source_table, source_id, target_table, target_id)
-SELECT 'grades', source_id, 'grades', migration.derive_id('grades', source_id::text)
-FROM prep_grades WHERE reject_reason IS NULL;
+-- Straight into the partition: no routing per row.
+INSERT INTO migration.crosswalk_grades (source_table, source_id, target_table, target_id)
+SELECT 'grades', source_id, 'grades', id
+FROM stage.prepared_grades WHERE reject_reason IS NULL;
+
+-- name: drop_prepared_grades
+DROP TABLE stage.prepared_grades;
