@@ -18,6 +18,7 @@ from edu_migrate.checks.anomalies import Finding, find_anomalies
 from edu_migrate.checks.validation import ValidationReport
 from edu_migrate.checks.validation import validate as run_validation
 from edu_migrate.config import Settings
+from edu_migrate.cutover import ROLES, Account, CutoverReport, demo_accounts, run_checks
 from edu_migrate.errors import MigrationError, PreconditionFailed, ValidationFailed
 from edu_migrate.pg.connect import connect
 from edu_migrate.pg.embedded import EmbeddedServer, ServerStatus
@@ -399,3 +400,64 @@ def _drop_database(admin_url: str, name: str) -> None:
     with connect(admin_url, purpose="target server", autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))
+
+
+def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """The reference API over edu_v2, until interrupted."""
+    import socket
+
+    import uvicorn
+
+    from edu_migrate.web.app import create_app
+
+    urls = endpoints(settings)
+    with connect(urls.target_url, purpose="target") as conn:
+        require_schema(conn)
+        row = conn.execute("SELECT current_user, pg_has_role('edu_admin', 'MEMBER')").fetchone()
+    if row is None or not row[1]:
+        user = row[0] if row else "the target user"
+        raise PreconditionFailed(f"{user} cannot switch to the roles edu_app and edu_admin",
+                                 f"GRANT edu_admin TO {user}, or serve as the schema's owner")
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise MigrationError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                                 "choose another --port or --host") from exc
+    uvicorn.run(create_app(urls.target_url), host=host, port=port, log_level="info")
+
+
+def _account(role: str, credentials: str) -> Account:
+    username, colon, password = credentials.partition(":")
+    if not colon or not username or not password:
+        raise MigrationError(f"--{role} takes USER:PASSWORD", f"e.g. --{role} 'jdoe:secret'")
+    return Account(role, username, password)
+
+
+def cutover_check(settings: Settings, api_url: str, credentials: dict[str, str | None],
+                  reporter: Reporter | None = None) -> CutoverReport:
+    """The guide's Phase 7 against the API at `api_url`. A role without credentials signs in
+    with an account of the migrated demo data (the generator knows its password)."""
+    from edu_migrate.legacy.generator import legacy_password
+
+    reporter = reporter or Reporter()
+    accounts = {role: _account(role, value) for role, value in credentials.items() if value}
+    if any(role not in accounts for role in ROLES):
+        found = demo_accounts(endpoints(settings).target_url, legacy_password)
+        accounts.update({role: found[role] for role in ROLES
+                         if role not in accounts and role in found})
+    report = run_checks(api_url, {role: accounts[role] for role in ROLES if role in accounts})
+    reporter.line("=" * 60)
+    reporter.line(f"CUTOVER CHECKS against {api_url}")
+    reporter.line("=" * 60)
+    for check in report.checks:
+        reporter.line(check.line())
+    return report
+
+
+def require_cutover_passed(report: CutoverReport) -> None:
+    failed = [c.name for c in report.checks if not c.passed]
+    if failed or not report.checks:
+        raise ValidationFailed(f"cutover checks failed: {', '.join(failed) or 'none ran'}",
+                               "see the lines above; the API or the migrated data need a look")

@@ -365,6 +365,38 @@ def report(
         raise typer.Exit(1)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    target: TargetOpt = None, config: ConfigOpt = None,
+) -> None:
+    """The reference API over edu_v2 (FastAPI), with row-level security doing the access control.
+    OpenAPI at /openapi.json, interactive docs at /docs."""
+    api.serve(_settings(config, target_url=target), host=host, port=port)
+
+
+CredentialsOpt = Annotated[str | None, typer.Option(
+    metavar="USER:PASS", show_default=False,
+    help="Account to sign in with; by default one from the migrated demo data.")]
+
+
+@app.command("cutover-check")
+def cutover_check(
+    api_url: Annotated[str, typer.Option("--api", help="Base URL of the running API.")],
+    student: CredentialsOpt = None, teacher: CredentialsOpt = None, admin: CredentialsOpt = None,
+    target: TargetOpt = None, config: ConfigOpt = None, json_file: JsonOpt = None,
+) -> None:
+    """Phase 7: the critical endpoints answer and a student, a teacher and an administrator can
+    sign in and see what they should. Exits 0 only when every check passes."""
+    settings = _settings(config, target_url=target)
+    report = api.cutover_check(settings, api_url,
+                               {"student": student, "teacher": teacher, "admin": admin},
+                               reporter=_reporter())
+    _write_json(json_file, report.to_dict())
+    api.require_cutover_passed(report)
+
+
 def main() -> None:
     """Entry point: domain errors become one line on stderr and an exit code."""
     debug = "--debug" in sys.argv or os.environ.get("EDU_MIGRATE_DEBUG") == "1"
