@@ -3,18 +3,21 @@ tests and scripts call them directly."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from edu_migrate import __version__
 from edu_migrate import backup as backups
+from edu_migrate.checks.anomalies import Finding, find_anomalies
 from edu_migrate.checks.preflight import (
     MINIMUM_SERVER_VERSION,
     WARN,
@@ -24,12 +27,21 @@ from edu_migrate.checks.preflight import (
 from edu_migrate.checks.validation import ValidationReport
 from edu_migrate.checks.validation import validate as run_validation
 from edu_migrate.config import Settings
+from edu_migrate.cutover import ROLES, Account, CutoverReport, demo_accounts, run_checks
 from edu_migrate.errors import MigrationError, PreconditionFailed, ValidationFailed
 from edu_migrate.pg.connect import connect
 from edu_migrate.pg.embedded import EmbeddedServer, ServerStatus
 from edu_migrate.pg.freeze import set_frozen
 from edu_migrate.pg.locks import lock_holder, migration_lock
 from edu_migrate.pg.urls import masked, with_database
+from edu_migrate.phases.archive import (
+    ARCHIVE_SCHEMA,
+    ArchiveResult,
+    TableEntry,
+    archive_unmapped,
+    archived_counts,
+    source_inventory,
+)
 from edu_migrate.phases.runner import (
     PHASES,
     RUN_ORDER,
@@ -41,6 +53,9 @@ from edu_migrate.phases.runner import (
 from edu_migrate.phases.staging import SourceSnapshot, missing_legacy_columns
 from edu_migrate.reporting import Reporter
 from edu_migrate.schema import SchemaResult, apply_schema, require_schema
+
+if TYPE_CHECKING:
+    from edu_migrate.report import ReportData
 
 log = logging.getLogger("edu_migrate")
 
@@ -114,7 +129,20 @@ def generate(settings: Settings, *, scale: float = 1.0, profile: str = "clean", 
             reporter.line(f"  {table}: {rows:,} rows")
         summary = fill(conn, scale=scale, profile=profile, seed=seed, progress=progress)
         conn.commit()
+    if summary.dirt:
+        manifest = dirt_manifest_path(settings, seed)
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps(
+            {"seed": seed, "scale": scale, "kinds": [d.to_dict() for d in summary.dirt]},
+            indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        reporter.line(f"  dirt: {sum(len(d.ids) for d in summary.dirt):,} rows of "
+                      f"{len(summary.dirt)} kinds; manifest {manifest}")
     return summary
+
+
+def dirt_manifest_path(settings: Settings, seed: int) -> Path:
+    """Where `generate --profile dirty` writes what it injected (kind, table, rule, ids)."""
+    return settings.log_dir / f"dirt_manifest_{seed}.json"
 
 
 def _ensure_database(url: str, purpose: str) -> None:
@@ -137,9 +165,11 @@ def schema_apply(settings: Settings) -> SchemaResult:
 class MigrateResult:
     phases: list[PhaseResult] = field(default_factory=list)
     seconds: float = 0.0
+    archive: ArchiveResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seconds": round(self.seconds, 2), "phases": [asdict(p) for p in self.phases]}
+        return {"seconds": round(self.seconds, 2), "phases": [asdict(p) for p in self.phases],
+                "archive": asdict(self.archive) if self.archive else None}
 
 
 def _parse_phases(phases: Sequence[int] | None) -> list[int]:
@@ -240,6 +270,9 @@ def migrate(settings: Settings, phases: Sequence[int] | None = None,
                 result.phases.append(run_phase(
                     PHASES[number], snapshot, urls.target_url, batch_size=settings.batch_size,
                     workers=settings.workers, reporter=reporter))
+            if phases is None:
+                result.archive = archive_unmapped(snapshot, urls.target_url, settings.exclude,
+                                                  reporter)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -251,14 +284,53 @@ def validate(settings: Settings, reporter: Reporter | None = None) -> Validation
     with _source_snapshot(urls.source_url) as snapshot, \
             connect(urls.target_url, purpose="target") as target:
         require_schema(target)
-        report = run_validation(snapshot, target)
+        report = run_validation(snapshot, target, settings.exclude)
         target.rollback()
     reporter.line("=" * 60)
     reporter.line("VALIDATION RESULTS")
     reporter.line("=" * 60)
     for check in report.checks:
         reporter.line(check.line())
+    if report.dispositions:
+        reporter.line("Repaired, merged and set aside, by rule (migration.repairs, "
+                      "migration.rejected_rows):")
+        for disposition in report.dispositions:
+            reporter.line(disposition.line())
     return report
+
+
+def inventory(settings: Settings) -> list[TableEntry]:
+    """Every table of the source with its rows and whether it is mapped, archived or excluded;
+    for archived tables, the rows the target's legacy_archive holds (None before archiving)."""
+    urls = endpoints(settings)
+    with _source_snapshot(urls.source_url) as snapshot:
+        entries = source_inventory(snapshot.conn, settings.exclude)
+    archived: dict[str, int] = {}
+    try:
+        with connect(urls.target_url, purpose="target") as target:
+            archived = archived_counts(target)
+    except MigrationError:
+        pass  # no target yet: the inventory is the source's alone
+    return [TableEntry(e.table, e.rows, e.status, archived.get(e.table)) for e in entries]
+
+
+def anomalies(settings: Settings) -> list[Finding]:
+    """The anomalies of the source, per kind a count, sample ids and the migration's rule.
+    Reads the source only, in one read-only transaction."""
+    urls = endpoints(settings)
+    with connect(urls.source_url, purpose="source", read_only=True) as source:
+        source.rollback()
+        source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        missing = missing_legacy_columns(source)
+        if missing:
+            raise PreconditionFailed(
+                f"the source is not the legacy database: it lacks {', '.join(missing[:8])}"
+                + (" …" if len(missing) > 8 else ""),
+                "point --source at edu, or run `edu-migrate generate` for a demo")
+        try:
+            return find_anomalies(source)
+        finally:
+            source.rollback()
 
 
 def require_valid(report: ValidationReport) -> None:
@@ -276,7 +348,13 @@ def rollback(settings: Settings, phase: int | None, reporter: Reporter | None = 
     with connect(target, purpose="target") as conn:
         require_schema(conn)
     with migration_lock(target):
-        return rollback_phases(target, phase, reporter)
+        undone = rollback_phases(target, phase, reporter)
+        if phase is None:
+            with connect(target, purpose="target") as conn:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    sql.Identifier(ARCHIVE_SCHEMA)))
+                conn.commit()
+        return undone
 
 
 INTERRUPTED = ("stopped without finishing (process killed or connection lost): "
@@ -375,9 +453,113 @@ def demo(settings: Settings, *, scale: float = 1.0, seed: int = 42,
                       time.perf_counter() - validation_started, dict(summary.row_counts))
 
 
+def report(settings: Settings, *, html: Path | None = None, md: Path | None = None) -> ReportData:
+    """The sign-off report of the run on the target: validation, accounting, checksums, plots.
+    Both files are rendered before either is written, and each is written whole or not at all."""
+    from edu_migrate.report import collect, render_html, render_markdown, require_a_run
+
+    for path in (html, md):
+        if path is not None and not path.resolve().parent.is_dir():
+            raise MigrationError(f"cannot write {path}: its folder does not exist",
+                                 "create the folder or choose another path")
+    urls = endpoints(settings)
+    with connect(urls.target_url, purpose="target") as target:
+        schema_version = require_schema(target)
+        require_a_run(target, masked(urls.target_url))
+        with _source_snapshot(urls.source_url) as snapshot:
+            missing = missing_legacy_columns(snapshot.conn)
+            if missing:
+                raise PreconditionFailed(
+                    f"the source is not the legacy database: it lacks {', '.join(missing[:8])}"
+                    + (" …" if len(missing) > 8 else ""),
+                    "point --source at the database the migration read")
+            data = collect(snapshot, target, urls.target_url,
+                           source_url_shown=masked(urls.source_url),
+                           target_url_shown=masked(urls.target_url),
+                           schema_version=schema_version)
+        target.rollback()
+    rendered = [(path, render(data)) for path, render in ((html, render_html),
+                                                          (md, render_markdown)) if path]
+    for path, text in rendered:
+        _write_whole(path, text)
+    return data
+
+
+def _write_whole(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise MigrationError(f"cannot write {path}: {exc.strerror}",
+                             "choose a writable path") from exc
+
+
 def _drop_database(admin_url: str, name: str) -> None:
     from psycopg import sql
 
     with connect(admin_url, purpose="target server", autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))
+
+
+def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """The reference API over edu_v2, until interrupted."""
+    import socket
+
+    import uvicorn
+
+    from edu_migrate.web.app import create_app
+
+    urls = endpoints(settings)
+    with connect(urls.target_url, purpose="target") as conn:
+        require_schema(conn)
+        row = conn.execute("SELECT current_user, pg_has_role('edu_admin', 'MEMBER')").fetchone()
+    if row is None or not row[1]:
+        user = row[0] if row else "the target user"
+        raise PreconditionFailed(f"{user} cannot switch to the roles edu_app and edu_admin",
+                                 f"GRANT edu_admin TO {user}, or serve as the schema's owner")
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise MigrationError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                                 "choose another --port or --host") from exc
+    uvicorn.run(create_app(urls.target_url), host=host, port=port, log_level="info")
+
+
+def _account(role: str, credentials: str) -> Account:
+    username, colon, password = credentials.partition(":")
+    if not colon or not username or not password:
+        raise MigrationError(f"--{role} takes USER:PASSWORD", f"e.g. --{role} 'jdoe:secret'")
+    return Account(role, username, password)
+
+
+def cutover_check(settings: Settings, api_url: str, credentials: dict[str, str | None],
+                  reporter: Reporter | None = None) -> CutoverReport:
+    """The guide's Phase 7 against the API at `api_url`. A role without credentials signs in
+    with an account of the migrated demo data (the generator knows its password)."""
+    from edu_migrate.legacy.generator import legacy_password
+
+    reporter = reporter or Reporter()
+    accounts = {role: _account(role, value) for role, value in credentials.items() if value}
+    if any(role not in accounts for role in ROLES):
+        found = demo_accounts(endpoints(settings).target_url, legacy_password)
+        accounts.update({role: found[role] for role in ROLES
+                         if role not in accounts and role in found})
+    report = run_checks(api_url, {role: accounts[role] for role in ROLES if role in accounts})
+    reporter.line("=" * 60)
+    reporter.line(f"CUTOVER CHECKS against {api_url}")
+    reporter.line("=" * 60)
+    for check in report.checks:
+        reporter.line(check.line())
+    return report
+
+
+def require_cutover_passed(report: CutoverReport) -> None:
+    failed = [c.name for c in report.checks if not c.passed]
+    if failed or not report.checks:
+        raise ValidationFailed(f"cutover checks failed: {', '.join(failed) or 'none ran'}",
+                               "see the lines above; the API or the migrated data need a look")

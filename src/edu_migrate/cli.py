@@ -19,7 +19,7 @@ from edu_migrate import __version__, api
 from edu_migrate.config import Settings, load_settings
 from edu_migrate.console import ConsoleReporter
 from edu_migrate.errors import MigrationError
-from edu_migrate.pg.urls import masked
+from edu_migrate.pg.urls import masked, redacted
 from edu_migrate.reporting import open_run_log
 
 HELP = """Move the legacy LMS database **edu** into **edu_v2**: phased, validated, resumable.
@@ -42,7 +42,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(schema_app, name="schema")
 app.add_typer(config_app, name="config")
 
-out = Console(highlight=False)
+# Piped into a file or a CI log, lines may be as wide as a table needs, up to 120 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 SourceOpt = Annotated[str | None, typer.Option(
     "--source", help="libpq URL of the legacy database (env EDU_SOURCE_URL).",
@@ -58,7 +59,7 @@ JsonOpt = Annotated[str | None, typer.Option(
 
 def _settings(config: Path | None = None, **overrides: Any) -> Settings:
     settings = load_settings(overrides, config)
-    open_run_log(settings.log_dir, " ".join(sys.argv[1:]))
+    open_run_log(settings.log_dir, redacted(" ".join(sys.argv[1:])))
     return settings
 
 
@@ -70,6 +71,12 @@ def _write_json(target: str | None, payload: Any) -> None:
         sys.stdout.write(text + "\n")
     else:
         Path(target).write_text(text + "\n", encoding="utf-8")
+
+
+def _json_owns_stdout(target: str | None) -> None:
+    """With `--json -`, standard output carries the JSON alone; the human lines go to stderr."""
+    if target == "-":
+        out.file = sys.stderr
 
 
 def _reporter(quiet: bool = False) -> ConsoleReporter:
@@ -105,6 +112,7 @@ def db_stop(config: ConfigOpt = None) -> None:
 @db_app.command("status")
 def db_status(config: ConfigOpt = None, json_file: JsonOpt = None) -> None:
     """Is the embedded server running, where, and which version."""
+    _json_owns_stdout(json_file)
     status = api.db_status(_settings(config))
     payload = {"running": status.running, "port": status.port, "version": status.version,
                "data_dir": str(status.data_dir)}
@@ -171,6 +179,7 @@ def migrate(
 ) -> None:
     """Run migration phases: 1 users & persons, 2 students & staff, 3 organizations & terms,
     4 courses & offerings, 5 enrollments & grades. Done phases are skipped."""
+    _json_owns_stdout(json_file)
     if not phase and not all_phases:
         raise MigrationError("say which phases to run", "use --phase N or --all")
     settings = _settings(config, source_url=source, target_url=target, batch_size=batch_size,
@@ -186,10 +195,34 @@ def validate(source: SourceOpt = None, target: TargetOpt = None, config: ConfigO
              json_file: JsonOpt = None) -> None:
     """Phase 6: counts, orphans, foreign keys and the accounting of every legacy row.
     Exits 0 only when every check passes."""
+    _json_owns_stdout(json_file)
     settings = _settings(config, source_url=source, target_url=target)
     report = api.validate(settings, reporter=_reporter())
     _write_json(json_file, report.to_dict())
     api.require_valid(report)
+
+
+@app.command()
+def inventory(source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
+              json_file: JsonOpt = None) -> None:
+    """Every table of the source: its rows, and whether the migration maps it, archives it into
+    legacy_archive, or excludes it (`exclude` patterns); archived rows once archived."""
+    settings = _settings(config, source_url=source, target_url=target)
+    entries = api.inventory(settings)
+    table = Table(title="Tables of the source (schema public)")
+    for column, justify in (("table", "left"), ("rows", "right"), ("status", "left"),
+                            ("in legacy_archive", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for entry in entries:
+        archived = "" if entry.archived_rows is None else f"{entry.archived_rows:,}"
+        table.add_row(entry.table, f"{entry.rows:,}", entry.status, archived)
+    out.print(table)
+    counts = {status: sum(1 for e in entries if e.status == status)
+              for status in ("mapped", "archived", "excluded")}
+    out.print(f"{len(entries)} tables: {counts['mapped']} mapped, {counts['archived']} archived, "
+              f"{counts['excluded']} excluded" + (f" (exclude = {list(settings.exclude)})"
+                                                  if settings.exclude else ""))
+    _write_json(json_file, [e.to_dict() for e in entries])
 
 
 @app.command()
@@ -216,15 +249,18 @@ def rollback(
 def status(target: TargetOpt = None, source: SourceOpt = None, config: ConfigOpt = None,
            json_file: JsonOpt = None) -> None:
     """Each phase's state, rows, start, end and last error."""
+    _json_owns_stdout(json_file)
     settings = _settings(config, source_url=source, target_url=target)
     state = api.status(settings)
     table = Table(title=f"edu-migrate {state['version']} → {state['target']}")
     for column in ("phase", "step", "status", "rows", "seconds", "started", "finished"):
-        table.add_column(column, no_wrap=column == "status")
+        table.add_column(column, justify="right" if column in ("rows", "seconds") else "left",
+                         no_wrap=column == "status")
     for row in state["phases"]:
-        rows = ", ".join(f"{k.removeprefix('migrate_')} {v:,}" for k, v in row["rows"].items())
-        table.add_row(str(row["phase"]), row["title"].removeprefix("MIGRATING ").lower(),
-                      row["status"], rows, str(row["seconds"] or ""),
+        rows = "\n".join(f"{k.removeprefix('migrate_')} {v:,}" for k, v in row["rows"].items())
+        table.add_row(str(row["phase"]), row["title"].lower().removeprefix("migrating "),
+                      row["status"], rows,
+                      f"{row['seconds']:.1f}" if row["seconds"] is not None else "",
                       (row["started_at"] or "")[:19].replace("T", " "),
                       (row["finished_at"] or "")[:19].replace("T", " "))
     out.print(table)
@@ -242,14 +278,31 @@ def status(target: TargetOpt = None, source: SourceOpt = None, config: ConfigOpt
 @app.command()
 def preflight(source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
               json_file: JsonOpt = None) -> None:
-    """The guide's pre-migration checklist: ✓ ready, ! look at it, ✗ blocks `migrate`.
-    Exits 1 when a blocking check fails."""
+    """Before migrating. The guide's checklist: ✓ ready, ! look at it, ✗ blocks `migrate`. Then
+    the anomalies of the source, per kind a count, sample ids and what the migration will do
+    with them (repair, merge or set aside). Only reads the source. Exits 1 when a blocking
+    check fails."""
+    _json_owns_stdout(json_file)
     settings = _settings(config, source_url=source, target_url=target)
     report = api.preflight(settings)
     styles = {"ok": "green", "warn": "yellow", "fail": "red"}
+    out.print("=" * 60)
+    out.print("PRE-MIGRATION CHECKLIST")
+    out.print("=" * 60)
     for finding in report.findings:
         out.print(finding.line(), style=styles[finding.status], markup=False, soft_wrap=True)
-    _write_json(json_file, report.to_dict())
+    findings = api.anomalies(settings) if report.source_readable else []
+    if findings:
+        out.print("=" * 60)
+        out.print("ANOMALIES OF THE SOURCE")
+        out.print("=" * 60)
+        for anomaly in findings:
+            out.print(anomaly.line(), markup=False, soft_wrap=True)
+        found = [f for f in findings if f.found]
+        out.print(f"{len(found)} of {len(findings)} kinds of anomaly found, "
+                  f"{sum(f.count for f in found):,} rows; each is repaired, merged or set aside "
+                  "with its reason by `migrate` (docs/dirty-data.md)")
+    _write_json(json_file, report.to_dict() | {"anomalies": [f.to_dict() for f in findings]})
     if not report.ready:
         out.print(f"{len(report.blocking)} blocking check(s) failed: `migrate` refuses to start "
                   "(--force overrides, and is logged)")
@@ -303,6 +356,7 @@ def unfreeze_source(source: SourceOpt = None, config: ConfigOpt = None) -> None:
 def config_show(source: SourceOpt = None, target: TargetOpt = None,
                 config: ConfigOpt = None, json_file: JsonOpt = None) -> None:
     """The effective configuration (flags > env > edu-migrate.toml), passwords masked."""
+    _json_owns_stdout(json_file)
     settings = load_settings({"source_url": source, "target_url": target}, config)
     shown = settings.model_dump(mode="json")
     shown["source_url"] = masked(settings.source_url)
@@ -320,6 +374,7 @@ def demo(
 ) -> None:
     """The whole migration on the embedded server: generate edu, apply the schema, run every
     phase, validate, and summarise."""
+    _json_owns_stdout(json_file)
     settings = _settings(config)
     result = api.demo(settings, scale=scale, seed=seed, reporter=_reporter())
     counts = Table(title="What moved")
@@ -344,11 +399,76 @@ def demo(
     passed = sum(check.passed for check in result.validation.checks)
     verdict = (f"✓ all {passed} validation checks passed" if result.validation.passed
                else f"✗ {len(result.validation.checks) - passed} validation checks FAILED")
-    out.print(f"{verdict}. Next: `edu-migrate status`, or look around with "
-              f"psql \"$(edu-migrate db url)\"")
+    out.print(f"{verdict}.\nNext: `edu-migrate report --html report.html` for the sign-off "
+              "report; `edu-migrate status`; psql \"$(edu-migrate db url)\" to look around")
     _write_json(json_file, {"migration": result.migration.to_dict(),
                             "validation": result.validation.to_dict()})
     api.require_valid(result.validation)
+
+
+@app.command()
+def report(
+    html: Annotated[Path | None, typer.Option(
+        "--html", help="Write the HTML report (one self-contained page) to FILE.", metavar="FILE",
+        show_default=False)] = None,
+    md: Annotated[Path | None, typer.Option(
+        "--md", help="Write the Markdown report to FILE.", metavar="FILE",
+        show_default=False)] = None,
+    source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
+    json_file: JsonOpt = None,
+) -> None:
+    """The sign-off report: run metadata, validation, accounting of every legacy row, rows set
+    aside, checksums, plots and the approval block. With no file named, writes report.html.
+    Exits 1 when the verdict is FAIL (the report is written either way)."""
+    _json_owns_stdout(json_file)
+    if html is None and md is None and json_file is None:
+        html = Path("report.html")
+    settings = _settings(config, source_url=source, target_url=target)
+    data = api.report(settings, html=html, md=md)
+    style = "bold green" if data.passed else "bold red"
+    out.print(f"[{style}]{data.verdict}[/]: {len(data.validation.checks) - len(data.checks_failed)}"
+              f" of {len(data.validation.checks)} checks passed, phases done: "
+              f"{', '.join(map(str, data.phases_done)) or 'none'}; "
+              f"{data.rows_set_aside:,} legacy rows set aside "
+              f"(collected in {data.collect_seconds:.1f}s)")
+    for path in (html, md):
+        if path is not None:
+            out.print(f"✓ Wrote {path}", markup=False)
+    _write_json(json_file, data.to_dict())
+    if not data.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    target: TargetOpt = None, config: ConfigOpt = None,
+) -> None:
+    """The reference API over edu_v2 (FastAPI), with row-level security doing the access control.
+    OpenAPI at /openapi.json, interactive docs at /docs."""
+    api.serve(_settings(config, target_url=target), host=host, port=port)
+
+
+CredentialsOpt = Annotated[str | None, typer.Option(
+    metavar="USER:PASS", show_default=False,
+    help="Account to sign in with; by default one from the migrated demo data.")]
+
+
+@app.command("cutover-check")
+def cutover_check(
+    api_url: Annotated[str, typer.Option("--api", help="Base URL of the running API.")],
+    student: CredentialsOpt = None, teacher: CredentialsOpt = None, admin: CredentialsOpt = None,
+    target: TargetOpt = None, config: ConfigOpt = None, json_file: JsonOpt = None,
+) -> None:
+    """Phase 7: the critical endpoints answer and a student, a teacher and an administrator can
+    sign in and see what they should. Exits 0 only when every check passes."""
+    settings = _settings(config, target_url=target)
+    report = api.cutover_check(settings, api_url,
+                               {"student": student, "teacher": teacher, "admin": admin},
+                               reporter=_reporter())
+    _write_json(json_file, report.to_dict())
+    api.require_cutover_passed(report)
 
 
 def _interrupt(signum: int, frame: object) -> None:

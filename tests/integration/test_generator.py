@@ -318,11 +318,23 @@ def test_legacy_password_is_deterministic_and_sometimes_azerbaijani() -> None:
     assert any(AZERBAIJANI_LETTERS & set(legacy_password(name)) for name in names)
 
 
-def test_dirty_profile_is_not_there_yet(small_db: psycopg.Connection) -> None:
-    with pytest.raises(NotImplementedError):
-        generate(small_db, scale=SMALL_SCALE, profile="dirty")
-    with pytest.raises(ValueError):
-        generate(small_db, scale=SMALL_SCALE, profile="filthy")
+def test_dirty_profile_is_deterministic_and_adds_to_the_clean_fill(
+        generator_admin_url: str) -> None:
+    name, url = _create_database(generator_admin_url)
+    try:
+        with psycopg.connect(url) as conn:
+            first = generate(conn, scale=SMALL_SCALE, profile="dirty", seed=SEED)
+            first_digests = _table_digests(conn)
+            again = generate(conn, scale=SMALL_SCALE, profile="dirty", seed=SEED)
+            assert _table_digests(conn) == first_digests
+            with pytest.raises(ValueError):
+                generate(conn, scale=SMALL_SCALE, profile="filthy")
+    finally:
+        _drop_database(generator_admin_url, name)
+    assert [d.to_dict() for d in first.dirt] == [d.to_dict() for d in again.dirt]
+    assert all(d.ids for d in first.dirt)
+    for table, clean_count in SMALL_SCALE_COUNTS.items():
+        assert first.row_counts[table] >= clean_count, table
 
 
 @pytest.mark.fullscale

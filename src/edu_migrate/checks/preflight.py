@@ -2,8 +2,9 @@
 
 A check returns a Finding: ✓ ok, ! warn (look at it, the run may go on), ✗ fail (blocks
 `migrate` unless --force). Findings come from the providers in FINDING_PROVIDERS: the standard
-checklist here, and any further provider (for instance findings about the legacy data itself)
-appended to that list.
+checklist here, and any further provider appended to that list. The anomalies of the legacy data
+(checks.anomalies) are reported beside these by the `preflight` command; they never block, since
+the migration repairs, merges or sets aside each kind.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ DISK_NEED_FACTOR = 3
 LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
 
 OK, WARN, FAIL = "ok", "warn", "fail"
+SOURCE_ACCESS = ("source connection", "legacy tables", "source privileges")
 SYMBOLS = {OK: "✓", WARN: "!", FAIL: "✗"}
 
 
@@ -366,6 +368,12 @@ class PreflightReport:
     @property
     def ready(self) -> bool:
         return not self.blocking
+
+    @property
+    def source_readable(self) -> bool:
+        """Whether the source can be read as the legacy database: what findings about its data
+        need."""
+        return all(f.status != FAIL for f in self.findings if f.name in SOURCE_ACCESS)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ready": self.ready, "findings": [f.to_dict() for f in self.findings]}

@@ -3,12 +3,20 @@ accounting of every legacy row (migrated, merged or set aside; never both, never
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from edu_migrate.phases.archive import (
+    ARCHIVED,
+    EXCLUDED,
+    archived_counts,
+    last_archive,
+    source_inventory,
+)
 from edu_migrate.phases.staging import SourceSnapshot
 
 
@@ -31,9 +39,24 @@ class Check:
         return f"{mark} | {self.name}: {', '.join(parts)}"
 
 
+@dataclass(frozen=True)
+class Disposition:
+    """How many rows of a legacy table one rule repaired, merged or set aside."""
+    table: str
+    outcome: str
+    column: str | None
+    rule: str
+    rows: int
+
+    def line(self) -> str:
+        where = f"{self.table}.{self.column}" if self.column else self.table
+        return f"  {self.outcome:<9} | {where}: {self.rule} ({self.rows:,})"
+
+
 @dataclass
 class ValidationReport:
     checks: list[Check]
+    dispositions: list[Disposition] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -41,7 +64,26 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "checks": [asdict(c) | {"line": c.line()}
-                                                   for c in self.checks]}
+                                                   for c in self.checks],
+                "dispositions": [asdict(d) for d in self.dispositions]}
+
+
+DISPOSITIONS = """
+SELECT source_table, CASE WHEN rule LIKE '%merged%' OR rule LIKE 'catalogue field%'
+                          THEN 'merged' ELSE 'repaired' END,
+       column_name, rule, count(*)
+FROM migration.repairs GROUP BY 1, 2, 3, 4
+UNION ALL
+SELECT source_table, 'set aside', NULL, reason, count(*)
+FROM migration.rejected_rows GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2, 3, 4
+"""
+
+
+def dispositions(target: psycopg.Connection) -> list[Disposition]:
+    """Every rule that changed, merged or set aside legacy rows, with its row count."""
+    return [Disposition(str(t), str(o), c, str(r), int(n))
+            for t, o, c, r, n in target.execute(DISPOSITIONS).fetchall()]
 
 
 @dataclass(frozen=True)
@@ -197,7 +239,25 @@ def _stream_and_compare(snapshot: SourceSnapshot, target: psycopg.Connection,
     return old, unaccounted, unknown
 
 
-def validate(snapshot: SourceSnapshot, target: psycopg.Connection) -> ValidationReport:
+def archive_checks(snapshot: SourceSnapshot, target: psycopg.Connection,
+                   exclude: Sequence[str]) -> list[Check]:
+    """Once the archive step has run: every unmapped, not excluded table of the source is in
+    legacy_archive with as many rows as the source has."""
+    if last_archive(target) is None:
+        return []
+    archived = archived_counts(target)
+    entries = source_inventory(snapshot.conn, exclude)
+    wanted = [e for e in entries if e.status == ARCHIVED]
+    checks = [Check(f"Archived {e.table}", archived.get(e.table) == e.rows, e.rows,
+                    archived.get(e.table, 0)) for e in wanted]
+    excluded = sum(1 for e in entries if e.status == EXCLUDED)
+    checks.append(Check("Unmapped Tables Archived", all(c.passed for c in checks),
+                        len(wanted) + excluded, len(archived), {"Excluded": excluded}))
+    return checks
+
+
+def validate(snapshot: SourceSnapshot, target: psycopg.Connection,
+             exclude: Sequence[str] = ()) -> ValidationReport:
     source = snapshot.conn
     checks: list[Check] = []
     accounting = {table: account_for(snapshot, target, table) for table in ACCOUNTING_NAMES}
@@ -248,4 +308,5 @@ def validate(snapshot: SourceSnapshot, target: psycopg.Connection) -> Validation
         if acc.unknown:
             detail["Unknown"] = acc.unknown
         checks.append(Check(ACCOUNTING_NAMES[table], acc.holds, acc.old, None, detail))
-    return ValidationReport(checks)
+    checks.extend(archive_checks(snapshot, target, exclude))
+    return ValidationReport(checks, dispositions(target))

@@ -6,8 +6,8 @@ server-side with set-based SQL whose randomness comes from md5 of (seed, stream,
 ``random()``, so the result is independent of plan, parallelism and server.
 
 The clean profile writes only legitimate data, including every alternative format that
-legacy-edu.md documents. A dirty profile is meant to run as a separate step after the clean fill
-and mutate or add rows; nothing in the clean fill assumes it will be the last writer.
+legacy-edu.md documents. The dirty profile runs `edu_migrate.legacy.dirt` as a separate step after
+the clean fill, which mutates or adds rows; nothing in the clean fill assumes it is the last writer.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -29,6 +29,8 @@ import bcrypt
 import psycopg
 from faker import Faker
 from psycopg import sql
+
+from edu_migrate.legacy.dirt import InjectedDirt, inject
 
 MAPPED_TABLES: tuple[str, ...] = (
     "users",
@@ -97,6 +99,7 @@ class GenerationSummary:
     seed: int
     row_counts: dict[str, int]
     seconds: float
+    dirt: list[InjectedDirt] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1434,8 +1437,6 @@ def generate(
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
-    if profile == "dirty":
-        raise NotImplementedError("the dirty profile is not implemented yet")
     started = time.perf_counter()
     plan = Plan.for_scale(scale)
     report: ProgressCallback = progress or (lambda _table, _rows: None)
@@ -1497,13 +1498,14 @@ def generate(
             report(table, cur.rowcount)
 
         cur.execute(keys_ddl)
+        dirt = inject(cur, seed, _count_rows(cur)) if profile == "dirty" else []
         row_counts = _count_rows(cur)
     with conn.transaction(), conn.cursor() as cur:
         for table in (*MAPPED_TABLES, *UNMAPPED_TABLES):
             cur.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier("public"),
                                                        sql.Identifier(table)))
     return GenerationSummary(scale=scale, profile=profile, seed=seed, row_counts=row_counts,
-                             seconds=time.perf_counter() - started)
+                             seconds=time.perf_counter() - started, dirt=dirt)
 
 
 def _insert_grades(cur: psycopg.Cursor[Any], plan: Plan, params: dict[str, Any],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 import psycopg
@@ -42,3 +43,13 @@ def masked(url: str | None) -> str:
     dbname = params.get("dbname", "")
     auth = f"{quote(str(user))}:***@" if params.get("password") else (f"{user}@" if user else "")
     return f"postgresql://{auth}{host}:{port}/{dbname}"
+
+
+_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@")
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]+)", re.IGNORECASE)
+
+
+def redacted(text: str) -> str:
+    """Free text (a command line, a message) with every password in a URL or a conninfo
+    string replaced by ***."""
+    return _KEYWORD_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))

@@ -27,6 +27,7 @@ from edu_migrate.phases import sqlfile
 from edu_migrate.phases.phones import stage_phone_numbers
 from edu_migrate.phases.staging import SourceSnapshot, stage_tables
 from edu_migrate.reporting import Reporter
+from edu_migrate.security.audit import record_bulk_event, row_audit_paused
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ def _set_session(conn: psycopg.Connection) -> None:
     conn.execute("SET LOCAL synchronous_commit = off")
     conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
     conn.execute("SET LOCAL work_mem = '128MB'")
+    # The phases must see and write every row: if row-level security applied to this role, fail
+    # loudly instead of loading a filtered subset (the owner needs superuser or BYPASSRLS).
+    conn.execute("SET LOCAL row_security = off")
     row = conn.execute("SELECT set_config('edu_migrate.id_secret', id_secret, true) "
                        "FROM migration.state").fetchone()
     if row is None:
@@ -233,7 +237,8 @@ def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float
         _clear_phase(conn, phase)
         if "persons" in phase.reads:
             stage_phone_numbers(conn)
-        with _indexes_rebuilt_after(conn, phase.rebuilt_after_load, reporter):
+        with row_audit_paused(conn, phase.writes), \
+                _indexes_rebuilt_after(conn, phase.rebuilt_after_load, reporter):
             for statement in sqlfile.load(phase.sql_file):
                 step_started = time.perf_counter()
                 with reporter.progress(statement.name, None) as advance:
@@ -247,11 +252,13 @@ def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float
         for table in phase.writes:
             conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
         conn.execute(
-            "UPDATE migration.phase_runs SET status = 'done', finished_at = now(), seconds = %s, "
+            "UPDATE migration.phase_runs SET status = 'done', finished_at = clock_timestamp(), "
+            "seconds = %s, "
             "row_counts = %s WHERE phase = %s",
             [time.perf_counter() - started, Jsonb(counts), phase.number])
         conn.execute("INSERT INTO migration.run_log (phase, event, detail) VALUES (%s, 'done', %s)",
                      [phase.number, Jsonb(counts)])
+        record_bulk_event(conn, "MIGRATE", phase.writes, {"phase": phase.number, "rows": counts})
         conn.commit()
     return counts
 
@@ -290,6 +297,7 @@ def rollback_phases(target_url: str, number: int | None, reporter: Reporter) -> 
         conn.execute("DELETE FROM migration.phase_runs WHERE phase = ANY(%s)", [numbers])
         conn.execute("INSERT INTO migration.run_log (event, detail) VALUES ('rollback', %s)",
                      [Jsonb({"phases": numbers})])
+        record_bulk_event(conn, "ROLLBACK", tables, {"phases": numbers})
         conn.commit()
     reporter.line(f"Rolled back phase {', '.join(map(str, numbers))}")
     return numbers

@@ -91,7 +91,12 @@ def apply_schema(target_url: str) -> SchemaResult:
         for version in versions():
             if version.version <= current:
                 continue
-            conn.execute(version.text.encode())
+            try:
+                conn.execute(version.text.encode())
+            except psycopg.errors.RaiseException as exc:
+                # A version's own precondition (RAISE … USING HINT): one line, nothing applied.
+                raise PreconditionFailed(exc.diag.message_primary or str(exc),
+                                         exc.diag.message_hint) from exc
             conn.execute("INSERT INTO migration.schema_versions (version, name) VALUES (%s, %s)",
                          [version.version, version.name])
             applied.append(f"V{version.version:03d}__{version.name}")

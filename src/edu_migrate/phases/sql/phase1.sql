@@ -1,7 +1,14 @@
 -- Phase 1: users and persons.
--- Rules: text trimmed (no-break spaces too); e-mails lower-cased, invalid ones dropped; a username
--- or e-mail taken by an earlier account (case-insensitively) is renamed / dropped and recorded in
--- migration.repairs; a row that cannot be migrated truthfully goes to migration.rejected_rows.
+-- Rules (docs/dirty-data.md lists them all): text trimmed and white space collapsed (no-break
+-- spaces too), recorded for usernames and names; e-mails trimmed and lower-cased, blank ones
+-- stored as none, invalid ones dropped, all recorded; a username taken by an older account
+-- (case-insensitively, after trimming) is renamed '<name>.<legacy id>' and an e-mail taken by an
+-- older account is dropped, recorded: no account is lost to a duplicate. Birth dates in the
+-- three legacy formats (digits of any script); one that does not exist or lies in the future is
+-- dropped and recorded; gender M/F, K/Q (kişi/qadın), Cyrillic М/Ж (мужской/женский), any case,
+-- else dropped and recorded; phones normalised to E.164 by `phonenumbers`, invalid ones dropped
+-- and recorded. A row that cannot be migrated truthfully (no username, an unknown password
+-- scheme or user_type, no user, a blank name) goes to migration.rejected_rows, whole.
 
 -- name: found_users
 -- say: Found {n} users to migrate
@@ -49,6 +56,21 @@ SELECT u.*,
             THEN u.valid_email END AS final_email
 FROM prep_users u WHERE u.reject_reason IS NULL;
 
+-- name: settle_username_collisions
+-- A renamed account can still meet an existing name ('ali.7' beside 'Ali' number 7): append the
+-- legacy id again until every name is unique case-insensitively. No account is dropped.
+DO $$
+BEGIN
+    LOOP
+        UPDATE final_users f SET final_username = f.final_username || '.' || f.source_id
+        FROM (SELECT source_id, row_number() OVER (PARTITION BY lower(final_username)
+                  ORDER BY final_username = username DESC, source_id) AS n
+              FROM final_users) d
+        WHERE d.source_id = f.source_id AND d.n > 1;
+        EXIT WHEN NOT FOUND;
+    END LOOP;
+END $$;
+
 -- name: record_user_repairs
 INSERT INTO migration.repairs (source_table, source_id, column_name, old_value, new_value, rule, phase)
 SELECT 'users', source_id, 'username', legacy_row ->> 'username', final_username,
@@ -57,12 +79,12 @@ SELECT 'users', source_id, 'username', legacy_row ->> 'username', final_username
 FROM final_users WHERE final_username IS DISTINCT FROM legacy_row ->> 'username'
 UNION ALL
 SELECT 'users', source_id, 'email', legacy_row ->> 'email', final_email,
-       CASE WHEN email IS NOT NULL AND valid_email IS NULL THEN 'not an e-mail address: dropped'
-            WHEN valid_email IS NOT NULL AND final_email IS NULL
-                THEN 'e-mail used by an older account: dropped'
+       CASE WHEN email IS NULL THEN 'blank: stored as no e-mail'
+            WHEN valid_email IS NULL THEN 'not an e-mail address: dropped'
+            WHEN final_email IS NULL THEN 'e-mail used by an older account: dropped'
             ELSE 'trimmed and lower-cased' END, 1
 FROM final_users WHERE final_email IS DISTINCT FROM legacy_row ->> 'email'
-                   AND NOT (final_email IS NULL AND migration.clean_text(legacy_row ->> 'email') IS NULL);
+                   AND legacy_row ->> 'email' IS NOT NULL;
 
 -- name: migrate_users
 -- say: ✓ Migrated {n} users successfully
@@ -100,7 +122,8 @@ WITH parsed AS (
            migration.clean_text(s.patronymic) AS patronymic,
            migration.parse_legacy_date(s.birthdate) AS birth_date,
            CASE upper(migration.clean_text(s.gender)) WHEN 'M' THEN 'M' WHEN 'K' THEN 'M'
-                WHEN 'F' THEN 'F' WHEN 'Q' THEN 'F' END AS gender,
+                WHEN 'F' THEN 'F' WHEN 'Q' THEN 'F' WHEN 'М' THEN 'M' WHEN 'Ж' THEN 'F'
+           END AS gender,
            upper(migration.clean_text(s.pin)) AS pin,
            ph.e164 AS phone,
            migration.clean_text(s.address) AS address,
@@ -126,6 +149,15 @@ FROM prep_persons WHERE reject_reason IS NOT NULL;
 
 -- name: record_person_repairs
 INSERT INTO migration.repairs (source_table, source_id, column_name, old_value, new_value, rule, phase)
+SELECT 'persons', source_id, d.column_name, d.old_value, d.new_value, 'white space trimmed', 1
+FROM prep_persons
+CROSS JOIN LATERAL (VALUES
+    ('firstname', legacy_row ->> 'firstname', first_name),
+    ('lastname', legacy_row ->> 'lastname', last_name),
+    ('patronymic', legacy_row ->> 'patronymic', patronymic)
+) d (column_name, old_value, new_value)
+WHERE reject_reason IS NULL AND d.new_value IS NOT NULL AND d.new_value <> d.old_value
+UNION ALL
 SELECT 'persons', source_id, 'birthdate', legacy_row ->> 'birthdate', NULL,
        CASE WHEN birth_date IS NULL THEN 'not a date: dropped' ELSE 'in the future: dropped' END, 1
 FROM prep_persons

@@ -1,10 +1,15 @@
 -- Phase 2: students and staff (teachers). Needs phase 1 (users, persons) and phase 3 (their
 -- programs and departments).
--- Rules: a student or teacher whose user is missing or set aside is set aside; a person_id that
--- points at nothing is repaired to the person of the same user; a student's unit must be a
--- program and a teacher's a department (a faculty or the university is accepted for staff);
--- status words in English or Azerbaijani; gpa on the 100-point scale with a point or a comma,
--- anything else dropped and recorded; a duplicate student number gets '-<legacy id>'.
+-- Rules (docs/dirty-data.md lists them all): a student or teacher whose user is missing or set
+-- aside is set aside with that reason; a person_id that points at nothing is repaired to the
+-- person of the same user (recorded), and when there is none the row is set aside ('person
+-- missing' / 'person set aside'); a student's unit must be a program ('program missing',
+-- 'program set aside', 'org_id is a department, not a program'), a teacher's a department, a
+-- faculty or the university ('department missing' / 'department set aside'); status and
+-- position words in English or Azerbaijani, any case (AKTİV is aktiv), anything else set aside
+-- as 'unrecognised value: status'; gpa on the 100-point scale with a point or a comma, digits
+-- of any script; not a number or outside 0–100 is dropped and recorded; a hire date in the
+-- future is dropped and recorded; a duplicate student number gets '-<legacy id>', recorded.
 
 -- name: found_students
 -- say: Found {n} students to migrate
@@ -29,24 +34,26 @@ WITH parsed AS (
            ou.type AS unit_type,
            migration.clean_text(s.student_no) AS student_number,
            s.admission_year,
-           CASE lower(migration.clean_text(s.status))
+           CASE migration.fold_word(s.status)
                 WHEN 'active' THEN 'active' WHEN 'aktiv' THEN 'active'
                 WHEN 'graduated' THEN 'graduated' WHEN 'məzun' THEN 'graduated'
                 WHEN 'expelled' THEN 'expelled' WHEN 'xaric edilib' THEN 'expelled'
-                WHEN 'academic_leave' THEN 'academic_leave'
+                WHEN 'academic leave' THEN 'academic_leave'
                 WHEN 'akademik məzuniyyət' THEN 'academic_leave'
            END AS status,
            migration.parse_decimal(s.gpa) AS gpa,
            migration.clean_text(s.group_name) AS group_name,
-           CASE lower(migration.clean_text(s.education_form))
+           CASE migration.fold_word(s.education_form)
                 WHEN 'əyani' THEN 'full_time' WHEN 'qiyabi' THEN 'part_time'
-                WHEN 'full_time' THEN 'full_time' WHEN 'part_time' THEN 'part_time'
+                WHEN 'full time' THEN 'full_time' WHEN 'part time' THEN 'part_time'
            END AS education_form,
            s.created_at,
            EXISTS (SELECT 1 FROM migration.rejected_rows r
                    WHERE r.source_table = 'users' AND r.source_id = s.user_id) AS user_set_aside,
            EXISTS (SELECT 1 FROM migration.rejected_rows r
                    WHERE r.source_table = 'organizations' AND r.source_id = s.org_id) AS unit_set_aside,
+           EXISTS (SELECT 1 FROM migration.rejected_rows r
+                   WHERE r.source_table = 'persons' AND r.source_id = s.person_id) AS person_set_aside,
            to_jsonb(s) AS legacy_row
     FROM stage.students s
     LEFT JOIN migration.crosswalk_users xu ON xu.source_id = s.user_id
@@ -59,6 +66,7 @@ WITH parsed AS (
 SELECT p.*,
        CASE WHEN p.user_id IS NULL AND p.user_set_aside THEN 'user set aside'
             WHEN p.user_id IS NULL THEN 'user missing'
+            WHEN p.person_id IS NULL AND p.person_set_aside THEN 'person set aside'
             WHEN p.person_id IS NULL THEN 'person missing'
             WHEN p.program_id IS NULL AND p.unit_set_aside THEN 'program set aside'
             WHEN p.program_id IS NULL THEN 'program missing'
@@ -86,6 +94,20 @@ SELECT s.*,
             THEN s.student_number ELSE s.student_number || '-' || s.source_id
        END AS final_number
 FROM prep_students s WHERE s.reject_reason IS NULL;
+
+-- name: settle_student_number_collisions
+-- A renamed number can still meet a real one ('123-7' written by hand): suffix again until unique.
+DO $$
+BEGIN
+    LOOP
+        UPDATE final_students f SET final_number = f.final_number || '-' || f.source_id
+        FROM (SELECT source_id, row_number() OVER (PARTITION BY final_number
+                  ORDER BY final_number = student_number DESC, source_id) AS n
+              FROM final_students) d
+        WHERE d.source_id = f.source_id AND d.n > 1;
+        EXIT WHEN NOT FOUND;
+    END LOOP;
+END $$;
 
 -- name: record_student_repairs
 INSERT INTO migration.repairs (source_table, source_id, column_name, old_value, new_value, rule, phase)
@@ -152,6 +174,10 @@ WITH positions (word, position, rank, az, ru, en) AS (VALUES
            s.hire_date, s.is_active,
            EXISTS (SELECT 1 FROM migration.rejected_rows r
                    WHERE r.source_table = 'users' AND r.source_id = s.user_id) AS user_set_aside,
+           EXISTS (SELECT 1 FROM migration.rejected_rows r
+                   WHERE r.source_table = 'persons' AND r.source_id = s.person_id) AS person_set_aside,
+           EXISTS (SELECT 1 FROM migration.rejected_rows r
+                   WHERE r.source_table = 'organizations' AND r.source_id = s.org_id) AS unit_set_aside,
            to_jsonb(s) AS legacy_row
     FROM stage.teachers s
     LEFT JOIN migration.crosswalk_users xu ON xu.source_id = s.user_id
@@ -160,12 +186,14 @@ WITH positions (word, position, rank, az, ru, en) AS (VALUES
     LEFT JOIN migration.crosswalk_persons xpu ON xpu.source_id = pu.person_source_id
     LEFT JOIN migration.crosswalk_organizations xo ON xo.source_id = s.org_id
     LEFT JOIN organization_units ou ON ou.id = xo.target_id
-    LEFT JOIN positions pos ON pos.word = lower(migration.clean_text(s.position))
+    LEFT JOIN positions pos ON pos.word = migration.fold_word(s.position)
 )
 SELECT p.*,
        CASE WHEN p.user_id IS NULL AND p.user_set_aside THEN 'user set aside'
             WHEN p.user_id IS NULL THEN 'user missing'
+            WHEN p.person_id IS NULL AND p.person_set_aside THEN 'person set aside'
             WHEN p.person_id IS NULL THEN 'person missing'
+            WHEN p.unit_id IS NULL AND p.unit_set_aside THEN 'department set aside'
             WHEN p.unit_id IS NULL THEN 'department missing'
             WHEN p.unit_type = 'program' THEN 'org_id is a program, not a department'
             WHEN p.position IS NULL THEN 'unrecognised value: position'

@@ -1,8 +1,11 @@
 -- Phase 3: organization units and academic terms.
--- Rules: type_id 1..4 is university/faculty/department/program; a parent of NULL or 0 means none.
--- A unit is migrated when its chain of parents reaches a university; a unit whose parent is
--- missing, set aside, or that sits in a cycle is set aside with that reason. Terms are the
--- distinct (edu_year, semester) pairs of the course runs that name a real academic year.
+-- Rules (docs/dirty-data.md lists them all): type_id 1..4 is university/faculty/department/
+-- program, anything else is set aside ('unrecognised value: type_id'); a parent of NULL or 0
+-- means none. A unit is migrated when its chain of parents reaches a university; a unit whose
+-- parent is missing or set aside, that is its own parent, or that sits in a cycle is set aside
+-- with that reason, and so are its descendants. Terms are the distinct (edu_year, semester)
+-- pairs of the course runs that name a real academic year ('2022-2023', '2022 / 2023'; semester
+-- 1 fall, 2 spring).
 
 -- name: found_organizations
 -- say: Found {n} organizations to migrate

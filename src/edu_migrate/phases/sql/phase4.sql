@@ -1,10 +1,13 @@
 -- Phase 4: the course catalogue and the course offerings. Needs phase 3 (terms, departments) and
 -- phase 2 (instructors).
--- Rules: legacy `courses` holds one row per run. Runs whose codes normalise alike ('MAT101',
--- ' mat101', 'MAT-101', 'MAT 101') are one catalogue course; its name and credits are those most
--- runs agree on (ties: the latest run), and each disagreeing run is recorded in migration.repairs.
--- A run with a blank code, unparseable credits or no known term is set aside; a run whose teacher
--- is missing keeps no instructor, recorded.
+-- Rules (docs/dirty-data.md lists them all): legacy `courses` holds one row per run. Runs whose
+-- codes normalise alike ('MAT101', ' mat101', 'MAT-101', 'MAT 101', no-break spaces) are merged
+-- into one catalogue course: the crosswalk maps each run to its offering and to that course. The
+-- course's names and credits are those most runs agree on (ties: the latest run); each run that
+-- disagrees is recorded in migration.repairs, column by column. A run with a code of nothing but
+-- spaces or punctuation, a blank Azerbaijani name, credits that are not a number in 0.5–60, or an
+-- edu_year/semester naming no known term is set aside with that reason; a run whose teacher or
+-- department is missing or set aside is kept without it, recorded.
 
 -- name: prepare_runs
 CREATE TEMP TABLE prep_runs ON COMMIT DROP AS
@@ -95,6 +98,13 @@ SELECT 'courses', source_id, 'teacher_id', teacher_id::text, NULL,
        'teacher missing or set aside: offering kept without instructor', 4
 FROM prep_runs
 WHERE reject_reason IS NULL AND instructor_id IS NULL AND teacher_id IS NOT NULL;
+
+-- name: record_missing_units
+INSERT INTO migration.repairs (source_table, source_id, column_name, old_value, new_value, rule, phase)
+SELECT 'courses', source_id, 'org_id', legacy_row ->> 'org_id', NULL,
+       'department missing or set aside: run kept, its unit not taken for the catalogue', 4
+FROM prep_runs
+WHERE reject_reason IS NULL AND unit_id IS NULL AND legacy_row ->> 'org_id' IS NOT NULL;
 
 -- name: crosswalk_runs
 INSERT INTO migration.crosswalk (source_table, source_id, target_table, target_id)

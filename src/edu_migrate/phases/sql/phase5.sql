@@ -1,9 +1,13 @@
 -- Phase 5: enrollments, assessments and marks. Needs phase 4 (offerings) and phase 2 (students).
--- Rules: the same student enrolled twice in one run is merged into one enrollment (the completed
--- one with a final score wins, then the oldest), and the crosswalk maps both legacy ids to it; an
--- enrollment whose student or run is missing or set aside is set aside. An assessment is one
--- (offering, grade_type). A mark 'q/b' (qayıb) is an absence; a mark that is not a number, is
--- negative or exceeds its type's maximum, or whose enrollment is missing, is set aside.
+-- Rules (docs/dirty-data.md lists them all): the same student enrolled twice in one run is
+-- merged into one enrollment (the completed one with a final score wins, then the oldest), the
+-- crosswalk maps both legacy ids to it and the merge is recorded; an enrollment whose student or
+-- run is missing or set aside is set aside with that reason, as is one whose status is not
+-- enrolled/completed/failed/dropped; a final score outside 0–100 is dropped and recorded. An
+-- assessment is one (offering, grade_type). A mark 'q/b' (qayıb) is an absence; digits of any
+-- script are digits (recorded); a mark that is blank, not a plain decimal ('1e1', '5+'),
+-- negative, above its type's maximum, of an unknown grade_type, dated in the future, or whose
+-- enrollment is missing or set aside, is set aside with that reason.
 
 -- name: found_enrollments
 -- say: Found {n} course enrollments to migrate
@@ -125,9 +129,11 @@ SELECT q.source_id, q.enrollment_id, q.run_source_id, q.grade_type, q.score, q.i
        CASE WHEN q.enrollment_missing THEN 'enrollment missing'
             WHEN q.enrollment_id IS NULL THEN 'enrollment set aside'
             WHEN q.max_score IS NULL THEN 'unrecognised value: grade_type'
-            WHEN NOT q.is_absent AND q.score IS NULL THEN 'unrecognised value: mark is not a number'
+            WHEN q.is_absent IS NOT TRUE AND q.score IS NULL
+                THEN 'unrecognised value: mark is not a number'
             WHEN q.score < 0 THEN 'mark is negative'
             WHEN q.score > q.max_score THEN 'mark exceeds the maximum of its type'
+            WHEN q.lesson_date > current_date THEN 'lesson_date in the future'
        END AS reject_reason
 FROM (
     -- A number is never an absence: the absence test cleans only what did not parse.
@@ -170,6 +176,16 @@ INSERT INTO migration.rejected_rows (source_table, source_id, reason, detail, ph
 SELECT 'grades', p.source_id, p.reject_reason, to_jsonb(g), 5
 FROM stage.prepared_grades p JOIN stage.grades g ON g.id = p.source_id
 WHERE p.reject_reason IS NOT NULL;
+
+-- name: record_mark_repairs
+-- Marks written with digits of another script ('٨', '８,５'): read as digits, recorded.
+INSERT INTO migration.repairs (source_table, source_id, column_name, old_value, new_value, rule, phase)
+WITH foreign_digits AS MATERIALIZED (
+    SELECT g.id, g.value FROM stage.grades g WHERE migration.has_foreign_digits(g.value)
+)
+SELECT 'grades', g.id, 'value', g.value, p.score::text, 'digits of another script read as digits', 5
+FROM foreign_digits g JOIN stage.prepared_grades p ON p.source_id = g.id
+WHERE p.reject_reason IS NULL AND NOT p.is_absent;
 
 -- name: migrate_assessments
 -- say: ✓ Created {n} assessments (one per offering and mark type)

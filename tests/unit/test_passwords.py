@@ -1,0 +1,47 @@
+"""Legacy and modern password hashes verify; nothing else does."""
+
+from __future__ import annotations
+
+import hashlib
+
+import bcrypt
+import pytest
+
+from edu_migrate.security import passwords
+
+AZERBAIJANI = "Şəhər-Günəş_Çiçək2024"
+
+
+def test_md5_of_utf8_bytes_in_either_case() -> None:
+    digest = hashlib.md5(AZERBAIJANI.encode("utf-8")).hexdigest()
+    assert passwords.verify(AZERBAIJANI, digest, "md5")
+    assert passwords.verify(AZERBAIJANI, digest.upper(), "md5")
+    assert not passwords.verify(AZERBAIJANI.lower(), digest, "md5")
+    assert not passwords.verify(AZERBAIJANI, hashlib.md5(AZERBAIJANI.encode("cp1254", "replace"))
+                                .hexdigest(), "md5")
+
+
+def test_bcrypt_including_passwords_longer_than_72_bytes() -> None:
+    stored = bcrypt.hashpw(AZERBAIJANI.encode(), bcrypt.gensalt(4)).decode()
+    assert passwords.verify(AZERBAIJANI, stored, "bcrypt")
+    assert not passwords.verify(AZERBAIJANI + "x", stored, "bcrypt")
+    long_password = "ə" * 50  # 100 bytes: bcrypt looks at the first 72
+    stored_long = bcrypt.hashpw(long_password.encode()[:72], bcrypt.gensalt(4)).decode()
+    assert passwords.verify(long_password, stored_long, "bcrypt")
+
+
+def test_argon2_round_trip_and_rehash_policy() -> None:
+    stored = passwords.hash_password(AZERBAIJANI)
+    assert stored.startswith("$argon2id$")
+    assert passwords.verify(AZERBAIJANI, stored, "argon2")
+    assert not passwords.verify("wrong", stored, "argon2")
+    assert not passwords.needs_rehash(stored, "argon2")
+    assert passwords.needs_rehash(hashlib.md5(b"x").hexdigest(), "md5")
+    assert not passwords.needs_rehash("$2b$04$" + "a" * 53, "bcrypt")
+
+
+@pytest.mark.parametrize(("stored", "algo"), [
+    ("not a hash", "bcrypt"), ("not a hash", "argon2"), ("0" * 32, "sha1"), ("", "md5")])
+def test_malformed_hashes_and_unknown_algorithms_never_verify(stored: str, algo: str) -> None:
+    assert not passwords.verify("anything", stored, algo)
+    assert not passwords.verify_unknown_account("anything")
