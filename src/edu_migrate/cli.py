@@ -319,6 +319,7 @@ def backup(
 ) -> None:
     """pg_dump -Fc of the source, and of the target when it holds data, into the backup folder
     with timestamps; each checked with pg_restore --list."""
+    _json_owns_stdout(json_file)
     settings = _settings(config, source_url=source, target_url=target)
     records = api.backup(settings, verify_restore=verify_restore, reporter=_reporter())
     for record in records:
