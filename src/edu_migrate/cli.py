@@ -496,5 +496,9 @@ def main() -> None:
         if debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        sys.stderr.write(f"error: database: {first} — rerun with --debug for details\n")
+        hint = ("raise statement_timeout for the migration (e.g. PGOPTIONS='-c "
+                "statement_timeout=0') and run again"
+                if isinstance(exc, psycopg.errors.QueryCanceled)
+                else "rerun with --debug for details")
+        sys.stderr.write(f"error: database: {first} — {hint}\n")
         sys.exit(5)
