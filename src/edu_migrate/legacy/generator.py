@@ -1366,7 +1366,7 @@ SELECT k, u.id, u.username,
               'Mozilla/5.0 (iPhone; CPU iPhone OS 16_0 like Mac OS X) Safari/604.1'])
            [1 + floor(pg_temp.unit(%(seed)s, 'ua', k) * 4)::integer],
        date_trunc('second', timestamp '2015-01-10'
-           + (%(snapshot)s - timestamp '2015-01-10') * (k - 1)::double precision / %(count)s)
+           + (%(snapshot)s - timestamp '2015-01-10') * ((k - 1)::double precision / %(count)s))
 FROM generate_series(1, %(count)s) AS k
 JOIN public.users u
   ON u.id = 1 + floor(pg_temp.unit(%(seed)s, 'login_user', k) * %(users)s)::integer
