@@ -64,18 +64,31 @@ def raw_copy_through(source_url: str, dest_url: str,
     return Measurement(time.perf_counter() - started)
 
 
+# On Linux a child's ru_maxrss starts at its parent's peak (exec records the memory it replaces),
+# so the bench's own peak (it generates the legacy database in-process) would count as the
+# migration's. A small launcher process starts the command instead: its rusage is the command's.
+_LAUNCHER = ("import os, subprocess, sys\n"
+             "process = subprocess.Popen(sys.argv[2:])\n"
+             "_, status, usage = os.wait4(process.pid, 0)\n"
+             "with open(sys.argv[1], 'w', encoding='ascii') as report:\n"
+             "    report.write(f'{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}')\n")
+
+
 def run_measured(command: list[str], env: dict[str, str] | None = None,
                  log_file: Path | None = None) -> tuple[float, float, int]:
-    """Run `command`; return wall seconds, peak resident memory in MB, and exit status. The
-    child's own rusage (wait4) gives its peak RSS, unmixed with other children's."""
-    started = time.perf_counter()
-    with (log_file.open("wb") if log_file else open(os.devnull, "wb")) as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **(env or {})})
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - started
-    return seconds, usage.ru_maxrss / 1024, process.returncode
+    """Run `command`; return wall seconds, its own peak resident memory in MB, and exit status."""
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "rusage"
+        started = time.perf_counter()
+        with (log_file.open("wb") if log_file else open(os.devnull, "wb")) as sink:
+            launcher = subprocess.run([sys.executable, "-c", _LAUNCHER, str(report), *command],
+                                      stdout=sink, stderr=subprocess.STDOUT, check=False,
+                                      env={**os.environ, **(env or {})})
+        seconds = time.perf_counter() - started
+        if not report.exists():
+            return seconds, 0.0, launcher.returncode or 1
+        maxrss_kb, status = report.read_text(encoding="ascii").split()
+    return seconds, int(maxrss_kb) / 1024, int(status)
 
 
 def edu_migrate_command() -> list[str]:
