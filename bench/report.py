@@ -28,7 +28,8 @@ def render_markdown(result: dict[str, Any]) -> str:
     rss = result["migrate_peak_rss_mb"]
     pgloader = result["pgloader"]
     lines = [
-        f"### Scale {scale:g}: {result['marks']:,} marks, {raw['runs']} runs each "
+        f"### Scale {scale:g}: {result['marks']:,} marks, {raw['runs']} "
+        f"run{'' if raw['runs'] == 1 else 's'} each "
         f"({result['when']})",
         "",
         f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB memory, "
