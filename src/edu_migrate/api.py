@@ -50,7 +50,7 @@ from edu_migrate.phases.runner import (
     rollback_phases,
     run_phase,
 )
-from edu_migrate.phases.staging import SourceSnapshot, missing_legacy_columns
+from edu_migrate.phases.staging import SourceSnapshot, require_legacy_tables
 from edu_migrate.reporting import Reporter
 from edu_migrate.schema import SchemaResult, apply_schema, require_schema
 
@@ -188,12 +188,7 @@ def _preflight_for_migration(urls: Endpoints, snapshot: SourceSnapshot) -> None:
         raise PreconditionFailed(
             f"the source server is PostgreSQL {source_version // 10000}; 15 or newer is needed",
             "upgrade the server")
-    missing = missing_legacy_columns(snapshot.conn)
-    if missing:
-        raise PreconditionFailed(
-            f"the source is not the legacy database: it lacks {', '.join(missing[:8])}"
-            + (" …" if len(missing) > 8 else ""),
-            "point --source at edu, or run `edu-migrate generate` for a demo")
+    require_legacy_tables(snapshot.conn)
     with connect(urls.target_url, purpose="target") as target:
         if target.info.server_version < MINIMUM_SERVER_VERSION:
             raise PreconditionFailed(
@@ -321,12 +316,7 @@ def anomalies(settings: Settings) -> list[Finding]:
     with connect(urls.source_url, purpose="source", read_only=True) as source:
         source.rollback()
         source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        missing = missing_legacy_columns(source)
-        if missing:
-            raise PreconditionFailed(
-                f"the source is not the legacy database: it lacks {', '.join(missing[:8])}"
-                + (" …" if len(missing) > 8 else ""),
-                "point --source at edu, or run `edu-migrate generate` for a demo")
+        require_legacy_tables(source)
         try:
             return find_anomalies(source)
         finally:
@@ -467,12 +457,8 @@ def report(settings: Settings, *, html: Path | None = None, md: Path | None = No
         schema_version = require_schema(target)
         require_a_run(target, masked(urls.target_url))
         with _source_snapshot(urls.source_url) as snapshot:
-            missing = missing_legacy_columns(snapshot.conn)
-            if missing:
-                raise PreconditionFailed(
-                    f"the source is not the legacy database: it lacks {', '.join(missing[:8])}"
-                    + (" …" if len(missing) > 8 else ""),
-                    "point --source at the database the migration read")
+            require_legacy_tables(snapshot.conn,
+                                  hint="point --source at the database the migration read")
             data = collect(snapshot, target, urls.target_url,
                            source_url_shown=masked(urls.source_url),
                            target_url_shown=masked(urls.target_url),

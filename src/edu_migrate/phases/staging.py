@@ -113,6 +113,18 @@ def missing_legacy_columns(conn: psycopg.Connection,
     return missing
 
 
+DEMO_HINT = "point --source at edu, or run `edu-migrate generate` for a demo"
+
+
+def require_legacy_tables(conn: psycopg.Connection, tables: tuple[str, ...] | None = None,
+                          hint: str = DEMO_HINT) -> None:
+    """Refuse, naming what is missing, a source that lacks what the migration reads."""
+    missing = missing_legacy_columns(conn, tables)
+    if missing:
+        shown = ", ".join(missing[:8]) + (" …" if len(missing) > 8 else "")
+        raise PreconditionFailed(f"the source is not the legacy database: it lacks {shown}", hint)
+
+
 def _stage_ddl(table: str) -> sql.Composed:
     columns = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
@@ -158,11 +170,7 @@ def stage_tables(snapshot: SourceSnapshot, target_url: str, tables: tuple[str, .
                 sql.Identifier(STAGE_SCHEMA), sql.Identifier(table)))
             target.execute(_stage_ddl(table))
     for table in tables:
-        missing = missing_legacy_columns(snapshot.conn, (table,))
-        if missing:
-            raise PreconditionFailed(
-                f"the source lacks {', '.join(missing)}",
-                "point --source at the legacy database edu (see docs/legacy-tables)")
+        require_legacy_tables(snapshot.conn, (table,))
         bounds = snapshot.conn.execute(sql.SQL(
             "SELECT count(*), min(id), max(id) FROM public.{}").format(
                 sql.Identifier(table))).fetchone()
