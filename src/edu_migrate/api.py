@@ -29,11 +29,11 @@ from edu_migrate.checks.validation import validate as run_validation
 from edu_migrate.config import Settings
 from edu_migrate.cutover import ROLES, Account, CutoverReport, demo_accounts, run_checks
 from edu_migrate.errors import MigrationError, PreconditionFailed, ValidationFailed
-from edu_migrate.pg.connect import connect
+from edu_migrate.pg.connect import connect, create_database_if_missing
 from edu_migrate.pg.embedded import EmbeddedServer, ServerStatus
 from edu_migrate.pg.freeze import set_frozen
 from edu_migrate.pg.locks import lock_holder, migration_lock
-from edu_migrate.pg.urls import masked, with_database
+from edu_migrate.pg.urls import masked
 from edu_migrate.phases.archive import (
     ARCHIVE_SCHEMA,
     ArchiveResult,
@@ -123,7 +123,7 @@ def generate(settings: Settings, *, scale: float = 1.0, profile: str = "clean", 
     if profile not in ("clean", "dirty"):
         raise MigrationError(f"unknown profile {profile!r}", "use --profile clean or dirty")
     urls = endpoints(settings)
-    _ensure_database(urls.source_url, "source")
+    create_database_if_missing(urls.source_url, purpose="source")
     with connect(urls.source_url, purpose="source") as conn:
         def progress(table: str, rows: int) -> None:
             reporter.line(f"  {table}: {rows:,} rows")
@@ -143,18 +143,6 @@ def generate(settings: Settings, *, scale: float = 1.0, profile: str = "clean", 
 def dirt_manifest_path(settings: Settings, seed: int) -> Path:
     """Where `generate --profile dirty` writes what it injected (kind, table, rule, ids)."""
     return settings.log_dir / f"dirt_manifest_{seed}.json"
-
-
-def _ensure_database(url: str, purpose: str) -> None:
-    from psycopg import sql
-
-    from edu_migrate.pg.urls import database_name
-
-    name = database_name(url)
-    with connect(with_database(url, "postgres"), purpose=f"{purpose} server",
-                 autocommit=True) as admin:
-        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def schema_apply(settings: Settings) -> SchemaResult:

@@ -24,7 +24,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from edu_migrate.errors import MigrationError, PreconditionFailed
-from edu_migrate.pg.connect import connect
+from edu_migrate.pg.connect import connect, create_database_if_missing
 from edu_migrate.pg.freeze import is_frozen
 from edu_migrate.pg.locks import migration_lock
 from edu_migrate.pg.tools import client_program, restore_archive, run_client
@@ -330,11 +330,10 @@ def restore(plan: RestorePlan, reporter: Reporter) -> dict[str, int]:
     """Replace the destination's objects by the dump's, in one transaction; return the counts."""
     destination = plan.destination_url
     name = database_name(destination)
+    if create_database_if_missing(destination, purpose="restore"):
+        reporter.line(f"Created database {name}")
     with connect(with_database(destination, "postgres"), purpose="restore server",
                  autocommit=True) as admin:
-        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            reporter.line(f"Created database {name}")
         if is_frozen(admin, name):
             raise PreconditionFailed(f"the database {name} is frozen read-only",
                                      "run `edu-migrate unfreeze-source` first")

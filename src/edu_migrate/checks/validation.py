@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from edu_migrate.checks.anomalies import code_key
 from edu_migrate.phases.archive import (
     ARCHIVED,
     EXCLUDED,
@@ -273,9 +274,7 @@ def validate(snapshot: SourceSnapshot, target: psycopg.Connection,
         if acc.merged:
             detail["Merged"] = acc.merged
         checks.append(Check(count.name, new == old - acc.set_aside - acc.merged, old, new, detail))
-    catalogue_old = _scalar(source, "SELECT count(DISTINCT nullif(upper(regexp_replace("
-                                    "coalesce(code, ''), '[^[:alnum:]]', '', 'g')), '')) "
-                                    "FROM courses")
+    catalogue_old = _scalar(source, f"SELECT count(DISTINCT {code_key('code')}) FROM courses")
     catalogue_new = _scalar(target, "SELECT count(*) FROM courses")
     catalogue_aside = _scalar(target, "SELECT count(DISTINCT migration.normalise_course_code("
                                       "detail ->> 'code')) FROM migration.rejected_rows r "

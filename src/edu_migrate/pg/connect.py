@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+from psycopg import sql
 
 from edu_migrate.errors import ConnectionFailed
-from edu_migrate.pg.urls import masked, parse
+from edu_migrate.pg.urls import database_name, masked, parse, with_database
 
 APPLICATION_NAME = "edu-migrate"
 CONNECTION_CHECK_SINCE = 140000
@@ -60,3 +61,15 @@ def connect(url: str, *, purpose: str, autocommit: bool = False,
 
 def server_version(conn: psycopg.Connection) -> int:
     return conn.info.server_version
+
+
+def create_database_if_missing(url: str, *, purpose: str) -> bool:
+    """Create the database a URL names, through the same server's `postgres` database; True
+    when it had to be created."""
+    name = database_name(url)
+    with connect(with_database(url, "postgres"), purpose=f"{purpose} server",
+                 autocommit=True) as admin:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            return False
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return True

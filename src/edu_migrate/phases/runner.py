@@ -13,7 +13,7 @@ phase 2 needs phase 3: `--all` runs 1, 3, 2, 4, 5, and the phase numbers stay th
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -39,6 +39,8 @@ class Phase:
     writes: tuple[str, ...]
     crosswalk_partitions: tuple[str, ...]
     rebuilt_after_load: tuple[str, ...] = ()
+    # Lookups that only a Python library can compute, built from the staged rows before the SQL.
+    lookups: tuple[Callable[[psycopg.Connection], int], ...] = ()
 
     @property
     def sql_file(self) -> str:
@@ -47,7 +49,7 @@ class Phase:
 
 PHASES: dict[int, Phase] = {
     1: Phase(1, "PHASE 1: MIGRATING USERS", (), ("users", "persons"), ("persons", "users"),
-             ("users", "persons")),
+             ("users", "persons"), lookups=(stage_phone_numbers,)),
     3: Phase(3, "PHASE 3: MIGRATING ORGANIZATIONS", (), ("organizations", "courses"),
              ("academic_terms", "organization_units"), ("organizations",)),
     2: Phase(2, "PHASE 2: MIGRATING STUDENTS", (1, 3), ("students", "teachers"),
@@ -235,8 +237,8 @@ def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float
         conn.execute("SET temp_buffers = '256MB'")
         _set_session(conn)
         _clear_phase(conn, phase)
-        if "persons" in phase.reads:
-            stage_phone_numbers(conn)
+        for build_lookup in phase.lookups:
+            build_lookup(conn)
         with row_audit_paused(conn, phase.writes), \
                 _indexes_rebuilt_after(conn, phase.rebuilt_after_load, reporter):
             for statement in sqlfile.load(phase.sql_file):

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from importlib import resources
 
 import psycopg
-from psycopg import sql
 
 from edu_migrate.errors import PreconditionFailed
-from edu_migrate.pg.connect import connect
-from edu_migrate.pg.urls import database_name, with_database
+from edu_migrate.pg.connect import connect, create_database_if_missing
+from edu_migrate.pg.urls import database_name
 
 _VERSION_FILE = re.compile(r"^V(\d{3})__(\w+)\.sql$")
 
@@ -53,17 +52,6 @@ def applied_version(conn: psycopg.Connection) -> int | None:
     return int(version[0]) if version and version[0] is not None else None
 
 
-def _create_database_if_missing(target_url: str) -> bool:
-    name = database_name(target_url)
-    with connect(with_database(target_url, "postgres"), purpose="target server",
-                 autocommit=True) as admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if exists:
-            return False
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        return True
-
-
 def foreign_tables(conn: psycopg.Connection) -> list[str]:
     """Tables in the target's public schema that edu-migrate did not create."""
     ours = set(re.findall(r"CREATE TABLE (\w+) \(", "\n".join(v.text for v in versions())))
@@ -72,7 +60,7 @@ def foreign_tables(conn: psycopg.Connection) -> list[str]:
 
 
 def apply_schema(target_url: str) -> SchemaResult:
-    created = _create_database_if_missing(target_url)
+    created = create_database_if_missing(target_url, purpose="target")
     applied: list[str] = []
     with connect(target_url, purpose="target") as conn:
         current = applied_version(conn)
