@@ -43,6 +43,7 @@ from edu_migrate.phases.archive import (
     TableEntry,
     archive_unmapped,
     archived_counts,
+    last_archive,
     source_inventory,
 )
 from edu_migrate.phases.as_of import clear_as_of, parse_as_of, recorded_as_of, settle_as_of
@@ -287,6 +288,11 @@ def sync(settings: Settings, reporter: Reporter | None = None, *,
             result = run_sync(snapshot, urls.target_url,
                               as_of=parse_as_of(as_of) if isinstance(as_of, str) else as_of,
                               batch_size=settings.batch_size, reporter=reporter)
+            with connect(urls.target_url, purpose="target") as target:
+                archived_before = last_archive(target) is not None
+            if archived_before:  # the unmapped tables the source changed, archived again
+                archive_unmapped(snapshot, urls.target_url, settings.exclude, Reporter(),
+                                 skip_unchanged=True)
     reporter.line(f"Synced {result.changed_rows} changed legacy rows "
                   f"({', '.join(f'{t} {c.total}' for t, c in result.changes.items() if c.total)}"
                   f"{'' if result.changed_rows else 'none'}) as of {result.as_of.isoformat()} "

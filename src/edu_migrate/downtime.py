@@ -155,5 +155,6 @@ def _settle_writers(source_url: str, result: CutoverResult, reporter: Reporter,
 def _record(target_url: str, result: CutoverResult) -> None:
     with connect(target_url, purpose="target") as conn:
         conn.execute("INSERT INTO migration.run_log (event, detail) VALUES ('cutover', %s)",
-                     [Jsonb(result.to_dict())])
+                     [Jsonb({key: value for key, value in result.to_dict().items()
+                             if key != "rounds"} | {"rounds": len(result.rounds)})])
         conn.commit()

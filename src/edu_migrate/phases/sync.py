@@ -361,6 +361,7 @@ def _record(conn: psycopg.Connection, result: SyncResult, seconds: float) -> Non
         [seconds, seconds, result.as_of, result.snapshot_at, Jsonb(changed),
          Jsonb(result.recomputed), result.whole])
     conn.execute("INSERT INTO migration.run_log (event, detail) VALUES ('sync', %s)",
-                 [Jsonb(result.to_dict())])
+                 [Jsonb({"as_of": result.as_of.isoformat(), "changed_rows": result.changed_rows,
+                         "seconds": round(seconds, 2), "whole": result.whole})])
     record_bulk_event(conn, "SYNC", [t for n in RUN_ORDER for t in PHASES[n].writes],
                       {"changed": changed, "recomputed": result.recomputed})
