@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ from edu_migrate.phases.archive import (
     archived_counts,
     source_inventory,
 )
+from edu_migrate.phases.as_of import clear_as_of, parse_as_of, recorded_as_of, settle_as_of
 from edu_migrate.phases.runner import (
     PHASES,
     RUN_ORDER,
@@ -154,10 +156,12 @@ class MigrateResult:
     phases: list[PhaseResult] = field(default_factory=list)
     seconds: float = 0.0
     archive: ArchiveResult | None = None
+    as_of: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"seconds": round(self.seconds, 2), "phases": [asdict(p) for p in self.phases],
-                "archive": asdict(self.archive) if self.archive else None}
+                "archive": asdict(self.archive) if self.archive else None,
+                "as_of": self.as_of.isoformat() if self.as_of else None}
 
 
 def _parse_phases(phases: Sequence[int] | None) -> list[int]:
@@ -231,11 +235,14 @@ def _log_override(target_url: str, overridden: list[str]) -> None:
 
 def migrate(settings: Settings, phases: Sequence[int] | None = None,
             reporter: Reporter | None = None, *, force: bool = False,
-            freeze_source: bool = False) -> MigrateResult:
+            freeze_source: bool = False, as_of: datetime | str | None = None) -> MigrateResult:
     """Run the given phases (all when None) in dependency order, under one source snapshot,
-    once the preflight's blocking checks pass (or `force`)."""
+    once the preflight's blocking checks pass (or `force`). `as_of` (a datetime, or ISO 8601
+    text, Baku time without an offset) is the run's "now"; by default the one recorded by an
+    earlier phase, else the source snapshot's time (phases/as_of.py)."""
     reporter = reporter or Reporter()
     numbers = _parse_phases(phases)
+    requested_as_of = parse_as_of(as_of) if isinstance(as_of, str) else as_of
     urls = endpoints(settings)
     overridden = _require_preflight(urls, settings, reporter, force)
     if freeze_source:
@@ -249,6 +256,9 @@ def migrate(settings: Settings, phases: Sequence[int] | None = None,
         with migration_lock(urls.target_url):
             if overridden:
                 _log_override(urls.target_url, overridden)
+            with connect(urls.target_url, purpose="target") as conn:
+                result.as_of = settle_as_of(conn, requested_as_of, snapshot.taken_at)
+            reporter.line(f"As of {result.as_of.isoformat()} (migration.state.as_of)")
             for number in numbers:
                 result.phases.append(run_phase(
                     PHASES[number], snapshot, urls.target_url, batch_size=settings.batch_size,
@@ -331,6 +341,8 @@ def rollback(settings: Settings, phase: int | None, reporter: Reporter | None = 
             with connect(target, purpose="target") as conn:
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
                     sql.Identifier(ARCHIVE_SCHEMA)))
+                # Nothing is migrated any more: the next run takes a new as-of time.
+                clear_as_of(conn)
                 conn.commit()
         return undone
 
@@ -350,6 +362,7 @@ def status(settings: Settings) -> dict[str, Any]:
             "FROM migration.phase_runs").fetchall()
         states = phase_states(conn)
         holder = lock_holder(conn)
+        as_of = recorded_as_of(conn)
     by_phase = {int(r[0]): r for r in rows}
     phases = []
     for number in RUN_ORDER:
@@ -367,7 +380,7 @@ def status(settings: Settings) -> dict[str, Any]:
             "last_error": INTERRUPTED if interrupted else (row[6] if row else None),
         })
     return {"version": __version__, "target": masked(target), "running_now": holder,
-            "phases": phases}
+            "as_of": as_of.isoformat() if as_of else None, "phases": phases}
 
 
 def freeze_source(settings: Settings) -> str:

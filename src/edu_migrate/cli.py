@@ -174,6 +174,12 @@ def migrate(
         "(`unfreeze-source` lifts it).")] = False,
     force: Annotated[bool, typer.Option(
         "--force", help="Start even when a blocking preflight check fails (logged).")] = False,
+    as_of: Annotated[str | None, typer.Option(
+        "--as-of", metavar="TIMESTAMP",
+        help="The run's \"now\" for every rule (a date in the future, the current term, a "
+        "missing timestamp), ISO 8601, e.g. 2024-06-30T18:00:00+04:00; without an offset, "
+        "Baku time. Default: the time already recorded by an earlier phase, else the source "
+        "snapshot's. Kept until `rollback --all`.", show_default=False)] = None,
     source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
     json_file: JsonOpt = None,
 ) -> None:
@@ -185,7 +191,7 @@ def migrate(
     settings = _settings(config, source_url=source, target_url=target, batch_size=batch_size,
                          workers=workers)
     result = api.migrate(settings, None if all_phases else phase, reporter=_reporter(),
-                         force=force, freeze_source=freeze_source)
+                         force=force, freeze_source=freeze_source, as_of=as_of)
     out.print(f"\nDone in {result.seconds:.1f}s")
     _write_json(json_file, result.to_dict())
 
@@ -264,6 +270,8 @@ def status(target: TargetOpt = None, source: SourceOpt = None, config: ConfigOpt
                       (row["started_at"] or "")[:19].replace("T", " "),
                       (row["finished_at"] or "")[:19].replace("T", " "))
     out.print(table)
+    out.print(f"As of: {state['as_of'] or 'not recorded yet (set by the first phase)'}",
+              markup=False)
     # Errors below the table, whole: they are the lines an operator acts on.
     for row in state["phases"]:
         if row["last_error"]:

@@ -106,6 +106,12 @@ def _set_session(conn: psycopg.Connection) -> None:
     if row is None:
         raise PreconditionFailed("the target has no migration state",
                                  "run `edu-migrate schema apply` first")
+    # The run's as-of time, read by migration.as_of(): no rule asks the wall clock.
+    as_of = conn.execute("SELECT set_config('edu_migrate.as_of', as_of::text, true) "
+                         "FROM migration.state WHERE as_of IS NOT NULL").fetchone()
+    if as_of is None:
+        raise PreconditionFailed("the target has no as-of time for this run",
+                                 "run phases with `edu-migrate migrate`, which records it")
 
 
 @contextmanager

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from queue import Empty, SimpleQueue
 
 import psycopg
@@ -76,6 +77,11 @@ class SourceSnapshot:
         self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         row = self.conn.execute("SELECT pg_export_snapshot()").fetchone()
         self.snapshot_id: str | None = row[0] if row else None
+        # The source's own clock when the snapshot's transaction began: the legacy data's "now",
+        # the run's as-of time unless one is given (phases/as_of.py).
+        taken = self.conn.execute("SELECT now()").fetchone()
+        assert taken is not None
+        self.taken_at: datetime = taken[0]
 
     def close(self) -> None:
         self.conn.rollback()
