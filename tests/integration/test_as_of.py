@@ -23,6 +23,7 @@ from edu_migrate.phases.runner import PHASES
 from edu_migrate.report.facts import TARGET_TABLES
 from tests.conftest import make_settings
 from tests.integration.small_legacy import write_small_legacy
+from tests.integration.test_cli_errors import assert_one_line_error, run_cli, urls
 
 AS_OF = datetime(2020, 1, 1, 8, 0, tzinfo=UTC)  # 12:00 in Baku
 
@@ -139,6 +140,12 @@ def test_a_malformed_as_of_is_refused_before_anything_runs(admin_url: str,
             api.migrate(settings, as_of="next tuesday")
         assert _rows(settings, "SELECT * FROM migration.phase_runs") == []
         assert _one(settings, "SELECT as_of FROM migration.state") is None
+
+
+def test_a_malformed_as_of_on_the_command_line_is_one_line(settings: Settings) -> None:
+    result = run_cli("migrate", "--all", "--as-of", "next tuesday", *urls(settings))
+    assert_one_line_error(result, "--as-of 'next tuesday' is not a date or timestamp",
+                          "ISO 8601")
 
 
 # --- the same legacy data at the same as-of time, migrated twice --------------------------
