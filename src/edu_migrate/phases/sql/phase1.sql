@@ -4,11 +4,13 @@
 -- stored as none, invalid ones dropped, all recorded; a username taken by an older account
 -- (case-insensitively, after trimming) is renamed '<name>.<legacy id>' and an e-mail taken by an
 -- older account is dropped, recorded: no account is lost to a duplicate. Birth dates in the
--- three legacy formats (digits of any script); one that does not exist or lies in the future is
--- dropped and recorded; gender M/F, K/Q (kişi/qadın), Cyrillic М/Ж (мужской/женский), any case,
+-- three legacy formats (digits of any script); one that does not exist, lies after the as-of
+-- day or on or before 1900-01-01 is dropped and recorded; gender M/F, K/Q (kişi/qadın), Cyrillic М/Ж (мужской/женский), any case,
 -- else dropped and recorded; phones normalised to E.164 by `phonenumbers`, invalid ones dropped
 -- and recorded. A row that cannot be migrated truthfully (no username, an unknown password
--- scheme or user_type, no user, a blank name) goes to migration.rejected_rows, whole.
+-- scheme or user_type, no user, a blank name) goes to migration.rejected_rows, whole; of a
+-- user's persons that remain, the lowest id is the user's, the others are set aside. A missing
+-- timestamp is the as-of time (migration.as_of()), recorded.
 
 -- name: found_users
 -- say: Found {n} users to migrate

@@ -1,13 +1,15 @@
 -- Phase 5: enrollments, assessments and marks. Needs phase 4 (offerings) and phase 2 (students).
 -- Rules (docs/dirty-data.md lists them all): the same student enrolled twice in one run is
--- merged into one enrollment (the completed one with a final score wins, then the oldest), the
--- crosswalk maps both legacy ids to it and the merge is recorded; an enrollment whose student or
--- run is missing or set aside is set aside with that reason, as is one whose status is not
--- enrolled/completed/failed/dropped; a final score outside 0–100 is dropped and recorded. An
+-- merged into one enrollment (the completed one with a final score in 0–100 wins, then the
+-- oldest), the crosswalk maps both legacy ids to it and the merge is recorded; an enrollment
+-- whose student or run is missing or set aside is set aside with that reason, as is one whose
+-- status is not enrolled/completed/failed/dropped; a final score outside 0–100 and a letter
+-- outside A–F are dropped (the letter replaced by the final score's) and recorded. An
 -- assessment is one (offering, grade_type). A mark 'q/b' (qayıb) is an absence; digits of any
 -- script are digits (recorded); a mark that is blank, not a plain decimal ('1e1', '5+'),
--- negative, above its type's maximum, of an unknown grade_type, dated in the future, or whose
--- enrollment is missing or set aside, is set aside with that reason.
+-- negative, above its type's maximum, of an unknown grade_type, dated after the as-of day, or
+-- whose enrollment is missing or set aside, is set aside with that reason; a mark whose teacher
+-- is missing keeps no grader, recorded. A missing timestamp is the as-of time, recorded.
 
 -- name: found_enrollments
 -- say: Found {n} course enrollments to migrate
