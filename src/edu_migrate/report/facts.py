@@ -25,6 +25,7 @@ from edu_migrate.checks.validation import (
 from edu_migrate.checks.validation import validate as run_validation
 from edu_migrate.errors import PreconditionFailed
 from edu_migrate.pg.connect import connect
+from edu_migrate.phases.as_of import recorded_as_of
 from edu_migrate.phases.runner import PHASES, RUN_ORDER
 from edu_migrate.phases.staging import LEGACY_COLUMNS, SourceSnapshot
 
@@ -224,6 +225,8 @@ class ReportData:
     syncs: int = 0
     last_sync: dict[str, Any] | None = None
     cutover: dict[str, Any] | None = None
+    # The run's as-of time (migration.state.as_of): the "now" of every rule.
+    as_of: datetime | None = None
 
     @property
     def phases_done(self) -> list[int]:
@@ -279,6 +282,7 @@ class ReportData:
             "schema_version": self.schema_version,
             "source": asdict(self.source),
             "target": asdict(self.target),
+            "as_of": self.as_of.isoformat() if self.as_of else None,
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "phases": [asdict(p) | {"rows_written": p.rows_written} for p in self.phases],
@@ -459,7 +463,7 @@ def collect(snapshot: SourceSnapshot, target: psycopg.Connection, target_url: st
             accounting=_accounting(validation),
             set_aside=_groups(target, REJECTED_QUERY, with_column=False),
             repairs=_groups(target, REPAIRS_QUERY, with_column=True),
-            checksums=[], marks=_marks(snapshot, target))
+            checksums=[], marks=_marks(snapshot, target), as_of=recorded_as_of(target))
     finally:
         worker.join()
     if failures:

@@ -4,11 +4,13 @@
 -- stored as none, invalid ones dropped, all recorded; a username taken by an older account
 -- (case-insensitively, after trimming) is renamed '<name>.<legacy id>' and an e-mail taken by an
 -- older account is dropped, recorded: no account is lost to a duplicate. Birth dates in the
--- three legacy formats (digits of any script); one that does not exist or lies in the future is
--- dropped and recorded; gender M/F, K/Q (kişi/qadın), Cyrillic М/Ж (мужской/женский), any case,
+-- three legacy formats (digits of any script); one that does not exist, lies after the as-of
+-- day or on or before 1900-01-01 is dropped and recorded; gender M/F, K/Q (kişi/qadın), Cyrillic М/Ж (мужской/женский), any case,
 -- else dropped and recorded; phones normalised to E.164 by `phonenumbers`, invalid ones dropped
 -- and recorded. A row that cannot be migrated truthfully (no username, an unknown password
--- scheme or user_type, no user, a blank name) goes to migration.rejected_rows, whole.
+-- scheme or user_type, no user, a blank name) goes to migration.rejected_rows, whole; of a
+-- user's persons that remain, the lowest id is the user's, the others are set aside. A missing
+-- timestamp is the as-of time (migration.as_of()), recorded.
 
 -- name: found_users
 -- say: Found {n} users to migrate
@@ -27,6 +29,8 @@ WITH parsed AS (
            CASE s.user_type WHEN 1 THEN 'student' WHEN 2 THEN 'teacher' WHEN 3 THEN 'admin'
                             WHEN 4 THEN 'staff' END AS role,
            s.user_type, s.is_active, s.last_login, s.created_at, s.updated_at,
+           s.password IS DISTINCT FROM btrim(s.password)
+               OR btrim(s.password) ~ '^[0-9a-f]*[A-F][0-9a-fA-F]*$' AS password_rewritten,
            to_jsonb(s) - 'password' AS legacy_row
     FROM stage.users s
 )
@@ -84,7 +88,24 @@ SELECT 'users', source_id, 'email', legacy_row ->> 'email', final_email,
             WHEN final_email IS NULL THEN 'e-mail used by an older account: dropped'
             ELSE 'trimmed and lower-cased' END, 1
 FROM final_users WHERE final_email IS DISTINCT FROM legacy_row ->> 'email'
-                   AND legacy_row ->> 'email' IS NOT NULL;
+                   AND legacy_row ->> 'email' IS NOT NULL
+UNION ALL
+-- A hash is never shown, not even in a repair: the row says only that it was rewritten.
+SELECT 'users', source_id, 'password', NULL, NULL,
+       'hash trimmed or lower-cased (values not shown)', 1
+FROM final_users WHERE password_rewritten
+UNION ALL
+SELECT 'users', source_id, 'created_at', NULL,
+       coalesce(updated_at, migration.as_of() AT TIME ZONE 'Asia/Baku')::text,
+       CASE WHEN updated_at IS NOT NULL THEN 'missing: taken from updated_at'
+            ELSE 'missing: filled with the as-of time' END, 1
+FROM final_users WHERE created_at IS NULL
+UNION ALL
+SELECT 'users', source_id, 'updated_at', NULL,
+       coalesce(created_at, migration.as_of() AT TIME ZONE 'Asia/Baku')::text,
+       CASE WHEN created_at IS NOT NULL THEN 'missing: taken from created_at'
+            ELSE 'missing: filled with the as-of time' END, 1
+FROM final_users WHERE updated_at IS NULL;
 
 -- name: migrate_users
 -- say: ✓ Migrated {n} users successfully
@@ -137,7 +158,10 @@ SELECT p.*,
        CASE WHEN p.user_id IS NULL AND p.rejected_user IS NOT NULL THEN 'user set aside'
             WHEN p.user_id IS NULL THEN 'user missing'
             WHEN p.first_name IS NULL OR p.last_name IS NULL THEN 'blank name'
-            WHEN row_number() OVER (PARTITION BY p.user_id ORDER BY p.source_id) > 1
+            -- ranked among the persons no rule above sets aside
+            WHEN row_number() OVER (PARTITION BY p.user_id,
+                     p.user_id IS NULL OR p.first_name IS NULL OR p.last_name IS NULL
+                     ORDER BY p.source_id) > 1
                 THEN 'second person for the same user'
        END AS reject_reason
 FROM parsed p;
@@ -149,20 +173,25 @@ FROM prep_persons WHERE reject_reason IS NOT NULL;
 
 -- name: record_person_repairs
 INSERT INTO migration.repairs (source_table, source_id, column_name, old_value, new_value, rule, phase)
-SELECT 'persons', source_id, d.column_name, d.old_value, d.new_value, 'white space trimmed', 1
+SELECT 'persons', source_id, d.column_name, d.old_value, d.new_value,
+       CASE WHEN d.new_value IS NULL THEN 'blank: stored as none' ELSE 'white space trimmed' END, 1
 FROM prep_persons
 CROSS JOIN LATERAL (VALUES
     ('firstname', legacy_row ->> 'firstname', first_name),
     ('lastname', legacy_row ->> 'lastname', last_name),
-    ('patronymic', legacy_row ->> 'patronymic', patronymic)
+    ('patronymic', legacy_row ->> 'patronymic', patronymic),
+    ('address', legacy_row ->> 'address', address)
 ) d (column_name, old_value, new_value)
-WHERE reject_reason IS NULL AND d.new_value IS NOT NULL AND d.new_value <> d.old_value
+WHERE reject_reason IS NULL AND d.new_value IS DISTINCT FROM d.old_value
 UNION ALL
 SELECT 'persons', source_id, 'birthdate', legacy_row ->> 'birthdate', NULL,
-       CASE WHEN birth_date IS NULL THEN 'not a date: dropped' ELSE 'in the future: dropped' END, 1
+       CASE WHEN birth_date IS NULL THEN 'not a date: dropped'
+            WHEN birth_date <= DATE '1900-01-01' THEN 'on or before 1900-01-01: dropped'
+            ELSE 'in the future: dropped' END, 1
 FROM prep_persons
 WHERE reject_reason IS NULL AND migration.clean_text(legacy_row ->> 'birthdate') IS NOT NULL
-  AND (birth_date IS NULL OR birth_date > migration.as_of_date() OR birth_date <= DATE '1900-01-01')
+  AND (birth_date IS NULL OR birth_date > migration.as_of_date()
+       OR birth_date <= DATE '1900-01-01')
 UNION ALL
 SELECT 'persons', source_id, 'gender', legacy_row ->> 'gender', NULL,
        'unrecognised value: dropped', 1
@@ -179,14 +208,23 @@ UNION ALL
 SELECT 'persons', source_id, 'pin', legacy_row ->> 'pin', NULL,
        'not a 7-character FİN: dropped', 1
 FROM prep_persons
-WHERE reject_reason IS NULL AND pin !~ '^[0-9A-Z]{7}$';
+WHERE reject_reason IS NULL AND pin !~ '^[0-9A-Z]{7}$'
+UNION ALL
+SELECT 'persons', source_id, 'pin', legacy_row ->> 'pin', pin, 'trimmed and upper-cased', 1
+FROM prep_persons
+WHERE reject_reason IS NULL AND pin ~ '^[0-9A-Z]{7}$' AND pin <> legacy_row ->> 'pin'
+UNION ALL
+SELECT 'persons', source_id, 'created_at', NULL,
+       (migration.as_of() AT TIME ZONE 'Asia/Baku')::text, 'missing: filled with the as-of time', 1
+FROM prep_persons WHERE reject_reason IS NULL AND created_at IS NULL;
 
 -- name: migrate_persons
 -- say: ✓ Migrated {n} persons successfully
 INSERT INTO persons (id, user_id, first_name, last_name, patronymic, birth_date, gender, pin,
                      phone, address, created_at)
 SELECT id, user_id, first_name, last_name, patronymic,
-       CASE WHEN birth_date > DATE '1900-01-01' AND birth_date <= migration.as_of_date() THEN birth_date END,
+       CASE WHEN birth_date > DATE '1900-01-01' AND birth_date <= migration.as_of_date()
+            THEN birth_date END,
        gender, CASE WHEN pin ~ '^[0-9A-Z]{7}$' THEN pin END, phone, address,
        coalesce(migration.baku_time(created_at), migration.as_of())
 FROM prep_persons WHERE reject_reason IS NULL;

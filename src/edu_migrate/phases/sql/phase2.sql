@@ -16,11 +16,12 @@
 SELECT count(*) FROM stage.students;
 
 -- name: person_of_user
+-- From what phase 1 migrated, not from its stage tables: those are UNLOGGED, and a server crash
+-- between the phases empties them.
 CREATE TEMP TABLE person_of_user ON COMMIT DROP AS
-SELECT s.user_id AS user_source_id, min(s.id) AS person_source_id
-FROM stage.persons s
-JOIN migration.crosswalk_persons x ON x.source_id = s.id
-GROUP BY s.user_id;
+SELECT xu.source_id AS user_source_id, p.id AS person_id
+FROM persons p
+JOIN migration.crosswalk_users xu ON xu.target_id = p.user_id;
 
 -- name: prepare_students
 CREATE TEMP TABLE prep_students ON COMMIT DROP AS
@@ -28,8 +29,8 @@ WITH parsed AS (
     SELECT s.id AS source_id,
            migration.derive_id('students', s.id::text) AS id,
            xu.target_id AS user_id,
-           coalesce(xp.target_id, xpu.target_id) AS person_id,
-           xp.target_id IS NULL AND xpu.target_id IS NOT NULL AS person_repaired,
+           coalesce(xp.target_id, pu.person_id) AS person_id,
+           xp.target_id IS NULL AND pu.person_id IS NOT NULL AS person_repaired,
            xo.target_id AS program_id,
            ou.type AS unit_type,
            migration.clean_text(s.student_no) AS student_number,
@@ -59,7 +60,6 @@ WITH parsed AS (
     LEFT JOIN migration.crosswalk_users xu ON xu.source_id = s.user_id
     LEFT JOIN migration.crosswalk_persons xp ON xp.source_id = s.person_id
     LEFT JOIN person_of_user pu ON pu.user_source_id = s.user_id
-    LEFT JOIN migration.crosswalk_persons xpu ON xpu.source_id = pu.person_source_id
     LEFT JOIN migration.crosswalk_organizations xo ON xo.source_id = s.org_id
     LEFT JOIN organization_units ou ON ou.id = xo.target_id
 )
@@ -118,12 +118,31 @@ WHERE migration.clean_text(legacy_row ->> 'gpa') IS NOT NULL
   AND (gpa IS NULL OR gpa NOT BETWEEN 0 AND 100)
 UNION ALL
 SELECT 'students', source_id, 'student_no', legacy_row ->> 'student_no', final_number,
-       'number used by an older student: renamed', 2
-FROM final_students WHERE final_number <> student_number
+       CASE WHEN final_number <> student_number THEN 'number used by an older student: renamed'
+            ELSE 'white space trimmed' END, 2
+FROM final_students WHERE final_number <> legacy_row ->> 'student_no'
 UNION ALL
 SELECT 'students', source_id, 'person_id', legacy_row ->> 'person_id', person_id::text,
-       'person missing: replaced by the person of the same user', 2
+       CASE WHEN person_set_aside THEN 'person set aside: replaced by the person of the same user'
+            ELSE 'person missing: replaced by the person of the same user' END, 2
 FROM final_students WHERE person_repaired
+UNION ALL
+SELECT 'students', source_id, 'gpa', legacy_row ->> 'gpa', gpa::text,
+       'digits of another script read as digits', 2
+FROM final_students
+WHERE gpa BETWEEN 0 AND 100 AND migration.has_foreign_digits(legacy_row ->> 'gpa')
+UNION ALL
+SELECT 'students', source_id, 'admission_year', legacy_row ->> 'admission_year', NULL,
+       'outside 1950–2100: dropped', 2
+FROM final_students WHERE admission_year NOT BETWEEN 1950 AND 2100
+UNION ALL
+SELECT 'students', source_id, 'group_name', legacy_row ->> 'group_name', group_name,
+       CASE WHEN group_name IS NULL THEN 'blank: stored as none' ELSE 'white space trimmed' END, 2
+FROM final_students WHERE group_name IS DISTINCT FROM legacy_row ->> 'group_name'
+UNION ALL
+SELECT 'students', source_id, 'created_at', NULL,
+       (migration.as_of() AT TIME ZONE 'Asia/Baku')::text, 'missing: filled with the as-of time', 2
+FROM final_students WHERE created_at IS NULL
 UNION ALL
 SELECT 'students', source_id, 'education_form', legacy_row ->> 'education_form', NULL,
        'unrecognised value: dropped', 2
@@ -136,7 +155,7 @@ INSERT INTO students (id, user_id, person_id, program_id, student_number, admiss
                       gpa, group_name, education_form, created_at)
 SELECT id, user_id, person_id, program_id, final_number,
        CASE WHEN admission_year BETWEEN 1950 AND 2100 THEN admission_year END,
-       status, CASE WHEN gpa BETWEEN 0 AND 100 THEN round(gpa, 2) END, group_name,
+       status, CASE WHEN gpa BETWEEN 0 AND 100 THEN gpa END, group_name,
        education_form, coalesce(migration.baku_time(created_at), migration.as_of())
 FROM final_students;
 
@@ -164,8 +183,8 @@ WITH positions (word, position, rank, az, ru, en) AS (VALUES
     SELECT s.id AS source_id,
            migration.derive_id('staff_members', s.id::text) AS id,
            xu.target_id AS user_id,
-           coalesce(xp.target_id, xpu.target_id) AS person_id,
-           xp.target_id IS NULL AND xpu.target_id IS NOT NULL AS person_repaired,
+           coalesce(xp.target_id, pu.person_id) AS person_id,
+           xp.target_id IS NULL AND pu.person_id IS NOT NULL AS person_repaired,
            xo.target_id AS unit_id,
            ou.type AS unit_type,
            pos.position, pos.rank,
@@ -183,7 +202,6 @@ WITH positions (word, position, rank, az, ru, en) AS (VALUES
     LEFT JOIN migration.crosswalk_users xu ON xu.source_id = s.user_id
     LEFT JOIN migration.crosswalk_persons xp ON xp.source_id = s.person_id
     LEFT JOIN person_of_user pu ON pu.user_source_id = s.user_id
-    LEFT JOIN migration.crosswalk_persons xpu ON xpu.source_id = pu.person_source_id
     LEFT JOIN migration.crosswalk_organizations xo ON xo.source_id = s.org_id
     LEFT JOIN organization_units ou ON ou.id = xo.target_id
     LEFT JOIN positions pos ON pos.word = migration.fold_word(s.position)
@@ -218,8 +236,21 @@ SELECT 'teachers', source_id, 'hire_date', legacy_row ->> 'hire_date', NULL,
 FROM prep_teachers WHERE reject_reason IS NULL AND hire_date > migration.as_of_date()
 UNION ALL
 SELECT 'teachers', source_id, 'person_id', legacy_row ->> 'person_id', person_id::text,
-       'person missing: replaced by the person of the same user', 2
-FROM prep_teachers WHERE reject_reason IS NULL AND person_repaired;
+       CASE WHEN person_set_aside THEN 'person set aside: replaced by the person of the same user'
+            ELSE 'person missing: replaced by the person of the same user' END, 2
+FROM prep_teachers WHERE reject_reason IS NULL AND person_repaired
+UNION ALL
+SELECT 'teachers', source_id, 'is_active', legacy_row ->> 'is_active', (is_active IS NULL)::text,
+       CASE WHEN is_active IS NULL THEN 'blank: taken as active'
+            ELSE 'not 0 or 1: taken as inactive' END, 2
+FROM prep_teachers
+WHERE reject_reason IS NULL AND (is_active IS NULL OR is_active NOT IN (0, 1))
+UNION ALL
+SELECT 'teachers', source_id, 'degree', legacy_row ->> 'degree', academic_degree,
+       CASE WHEN academic_degree IS NULL THEN 'blank: stored as none'
+            ELSE 'white space trimmed' END, 2
+FROM prep_teachers
+WHERE reject_reason IS NULL AND academic_degree IS DISTINCT FROM legacy_row ->> 'degree';
 
 -- name: migrate_teachers
 -- say: ✓ Migrated {n} staff members successfully

@@ -35,30 +35,60 @@ FROM stage.organizations s;
 
 -- name: reach_from_universities
 -- Walk down from the universities; whatever is not reached cannot be placed in the hierarchy.
-WITH RECURSIVE placed AS (
-    SELECT source_id, 1 AS depth FROM prep_organizations
-    WHERE type = 'university' AND reject_reason IS NULL
-    UNION ALL
-    SELECT child.source_id, placed.depth + 1
-    FROM prep_organizations child JOIN placed ON child.parent_source_id = placed.source_id
-    WHERE child.reject_reason IS NULL AND child.type <> 'university' AND placed.depth < 50
-)
-UPDATE prep_organizations o
-SET reject_reason = CASE
-        WHEN NOT EXISTS (SELECT 1 FROM stage.organizations p WHERE p.id = o.parent_source_id)
-            THEN 'parent missing'
-        WHEN EXISTS (SELECT 1 FROM prep_organizations p
-                     WHERE p.source_id = o.parent_source_id AND p.reject_reason IS NOT NULL)
-            THEN 'parent set aside'
-        ELSE 'parent chain does not reach a university (cycle)'
-    END
-WHERE o.reject_reason IS NULL
-  AND o.source_id NOT IN (SELECT source_id FROM placed);
+-- Each unit has one parent, so the walk visits each unit once and ends however deep the tree.
+-- A unit not reached has a parent that is missing, or set aside (its own parent's reason is
+-- settled first, from the top down), or else its chain of parents goes round in a cycle.
+DO $$
+BEGIN
+    CREATE TEMP TABLE placed ON COMMIT DROP AS
+    WITH RECURSIVE walk AS (
+        SELECT source_id FROM prep_organizations
+        WHERE type = 'university' AND reject_reason IS NULL
+        UNION ALL
+        SELECT child.source_id
+        FROM prep_organizations child JOIN walk ON child.parent_source_id = walk.source_id
+        WHERE child.reject_reason IS NULL AND child.type <> 'university'
+    )
+    SELECT source_id FROM walk;
+    UPDATE prep_organizations o SET reject_reason = 'parent missing'
+    WHERE o.reject_reason IS NULL AND o.source_id NOT IN (SELECT source_id FROM placed)
+      AND NOT EXISTS (SELECT 1 FROM stage.organizations p WHERE p.id = o.parent_source_id);
+    LOOP
+        UPDATE prep_organizations o SET reject_reason = 'parent set aside'
+        WHERE o.reject_reason IS NULL AND o.source_id NOT IN (SELECT source_id FROM placed)
+          AND EXISTS (SELECT 1 FROM prep_organizations p
+                      WHERE p.source_id = o.parent_source_id AND p.reject_reason IS NOT NULL);
+        EXIT WHEN NOT FOUND;
+    END LOOP;
+    UPDATE prep_organizations o
+    SET reject_reason = 'parent chain does not reach a university (cycle)'
+    WHERE o.reject_reason IS NULL AND o.source_id NOT IN (SELECT source_id FROM placed);
+END $$;
 
 -- name: reject_organizations
 INSERT INTO migration.rejected_rows (source_table, source_id, reason, detail, phase)
 SELECT 'organizations', source_id, reject_reason, legacy_row, 3
 FROM prep_organizations WHERE reject_reason IS NOT NULL;
+
+-- name: record_organization_repairs
+INSERT INTO migration.repairs (source_table, source_id, column_name, old_value, new_value, rule, phase)
+SELECT 'organizations', source_id, 'is_active', legacy_row ->> 'is_active',
+       (is_active IS NULL)::text,
+       CASE WHEN is_active IS NULL THEN 'blank: taken as active'
+            ELSE 'not 0 or 1: taken as inactive' END, 3
+FROM prep_organizations
+WHERE reject_reason IS NULL AND (is_active IS NULL OR is_active NOT IN (0, 1))
+UNION ALL
+SELECT 'organizations', source_id, d.column_name, d.old_value, d.new_value,
+       CASE WHEN d.new_value IS NULL THEN 'blank: stored as none' ELSE 'white space trimmed' END, 3
+FROM prep_organizations
+CROSS JOIN LATERAL (VALUES
+    ('code', legacy_row ->> 'code', code),
+    ('name_az', legacy_row ->> 'name_az', name ->> 'az'),
+    ('name_ru', legacy_row ->> 'name_ru', name ->> 'ru'),
+    ('name_en', legacy_row ->> 'name_en', name ->> 'en')
+) d (column_name, old_value, new_value)
+WHERE reject_reason IS NULL AND d.new_value IS DISTINCT FROM d.old_value;
 
 -- name: migrate_organizations
 -- say: ✓ Migrated {n} organizations successfully

@@ -19,6 +19,7 @@ SELECT s.id AS source_id,
        migration.clean_text(s.name_en) AS name_en,
        migration.parse_decimal(s.credits) AS credits,
        xo.target_id AS unit_id,
+       s.org_id AS unit_source_id,
        t.id AS term_id,
        xt.target_id AS instructor_id,
        s.teacher_id,
@@ -46,9 +47,10 @@ FROM prep_runs WHERE reject_reason IS NOT NULL;
 -- name: catalogue
 CREATE TEMP TABLE catalogue ON COMMIT DROP AS
 SELECT DISTINCT ON (code)
-       code, migration.derive_id('courses', code) AS id, name_az, name_ru, name_en, credits, unit_id
+       code, migration.derive_id('courses', code) AS id, name_az, name_ru, name_en, credits, unit_id,
+       unit_source_id
 FROM (
-    SELECT code, name_az, name_ru, name_en, credits, unit_id, source_id,
+    SELECT code, name_az, name_ru, name_en, credits, unit_id, unit_source_id, source_id,
            count(*) OVER (PARTITION BY code, name_az, name_ru, name_en, credits) AS agreeing_runs
     FROM prep_runs WHERE reject_reason IS NULL
 ) runs
@@ -76,7 +78,18 @@ CROSS JOIN LATERAL (VALUES
     ('name_az', r.name_az, c.name_az), ('name_ru', r.name_ru, c.name_ru),
     ('name_en', r.name_en, c.name_en), ('credits', r.credits::text, c.credits::text)
 ) d (column_name, run_value, catalogue_value)
-WHERE r.reject_reason IS NULL AND d.run_value IS DISTINCT FROM d.catalogue_value;
+WHERE r.reject_reason IS NULL AND d.run_value IS DISTINCT FROM d.catalogue_value
+  -- credits are numbers: '5' and '5.0' agree
+  AND (d.column_name <> 'credits' OR r.credits <> c.credits)
+UNION ALL
+-- The catalogue course keeps the unit of the run whose names and credits most runs agree on;
+-- a run of another unit (one that exists: a missing one is recorded below) loses its own.
+SELECT 'courses', r.source_id, 'org_id', r.unit_source_id::text,
+       CASE WHEN c.unit_id IS NOT NULL THEN c.unit_source_id::text END,
+       'department differs from the catalogue course''s: catalogue value kept', 4
+FROM prep_runs r
+JOIN catalogue c ON c.code = r.code
+WHERE r.reject_reason IS NULL AND r.unit_id IS NOT NULL AND r.unit_id IS DISTINCT FROM c.unit_id;
 
 -- name: found_offerings
 -- say: \nFound {n} course offerings to migrate
@@ -91,6 +104,39 @@ SELECT r.id, c.id, r.term_id, r.section_code, r.instructor_id,
        coalesce(migration.baku_time(r.created_at), migration.as_of())
 FROM prep_runs r JOIN catalogue c ON c.code = r.code
 WHERE r.reject_reason IS NULL;
+
+-- name: record_offering_repairs
+INSERT INTO migration.repairs (source_table, source_id, column_name, old_value, new_value, rule, phase)
+SELECT 'courses', source_id, 'max_students', max_students::text, NULL,
+       'not a positive number: dropped', 4
+FROM prep_runs WHERE reject_reason IS NULL AND max_students <= 0
+UNION ALL
+SELECT 'courses', source_id, 'created_at', NULL,
+       (migration.as_of() AT TIME ZONE 'Asia/Baku')::text, 'missing: filled with the as-of time', 4
+FROM prep_runs WHERE reject_reason IS NULL AND created_at IS NULL
+UNION ALL
+SELECT 'courses', source_id, 'section', legacy_row ->> 'section', section_code,
+       CASE WHEN section_code IS NULL THEN 'blank: stored as none' ELSE 'white space trimmed' END, 4
+FROM prep_runs
+WHERE reject_reason IS NULL AND section_code IS DISTINCT FROM legacy_row ->> 'section'
+UNION ALL
+SELECT 'courses', source_id, d.column_name, d.old_value, d.new_value,
+       CASE WHEN d.new_value IS NULL THEN 'blank: stored as none' ELSE 'white space trimmed' END, 4
+FROM prep_runs
+CROSS JOIN LATERAL (VALUES
+    ('name_az', legacy_row ->> 'name_az', name_az), ('name_ru', legacy_row ->> 'name_ru', name_ru),
+    ('name_en', legacy_row ->> 'name_en', name_en)
+) d (column_name, old_value, new_value)
+WHERE reject_reason IS NULL AND d.new_value IS DISTINCT FROM d.old_value
+UNION ALL
+SELECT 'courses', source_id, 'code', legacy_row ->> 'code', code,
+       'code written differently: normalised (case, spaces, punctuation)', 4
+FROM prep_runs WHERE reject_reason IS NULL AND code <> legacy_row ->> 'code'
+UNION ALL
+SELECT 'courses', source_id, 'credits', legacy_row ->> 'credits', credits::text,
+       'digits of another script read as digits', 4
+FROM prep_runs
+WHERE reject_reason IS NULL AND migration.has_foreign_digits(legacy_row ->> 'credits');
 
 -- name: record_missing_instructors
 INSERT INTO migration.repairs (source_table, source_id, column_name, old_value, new_value, rule, phase)

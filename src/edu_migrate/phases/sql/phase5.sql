@@ -3,14 +3,16 @@
 -- staged row in a full run, and the rows a catch-up derives again in a sync (phases/sync.py);
 -- stage.course_students is read whole where a mark looks up its enrollment.
 -- Rules (docs/dirty-data.md lists them all): the same student enrolled twice in one run is
--- merged into one enrollment (the completed one with a final score wins, then the oldest), the
--- crosswalk maps both legacy ids to it and the merge is recorded; an enrollment whose student or
--- run is missing or set aside is set aside with that reason, as is one whose status is not
--- enrolled/completed/failed/dropped; a final score outside 0–100 is dropped and recorded. An
+-- merged into one enrollment (the completed one with a final score in 0–100 wins, then the
+-- oldest), the crosswalk maps both legacy ids to it and the merge is recorded; an enrollment
+-- whose student or run is missing or set aside is set aside with that reason, as is one whose
+-- status is not enrolled/completed/failed/dropped; a final score outside 0–100 and a letter
+-- outside A–F are dropped (the letter replaced by the final score's) and recorded. An
 -- assessment is one (offering, grade_type). A mark 'q/b' (qayıb) is an absence; digits of any
 -- script are digits (recorded); a mark that is blank, not a plain decimal ('1e1', '5+'),
--- negative, above its type's maximum, of an unknown grade_type, dated in the future, or whose
--- enrollment is missing or set aside, is set aside with that reason.
+-- negative, above its type's maximum, of an unknown grade_type, dated after the as-of day, or
+-- whose enrollment is missing or set aside, is set aside with that reason; a mark whose teacher
+-- is missing keeps no grader, recorded. A missing timestamp is the as-of time, recorded.
 
 -- name: found_enrollments
 -- say: Found {n} course enrollments to migrate
@@ -58,25 +60,27 @@ CREATE TEMP TABLE final_enrollments ON COMMIT DROP AS
 SELECT e.*,
        first_value(e.source_id) OVER same_run AS survivor_source_id,
        migration.derive_id('course_enrollments', (first_value(e.source_id) OVER same_run)::text)
-           AS id
+           AS id,
+       -- the legacy letter, else the letter of the final score (legacy-edu.md's scale)
+       CASE WHEN e.letter IN ('A', 'B', 'C', 'D', 'E', 'F') THEN e.letter
+            WHEN e.final_score BETWEEN 0 AND 100 THEN CASE
+                WHEN e.final_score >= 91 THEN 'A' WHEN e.final_score >= 81 THEN 'B'
+                WHEN e.final_score >= 71 THEN 'C' WHEN e.final_score >= 61 THEN 'D'
+                WHEN e.final_score >= 51 THEN 'E' ELSE 'F' END
+       END AS grade
 FROM prep_enrollments e
 WHERE e.reject_reason IS NULL
+-- a final score that is dropped (outside 0–100) is no final score
 WINDOW same_run AS (PARTITION BY e.student_id, e.offering_id
-                    ORDER BY e.status = 'completed' DESC, e.final_score IS NOT NULL DESC,
-                             e.source_id);
+                    ORDER BY e.status = 'completed' DESC,
+                             (e.final_score BETWEEN 0 AND 100) IS TRUE DESC, e.source_id);
 
 -- name: migrate_enrollments
 -- say: ✓ Migrated {n} enrollments successfully
 INSERT INTO course_enrollments (id, student_id, course_offering_id, enrollment_status,
                                 final_score, grade, enrolled_at)
 SELECT id, student_id, offering_id, status,
-       CASE WHEN final_score BETWEEN 0 AND 100 THEN final_score END,
-       CASE WHEN letter IN ('A', 'B', 'C', 'D', 'E', 'F') THEN letter
-            WHEN final_score BETWEEN 0 AND 100 THEN CASE
-                WHEN final_score >= 91 THEN 'A' WHEN final_score >= 81 THEN 'B'
-                WHEN final_score >= 71 THEN 'C' WHEN final_score >= 61 THEN 'D'
-                WHEN final_score >= 51 THEN 'E' ELSE 'F' END
-       END,
+       CASE WHEN final_score BETWEEN 0 AND 100 THEN final_score END, grade,
        coalesce(migration.baku_time(enrolled_at), migration.as_of())
 FROM final_enrollments WHERE source_id = survivor_source_id;
 
@@ -88,7 +92,23 @@ FROM final_enrollments WHERE source_id <> survivor_source_id
 UNION ALL
 SELECT 'course_students', source_id, 'final_score', final_score::text, NULL,
        'outside 0–100: dropped', 5
-FROM final_enrollments WHERE final_score NOT BETWEEN 0 AND 100;
+FROM final_enrollments WHERE final_score NOT BETWEEN 0 AND 100
+UNION ALL
+SELECT 'course_students', source_id, 'letter', legacy_row ->> 'letter', grade,
+       CASE WHEN letter IN ('A', 'B', 'C', 'D', 'E', 'F') THEN 'trimmed and upper-cased'
+            WHEN letter IS NULL AND grade IS NOT NULL
+                THEN 'blank: replaced by the letter of the final score'
+            WHEN letter IS NULL THEN 'blank: stored as none'
+            WHEN grade IS NOT NULL
+                THEN 'not a letter A–F: replaced by the letter of the final score'
+            ELSE 'not a letter A–F: dropped' END, 5
+FROM final_enrollments
+WHERE source_id = survivor_source_id AND legacy_row ->> 'letter' IS DISTINCT FROM grade
+  AND legacy_row ->> 'letter' IS NOT NULL
+UNION ALL
+SELECT 'course_students', source_id, 'enrolled_at', NULL,
+       (migration.as_of() AT TIME ZONE 'Asia/Baku')::text, 'missing: filled with the as-of time', 5
+FROM final_enrollments WHERE source_id = survivor_source_id AND enrolled_at IS NULL;
 
 -- name: crosswalk_enrollments
 INSERT INTO migration.crosswalk (source_table, source_id, target_table, target_id)
@@ -124,11 +144,11 @@ ANALYZE assessment_keys;
 -- most one inner point or comma, 7 characters at most, so nothing to clean.
 CREATE UNLOGGED TABLE stage.prepared_grades AS
 SELECT q.source_id, q.enrollment_id, q.run_source_id, q.grade_type, q.score, q.is_absent,
-       q.lesson_date, q.graded_by,
+       q.lesson_date, q.graded_by, q.teacher_source_id, q.created_at IS NULL AS created_at_missing,
        migration.derive_id('grades', q.source_id::text) AS id,
        q.assessment_id,
        coalesce(migration.baku_time(q.created_at), migration.baku_time(q.lesson_date::timestamp),
-                migration.as_of()) AS created_at,
+                (SELECT migration.as_of())) AS created_at,
        CASE WHEN q.enrollment_missing THEN 'enrollment missing'
             WHEN q.enrollment_id IS NULL THEN 'enrollment set aside'
             WHEN q.max_score IS NULL THEN 'unrecognised value: grade_type'
@@ -136,7 +156,7 @@ SELECT q.source_id, q.enrollment_id, q.run_source_id, q.grade_type, q.score, q.i
                 THEN 'unrecognised value: mark is not a number'
             WHEN q.score < 0 THEN 'mark is negative'
             WHEN q.score > q.max_score THEN 'mark exceeds the maximum of its type'
-            WHEN q.lesson_date > migration.as_of_date() THEN 'lesson_date in the future'
+            WHEN q.lesson_date > (SELECT migration.as_of_date()) THEN 'lesson_date in the future'
        END AS reject_reason
 FROM (
     -- A number is never an absence: the absence test cleans only what did not parse.
@@ -159,7 +179,8 @@ FROM (
                     THEN replace(g.value, ',', '.')::numeric
                     ELSE migration.parse_decimal(g.value)
                END AS score,
-               g.lesson_date, xt.target_id AS graded_by, g.created_at,
+               g.lesson_date, xt.target_id AS graded_by, g.teacher_id AS teacher_source_id,
+               g.created_at,
                e.id IS NULL AS enrollment_missing,
                ak.id AS assessment_id
         FROM scoped_grades g
@@ -189,6 +210,20 @@ WITH foreign_digits AS MATERIALIZED (
 SELECT 'grades', g.id, 'value', g.value, p.score::text, 'digits of another script read as digits', 5
 FROM foreign_digits g JOIN stage.prepared_grades p ON p.source_id = g.id
 WHERE p.reject_reason IS NULL AND NOT p.is_absent;
+
+-- name: record_mark_defaults
+-- A mark whose teacher is missing or set aside keeps no grader; a missing created_at is the
+-- lesson's day, else the as-of time. Recorded.
+INSERT INTO migration.repairs (source_table, source_id, column_name, old_value, new_value, rule, phase)
+SELECT 'grades', source_id, 'teacher_id', teacher_source_id::text, NULL,
+       'teacher missing or set aside: mark kept without grader', 5
+FROM stage.prepared_grades
+WHERE reject_reason IS NULL AND graded_by IS NULL AND teacher_source_id IS NOT NULL
+UNION ALL
+SELECT 'grades', source_id, 'created_at', NULL, (created_at AT TIME ZONE 'Asia/Baku')::text,
+       CASE WHEN lesson_date IS NOT NULL THEN 'missing: taken from lesson_date'
+            ELSE 'missing: filled with the as-of time' END, 5
+FROM stage.prepared_grades WHERE reject_reason IS NULL AND created_at_missing;
 
 -- name: migrate_assessments
 -- An assessment exists while it has a mark: the marks in scope add the ones they need (a sync
