@@ -322,9 +322,9 @@ def archive_checks(snapshot: SourceSnapshot, target: psycopg.Connection,
     absent = [e.table for e in wanted if e.table not in archived]
     notes: tuple[str, ...] = ()
     if absent:
-        step = ("archived by the `migrate` command that finishes the last phase"
-                if last_archive(target) is None else "gone since the last archive step")
-        notes = (f"not archived: {', '.join(absent)} ({step}; or exclude them)",)
+        step = ("" if last_archive(target) is None else "gone since the last archive step; ")
+        notes = (f"not archived: {', '.join(absent)} ({step}`edu-migrate migrate --all` "
+                 "archives them once every phase is done, or exclude them)",)
     checks.append(Check("Unmapped Tables Archived", all(c.passed for c in checks),
                         len(wanted) + excluded, len(archived), {"Excluded": excluded}, notes))
     return checks
