@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ from edu_migrate.checks.validation import ValidationReport
 from edu_migrate.checks.validation import validate as run_validation
 from edu_migrate.config import Settings
 from edu_migrate.cutover import ROLES, Account, CutoverReport, demo_accounts, run_checks
+from edu_migrate.downtime import CutoverResult, Steps
+from edu_migrate.downtime import cutover as run_cutover
 from edu_migrate.errors import MigrationError, PreconditionFailed, ValidationFailed
 from edu_migrate.pg.connect import connect, create_database_if_missing
 from edu_migrate.pg.embedded import EmbeddedServer, ServerStatus
@@ -40,8 +43,10 @@ from edu_migrate.phases.archive import (
     TableEntry,
     archive_unmapped,
     archived_counts,
+    last_archive,
     source_inventory,
 )
+from edu_migrate.phases.as_of import clear_as_of, parse_as_of, recorded_as_of, settle_as_of
 from edu_migrate.phases.runner import (
     PHASES,
     RUN_ORDER,
@@ -51,6 +56,8 @@ from edu_migrate.phases.runner import (
     run_phase,
 )
 from edu_migrate.phases.staging import SourceSnapshot, require_legacy_tables
+from edu_migrate.phases.sync import SyncResult, last_sync
+from edu_migrate.phases.sync import sync as run_sync
 from edu_migrate.reporting import Reporter
 from edu_migrate.schema import SchemaResult, apply_schema, require_schema
 
@@ -154,10 +161,12 @@ class MigrateResult:
     phases: list[PhaseResult] = field(default_factory=list)
     seconds: float = 0.0
     archive: ArchiveResult | None = None
+    as_of: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"seconds": round(self.seconds, 2), "phases": [asdict(p) for p in self.phases],
-                "archive": asdict(self.archive) if self.archive else None}
+                "archive": asdict(self.archive) if self.archive else None,
+                "as_of": self.as_of.isoformat() if self.as_of else None}
 
 
 def _parse_phases(phases: Sequence[int] | None) -> list[int]:
@@ -231,11 +240,14 @@ def _log_override(target_url: str, overridden: list[str]) -> None:
 
 def migrate(settings: Settings, phases: Sequence[int] | None = None,
             reporter: Reporter | None = None, *, force: bool = False,
-            freeze_source: bool = False) -> MigrateResult:
+            freeze_source: bool = False, as_of: datetime | str | None = None) -> MigrateResult:
     """Run the given phases (all when None) in dependency order, under one source snapshot,
-    once the preflight's blocking checks pass (or `force`)."""
+    once the preflight's blocking checks pass (or `force`). `as_of` (a datetime, or ISO 8601
+    text, Baku time without an offset) is the run's "now"; by default the one recorded by an
+    earlier phase, else the source snapshot's time (phases/as_of.py)."""
     reporter = reporter or Reporter()
     numbers = _parse_phases(phases)
+    requested_as_of = parse_as_of(as_of) if isinstance(as_of, str) else as_of
     urls = endpoints(settings)
     overridden = _require_preflight(urls, settings, reporter, force)
     if freeze_source:
@@ -249,6 +261,9 @@ def migrate(settings: Settings, phases: Sequence[int] | None = None,
         with migration_lock(urls.target_url):
             if overridden:
                 _log_override(urls.target_url, overridden)
+            with connect(urls.target_url, purpose="target") as conn:
+                result.as_of = settle_as_of(conn, requested_as_of, snapshot.taken_at)
+            reporter.line(f"As of {result.as_of.isoformat()} (migration.state.as_of)")
             for number in numbers:
                 result.phases.append(run_phase(
                     PHASES[number], snapshot, urls.target_url, batch_size=settings.batch_size,
@@ -271,6 +286,47 @@ def _archive_once_all_done(snapshot: SourceSnapshot, target_url: str, settings: 
                       f"{', '.join(map(str, waiting))} still to run)")
         return None
     return archive_unmapped(snapshot, target_url, settings.exclude, reporter)
+
+
+def sync(settings: Settings, reporter: Reporter | None = None, *,
+         as_of: datetime | str | None = None) -> SyncResult:
+    """Bring a migrated edu_v2 up to date with the source as it is now (the catch-up): the rows
+    inserted, changed and deleted since the last migrate or sync, through the phases' own rules,
+    in one transaction. `as_of` defaults to the new snapshot's time."""
+    reporter = reporter or Reporter()
+    urls = endpoints(settings)
+    with _source_snapshot(urls.source_url) as snapshot:
+        _preflight_for_migration(urls, snapshot)
+        with migration_lock(urls.target_url):
+            result = run_sync(snapshot, urls.target_url,
+                              as_of=parse_as_of(as_of) if isinstance(as_of, str) else as_of,
+                              batch_size=settings.batch_size, reporter=reporter)
+            with connect(urls.target_url, purpose="target") as target:
+                archived_before = last_archive(target) is not None
+            if archived_before:  # the unmapped tables the source changed, archived again
+                archive_unmapped(snapshot, urls.target_url, settings.exclude, Reporter(),
+                                 skip_unchanged=True)
+    reporter.line(f"Synced {result.changed_rows} changed legacy rows "
+                  f"({', '.join(f'{t} {c.total}' for t, c in result.changes.items() if c.total)}"
+                  f"{'' if result.changed_rows else 'none'}) as of {result.as_of.isoformat()} "
+                  f"in {result.seconds:.1f}s")
+    return result
+
+
+def cutover(settings: Settings, reporter: Reporter | None = None, *,
+            as_of: datetime | str | None = None, max_rounds: int = 5, settle_rows: int = 1000,
+            writer_timeout: float = 60.0, terminate_writers: bool = False) -> CutoverResult:
+    """The guided downtime window: sync while the delta shrinks, freeze the source, wait for the
+    sessions opened before the freeze (or end them), sync the last delta, validate. On any
+    failure the source is unfrozen."""
+    reporter = reporter or Reporter()
+    urls = endpoints(settings)
+    fixed = parse_as_of(as_of) if isinstance(as_of, str) else as_of
+    steps = Steps(sync=lambda moment: sync(settings, Reporter(), as_of=moment),
+                  validate=lambda: require_valid(validate(settings, Reporter())))
+    return run_cutover(urls.source_url, urls.target_url, steps, reporter, as_of=fixed,
+                       max_rounds=max_rounds, settle_rows=settle_rows,
+                       writer_timeout=writer_timeout, terminate_writers=terminate_writers)
 
 
 def validate(settings: Settings, reporter: Reporter | None = None) -> ValidationReport:
@@ -344,6 +400,8 @@ def rollback(settings: Settings, phase: int | None, reporter: Reporter | None = 
             with connect(target, purpose="target") as conn:
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
                     sql.Identifier(ARCHIVE_SCHEMA)))
+                # Nothing is migrated any more: the next run takes a new as-of time.
+                clear_as_of(conn)
                 conn.commit()
         return undone
 
@@ -363,6 +421,8 @@ def status(settings: Settings) -> dict[str, Any]:
             "FROM migration.phase_runs").fetchall()
         states = phase_states(conn)
         holder = lock_holder(conn)
+        as_of = recorded_as_of(conn)
+        synced = last_sync(conn)
     by_phase = {int(r[0]): r for r in rows}
     phases = []
     for number in RUN_ORDER:
@@ -380,7 +440,8 @@ def status(settings: Settings) -> dict[str, Any]:
             "last_error": INTERRUPTED if interrupted else (row[6] if row else None),
         })
     return {"version": __version__, "target": masked(target), "running_now": holder,
-            "phases": phases}
+            "as_of": as_of.isoformat() if as_of else None, "phases": phases,
+            "last_sync": synced}
 
 
 def freeze_source(settings: Settings) -> str:

@@ -159,6 +159,15 @@ def schema_apply(target: TargetOpt = None, config: ConfigOpt = None) -> None:
     out.print(f"Schema at version {result.current_version}")
 
 
+AsOfOpt = Annotated[str | None, typer.Option(
+    "--as-of", metavar="TIMESTAMP",
+    help="The run's \"now\" for every rule (a date in the future, the current term, a missing "
+    "timestamp), ISO 8601, e.g. 2024-06-30T18:00:00+04:00; without an offset, Baku time. "
+    "migrate: default the time already recorded by an earlier phase, else the source "
+    "snapshot's, kept until `rollback --all`; sync: default the new snapshot's time.",
+    show_default=False)]
+
+
 @app.command()
 def migrate(
     phase: Annotated[list[int] | None, typer.Option(
@@ -174,6 +183,7 @@ def migrate(
         "(`unfreeze-source` lifts it).")] = False,
     force: Annotated[bool, typer.Option(
         "--force", help="Start even when a blocking preflight check fails (logged).")] = False,
+    as_of: AsOfOpt = None,
     source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
     json_file: JsonOpt = None,
 ) -> None:
@@ -185,8 +195,52 @@ def migrate(
     settings = _settings(config, source_url=source, target_url=target, batch_size=batch_size,
                          workers=workers)
     result = api.migrate(settings, None if all_phases else phase, reporter=_reporter(),
-                         force=force, freeze_source=freeze_source)
+                         force=force, freeze_source=freeze_source, as_of=as_of)
     out.print(f"\nDone in {result.seconds:.1f}s")
+    _write_json(json_file, result.to_dict())
+
+
+@app.command()
+def sync(
+    as_of: AsOfOpt = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Changed rows fetched per request to the source.", show_default=False)] = None,
+    source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
+    json_file: JsonOpt = None,
+) -> None:
+    """Catch up with the live source after `migrate --all`: only the legacy rows inserted,
+    changed or deleted since the last migrate or sync are read and derived again, through the
+    same rules, in one transaction. The source is only read; nothing is installed on it."""
+    _json_owns_stdout(json_file)
+    settings = _settings(config, source_url=source, target_url=target, batch_size=batch_size)
+    result = api.sync(settings, reporter=_reporter(), as_of=as_of)
+    _write_json(json_file, result.to_dict())
+
+
+@app.command()
+def cutover(
+    as_of: AsOfOpt = None,
+    max_rounds: Annotated[int, typer.Option(
+        help="Sync rounds at most before the freeze.")] = 5,
+    settle_rows: Annotated[int, typer.Option(
+        help="Freeze once a round applies this many changed rows or fewer.")] = 1000,
+    writer_timeout: Annotated[float, typer.Option(
+        help="Seconds to wait, after the freeze, for sessions opened before it to end.")] = 60.0,
+    terminate_writers: Annotated[bool, typer.Option(
+        "--terminate-writers", help="End the sessions opened before the freeze instead of "
+        "waiting for them.")] = False,
+    source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
+    json_file: JsonOpt = None,
+) -> None:
+    """The near-zero-downtime window, after `migrate --all` on the live source: sync while the
+    delta shrinks, freeze the source (read-only for new sessions), wait for the sessions opened
+    before it, apply the last delta, validate, and print the window from the freeze to the
+    validated result. On any failure the source is unfrozen and the applications stay on edu."""
+    _json_owns_stdout(json_file)
+    settings = _settings(config, source_url=source, target_url=target)
+    result = api.cutover(settings, reporter=_reporter(), as_of=as_of, max_rounds=max_rounds,
+                         settle_rows=settle_rows, writer_timeout=writer_timeout,
+                         terminate_writers=terminate_writers)
     _write_json(json_file, result.to_dict())
 
 
@@ -264,11 +318,19 @@ def status(target: TargetOpt = None, source: SourceOpt = None, config: ConfigOpt
                       (row["started_at"] or "")[:19].replace("T", " "),
                       (row["finished_at"] or "")[:19].replace("T", " "))
     out.print(table)
+    out.print(f"As of: {state['as_of'] or 'not recorded yet (set by the first phase)'}",
+              markup=False)
     # Errors below the table, whole: they are the lines an operator acts on.
     for row in state["phases"]:
         if row["last_error"]:
             out.print(f"phase {row['phase']} {row['status']}: {row['last_error']}",
                       markup=False, soft_wrap=True)
+    if state["last_sync"]:
+        synced = state["last_sync"]
+        applied = ", ".join(f"{t} {n:,}" for t, n in synced["rows_applied"].items()) or "none"
+        out.print(f"Last sync: {synced['finished_at'][:19].replace('T', ' ')}, "
+                  f"{synced['seconds']:.1f}s, rows applied: {applied}; edu_v2 holds the source "
+                  f"as it was {synced['behind_seconds']:,}s ago", markup=False, soft_wrap=True)
     if state["running_now"]:
         out.print(f"A migration is running now: {state['running_now']}", markup=False,
                   soft_wrap=True)

@@ -118,9 +118,31 @@ def _archive_table(snapshot: SourceSnapshot, target: psycopg.Connection, table: 
         return max(out_cur.rowcount, 0)
 
 
+def _fingerprint(conn: psycopg.Connection, table: sql.Composed) -> tuple[int, int]:
+    """Rows and the sum of their hashes: equal on both sides when the rows are (the archive keeps
+    the source's column types, or text, which renders alike)."""
+    row = conn.execute(sql.SQL(
+        "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0) FROM {} t"
+    ).format(table)).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def _unchanged(snapshot: SourceSnapshot, target: psycopg.Connection, table: str) -> bool:
+    archived = sql.Identifier(ARCHIVE_SCHEMA, table)
+    exists = target.execute("SELECT to_regclass(%s) IS NOT NULL",
+                            [f"{ARCHIVE_SCHEMA}.{table}"]).fetchone()
+    if not exists or not exists[0]:
+        return False
+    return _fingerprint(snapshot.conn, sql.SQL("public.{}").format(sql.Identifier(table))) \
+        == _fingerprint(target, sql.SQL("{}").format(archived))
+
+
 def archive_unmapped(snapshot: SourceSnapshot, target_url: str, exclude: Sequence[str],
-                     reporter: Reporter) -> ArchiveResult:
-    """Copy every unmapped, not excluded source table into legacy_archive; record the step."""
+                     reporter: Reporter, *, skip_unchanged: bool = False) -> ArchiveResult:
+    """Copy every unmapped, not excluded source table into legacy_archive; record the step.
+    `skip_unchanged` (a sync's refresh): copy only the tables whose rows differ from the
+    archived ones."""
     entries = source_inventory(snapshot.conn, exclude)
     result = ArchiveResult({}, [e.table for e in entries if e.status == EXCLUDED])
     reporter.line("=" * 60)
@@ -132,6 +154,9 @@ def archive_unmapped(snapshot: SourceSnapshot, target_url: str, exclude: Sequenc
         target.commit()
         for entry in entries:
             if entry.status != ARCHIVED:
+                continue
+            if skip_unchanged and _unchanged(snapshot, target, entry.table):
+                result.archived[entry.table] = entry.rows
                 continue
             with reporter.progress(f"archive {entry.table}", entry.rows) as advance:
                 rows = _archive_table(snapshot, target, entry.table)

@@ -25,7 +25,7 @@ from edu_migrate.errors import MigrationError, PreconditionFailed
 from edu_migrate.pg.connect import connect
 from edu_migrate.phases import sqlfile
 from edu_migrate.phases.phones import stage_phone_numbers
-from edu_migrate.phases.staging import SourceSnapshot, stage_tables
+from edu_migrate.phases.staging import STAGE_SCHEMA, SourceSnapshot, stage_tables
 from edu_migrate.reporting import Reporter
 from edu_migrate.security.audit import record_bulk_event, row_audit_paused
 
@@ -64,6 +64,8 @@ PHASES: dict[int, Phase] = {
                                  "migration.crosswalk_course_students")),
 }
 RUN_ORDER: tuple[int, ...] = (1, 3, 2, 4, 5)
+# The phase whose large tables a sync derives again only in part (phases/sync.py).
+SCOPED_PHASE = 5
 BANNER = "=" * 60
 
 
@@ -93,7 +95,7 @@ def phase_states(conn: psycopg.Connection) -> dict[int, str]:
         "SELECT phase, status FROM migration.phase_runs")}
 
 
-def _set_session(conn: psycopg.Connection) -> None:
+def set_session(conn: psycopg.Connection) -> None:
     """Settings for this transaction only: none outlives the run or touches the source."""
     conn.execute("SET LOCAL synchronous_commit = off")
     conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
@@ -106,6 +108,12 @@ def _set_session(conn: psycopg.Connection) -> None:
     if row is None:
         raise PreconditionFailed("the target has no migration state",
                                  "run `edu-migrate schema apply` first")
+    # The run's as-of time, read by migration.as_of(): no rule asks the wall clock.
+    as_of = conn.execute("SELECT set_config('edu_migrate.as_of', as_of::text, true) "
+                         "FROM migration.state WHERE as_of IS NOT NULL").fetchone()
+    if as_of is None:
+        raise PreconditionFailed("the target has no as-of time for this run",
+                                 "run phases with `edu-migrate migrate`, which records it")
 
 
 @contextmanager
@@ -168,6 +176,13 @@ def _clear_phase(conn: psycopg.Connection, phase: Phase) -> None:
     conn.execute("DELETE FROM migration.repairs WHERE phase = %s", [phase.number])
 
 
+def record_source(conn: psycopg.Connection, snapshot: SourceSnapshot) -> None:
+    """The first phase notes which source the target is derived from; a sync checks it."""
+    system_id, database = snapshot.identity()
+    conn.execute("UPDATE migration.state SET source_system_id = coalesce(source_system_id, %s), "
+                 "source_database = coalesce(source_database, %s)", [system_id, database])
+
+
 def _check_dependencies(conn: psycopg.Connection, phase: Phase) -> None:
     states = phase_states(conn)
     missing = [n for n in phase.needs if states.get(n) != "done"]
@@ -196,6 +211,7 @@ def run_phase(phase: Phase, snapshot: SourceSnapshot, target_url: str, *, batch_
                           f"(`edu-migrate rollback --phase {phase.number}` to redo it)")
             return PhaseResult(phase.number, "skipped")
         _check_dependencies(conn, phase)
+        record_source(conn, snapshot)
         conn.execute(
             "INSERT INTO migration.phase_runs (phase, status, started_at) "
             "VALUES (%s, 'running', now()) ON CONFLICT (phase) DO UPDATE SET status = 'running', "
@@ -231,26 +247,52 @@ def _hint_for(exc: psycopg.Error) -> str:
     return "see the log; fix the cause and run the same command again"
 
 
-def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float) -> dict[str, int]:
+def run_statements(conn: psycopg.Connection, file_name: str,
+                   reporter: Reporter) -> dict[str, int]:
+    """Run the named statements of one SQL file in order; each one's row count by name."""
     counts: dict[str, int] = {}
+    for statement in sqlfile.load(file_name):
+        step_started = time.perf_counter()
+        with reporter.progress(statement.name, None) as advance:
+            cursor = conn.execute(statement.text.encode())
+            n = _count_of(cursor)
+            advance(n)
+        counts[statement.name] = n
+        if statement.say is not None:
+            reporter.line(statement.say.format(n=n))
+        reporter.step(statement.name, time.perf_counter() - step_started, n)
+    return counts
+
+
+def define_scope(conn: psycopg.Connection, phase: Phase, *, scoped: bool) -> None:
+    """The legacy rows a phase's rules run over, as views scoped_<table> for this session: every
+    staged row, or (`scoped`, in a sync) those whose ids are in scope_<table>. Only phase 5 is
+    ever run over part of its rows; phases 1–4 read their staged tables whole."""
+    if phase.number != SCOPED_PHASE:
+        return
+    for table in phase.reads:
+        where = (sql.SQL(" WHERE s.id IN (SELECT id FROM {})").format(
+            sql.Identifier(f"scope_{table}")) if scoped else sql.SQL(""))
+        conn.execute(sql.SQL("CREATE OR REPLACE TEMP VIEW {} AS SELECT s.* FROM {}.{} s{}").format(
+            sql.Identifier(f"scoped_{table}"), sql.Identifier(STAGE_SCHEMA),
+            sql.Identifier(table), where))
+    # The assessments whose marks this run removed before deriving them again: none in a full
+    # run, which starts from empty tables.
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS touched_assessments (id uuid) "
+                 "ON COMMIT DROP")
+
+
+def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float) -> dict[str, int]:
     with connect(target_url, purpose="target") as conn:
         conn.execute("SET temp_buffers = '256MB'")
-        _set_session(conn)
+        set_session(conn)
         _clear_phase(conn, phase)
         for build_lookup in phase.lookups:
             build_lookup(conn)
+        define_scope(conn, phase, scoped=False)
         with row_audit_paused(conn, phase.writes), \
                 _indexes_rebuilt_after(conn, phase.rebuilt_after_load, reporter):
-            for statement in sqlfile.load(phase.sql_file):
-                step_started = time.perf_counter()
-                with reporter.progress(statement.name, None) as advance:
-                    cursor = conn.execute(statement.text.encode())
-                    n = _count_of(cursor)
-                    advance(n)
-                counts[statement.name] = n
-                if statement.say is not None:
-                    reporter.line(statement.say.format(n=n))
-                reporter.step(statement.name, time.perf_counter() - step_started, n)
+            counts = run_statements(conn, phase.sql_file, reporter)
         for table in phase.writes:
             conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
         conn.execute(
@@ -297,6 +339,9 @@ def rollback_phases(target_url: str, number: int | None, reporter: Reporter) -> 
         conn.execute("DELETE FROM migration.rejected_rows WHERE phase = ANY(%s)", [numbers])
         conn.execute("DELETE FROM migration.repairs WHERE phase = ANY(%s)", [numbers])
         conn.execute("DELETE FROM migration.phase_runs WHERE phase = ANY(%s)", [numbers])
+        if number is None:
+            conn.execute("UPDATE migration.state SET source_system_id = NULL, "
+                         "source_database = NULL")
         conn.execute("INSERT INTO migration.run_log (event, detail) VALUES ('rollback', %s)",
                      [Jsonb({"phases": numbers})])
         record_bulk_event(conn, "ROLLBACK", tables, {"phases": numbers})

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from queue import Empty, SimpleQueue
 
 import psycopg
@@ -55,6 +56,9 @@ LEGACY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
                ("created_at", "timestamp")),
 }
 
+# Rows are hashed as text (staging.row_hash_of): every session that renders them fixes the format.
+FIXED_DATESTYLE = "SET datestyle = 'ISO, YMD'"
+
 # Tables below this many rows are copied in one piece.
 PARALLEL_THRESHOLD = 200_000
 
@@ -73,9 +77,27 @@ class SourceSnapshot:
         self.source_url = source_url
         self._cm = connect(source_url, purpose="source", read_only=True)
         self.conn: psycopg.Connection = self._cm.__enter__()
+        self.conn.execute(FIXED_DATESTYLE)
         self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        row = self.conn.execute("SELECT pg_export_snapshot()").fetchone()
-        self.snapshot_id: str | None = row[0] if row else None
+        row = self.conn.execute("SELECT pg_export_snapshot(), now()").fetchone()
+        assert row is not None
+        self.snapshot_id: str | None = row[0]
+        # The snapshot's time: the default as-of time of a run that reads it.
+        self.taken_at: datetime = row[1]
+
+    def identity(self) -> tuple[str | None, str]:
+        """The source cluster's system identifier (None where this role may not read it) and the
+        database's name: what a sync checks so that it never applies another source's rows."""
+        row = self.conn.execute("SELECT current_database()").fetchone()
+        assert row is not None
+        database = str(row[0])
+        try:
+            with self.conn.transaction():
+                ident = self.conn.execute(
+                    "SELECT system_identifier::text FROM pg_control_system()").fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            return None, database
+        return (str(ident[0]) if ident else None), database
 
     def close(self) -> None:
         self.conn.rollback()
@@ -85,6 +107,7 @@ class SourceSnapshot:
     def reader(self) -> Iterator[psycopg.Connection]:
         """A further source session that sees exactly the same data."""
         with connect(self.source_url, purpose="source", read_only=True) as conn:
+            conn.execute(FIXED_DATESTYLE)
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
                 sql.Literal(self.snapshot_id)))
@@ -125,7 +148,7 @@ def require_legacy_tables(conn: psycopg.Connection, tables: tuple[str, ...] | No
         raise PreconditionFailed(f"the source is not the legacy database: it lacks {shown}", hint)
 
 
-def _stage_ddl(table: str) -> sql.Composed:
+def stage_ddl(table: str) -> sql.Composed:
     columns = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
         for name, kind in LEGACY_COLUMNS[table])
@@ -133,16 +156,53 @@ def _stage_ddl(table: str) -> sql.Composed:
         sql.Identifier(STAGE_SCHEMA), sql.Identifier(table), columns)
 
 
-def _select_from_source(table: str, ranged: bool) -> sql.Composed:
-    columns = sql.SQL(", ").join(
+def _source_columns(table: str) -> sql.Composed:
+    """The staged columns as the source computes them: each legacy column cast to its type."""
+    return sql.SQL(", ").join(
         sql.SQL("{}::{}").format(sql.Identifier(name), sql.SQL(kind))
         for name, kind in LEGACY_COLUMNS[table])
+
+
+def _source_relation(table: str) -> sql.Composed:
+    return sql.SQL("public.{}").format(sql.Identifier(table))
+
+
+def _select_from_source(table: str, ranged: bool) -> sql.Composed:
     where = sql.SQL(" WHERE id >= %(low)s AND id < %(high)s") if ranged else sql.SQL("")
-    return sql.SQL("COPY (SELECT {} FROM public.{}{}) TO STDOUT (FORMAT binary)").format(
-        columns, sql.Identifier(table), where)
+    return sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT binary)").format(
+        _source_columns(table), _source_relation(table), where)
 
 
-def _copy_into(target: psycopg.Connection, table: str) -> sql.Composed:
+def row_hash_of(columns: sql.Composable) -> sql.Composed:
+    """A 64-bit hash of one staged row. Computed by the source over its cast columns and by the
+    target over the staged ones, it is the same number for the same values: both render the row
+    as text with the same output functions (the sessions fix DateStyle) and hash it alike."""
+    return sql.SQL("hashtextextended(ROW({})::text, 0)").format(columns)
+
+
+def source_row_hashes(table: str) -> sql.Composed:
+    """COPY out (id, row hash) of every row of a legacy table, as the source holds it now."""
+    return sql.SQL("COPY (SELECT id::bigint, {} FROM {}) TO STDOUT (FORMAT binary)").format(
+        row_hash_of(_source_columns(table)), _source_relation(table))
+
+
+def staged_row_hash(table: str, alias: str) -> sql.Composed:
+    """The same hash over stage.<table>'s row `alias`."""
+    return row_hash_of(sql.SQL(", ").join(
+        sql.Identifier(alias, name) for name, _ in LEGACY_COLUMNS[table]))
+
+
+def source_rows_by_id(table: str) -> sql.Composed:
+    """COPY out the staged columns of the rows whose ids are in the array %(ids)s."""
+    return sql.SQL("COPY (SELECT {} FROM {} WHERE id = ANY(%(ids)s)) TO STDOUT "
+                   "(FORMAT binary)").format(_source_columns(table), _source_relation(table))
+
+
+def source_rows(table: str) -> sql.Composed:
+    return _select_from_source(table, False)
+
+
+def copy_into_stage(table: str) -> sql.Composed:
     return sql.SQL("COPY {}.{} FROM STDIN (FORMAT binary)").format(
         sql.Identifier(STAGE_SCHEMA), sql.Identifier(table))
 
@@ -152,10 +212,18 @@ def _pipe(source: psycopg.Connection, target: psycopg.Connection, table: str,
     with source.cursor() as out_cur, target.cursor() as in_cur:
         statement = _select_from_source(table, params is not None)
         with out_cur.copy(statement, params) as copy_out, \
-                in_cur.copy(_copy_into(target, table)) as copy_in:
+                in_cur.copy(copy_into_stage(table)) as copy_in:
             for chunk in copy_out:
                 copy_in.write(chunk)
         return max(out_cur.rowcount, 0)
+
+
+def record_mirror(conn: psycopg.Connection, table: str, rows: int) -> None:
+    """Note how many rows stage.<table> holds: a sync compares, to tell a staged copy that a
+    server crash emptied (stage tables are UNLOGGED) from a source that has no rows."""
+    conn.execute("INSERT INTO migration.mirror_state (table_name, rows) VALUES (%s, %s) "
+                 "ON CONFLICT (table_name) DO UPDATE SET rows = excluded.rows, "
+                 "staged_at = clock_timestamp()", [table, rows])
 
 
 def stage_tables(snapshot: SourceSnapshot, target_url: str, tables: tuple[str, ...], *,
@@ -168,7 +236,7 @@ def stage_tables(snapshot: SourceSnapshot, target_url: str, tables: tuple[str, .
         for table in tables:
             target.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(
                 sql.Identifier(STAGE_SCHEMA), sql.Identifier(table)))
-            target.execute(_stage_ddl(table))
+            target.execute(stage_ddl(table))
     for table in tables:
         require_legacy_tables(snapshot.conn, (table,))
         bounds = snapshot.conn.execute(sql.SQL(
@@ -188,6 +256,7 @@ def stage_tables(snapshot: SourceSnapshot, target_url: str, tables: tuple[str, .
         with connect(target_url, purpose="target", autocommit=True) as target:
             target.execute(sql.SQL("ANALYZE {}.{}").format(
                 sql.Identifier(STAGE_SCHEMA), sql.Identifier(table)))
+            record_mirror(target, table, rows)
         results.append(StageResult(table, rows))
     return results
 

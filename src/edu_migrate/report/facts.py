@@ -220,6 +220,10 @@ class ReportData:
     checksums: list[Checksum]
     marks: list[MarkDistribution]
     collect_seconds: float = 0.0
+    # The catch-up: syncs after the migration, and the cutover's downtime window (run_log).
+    syncs: int = 0
+    last_sync: dict[str, Any] | None = None
+    cutover: dict[str, Any] | None = None
 
     @property
     def phases_done(self) -> list[int]:
@@ -279,6 +283,7 @@ class ReportData:
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "phases": [asdict(p) | {"rows_written": p.rows_written} for p in self.phases],
             "run_log": [asdict(e) for e in self.run_log],
+            "syncs": self.syncs, "last_sync": self.last_sync, "cutover": self.cutover,
             "validation": self.validation.to_dict(),
             "accounting": [asdict(a) for a in self.accounting],
             "set_aside": [asdict(g) for g in self.set_aside],
@@ -331,6 +336,17 @@ def _run_log(target: psycopg.Connection) -> list[RunEvent]:
                           for key, value in (migrated or detail).items())
         events.append(RunEvent(at, phase, str(event), shown))
     return events
+
+
+def _catch_up(target: psycopg.Connection) -> tuple[int, dict[str, Any] | None,
+                                                   dict[str, Any] | None]:
+    """How many syncs ran, the last one, and the last cutover's window."""
+    syncs = target.execute("SELECT count(*), (array_agg(detail ORDER BY id DESC))[1] "
+                           "FROM migration.run_log WHERE event = 'sync'").fetchone()
+    cutover = target.execute("SELECT detail FROM migration.run_log WHERE event = 'cutover' "
+                             "ORDER BY id DESC LIMIT 1").fetchone()
+    return (int(syncs[0]) if syncs else 0, syncs[1] if syncs else None,
+            cutover[0] if cutover else None)
 
 
 def _accounting(report: ValidationReport) -> list[TableAccounting]:
@@ -451,5 +467,6 @@ def collect(snapshot: SourceSnapshot, target: psycopg.Connection, target_url: st
     if failures:
         raise failures[0]
     data.checksums = sums
+    data.syncs, data.last_sync, data.cutover = _catch_up(target)
     data.collect_seconds = (datetime.now(UTC) - started).total_seconds()
     return data

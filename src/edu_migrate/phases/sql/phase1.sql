@@ -93,8 +93,8 @@ INSERT INTO users (id, username, email, password_hash, password_algo, role, is_a
 SELECT id, final_username, final_email,
        CASE WHEN password_algo = 'md5' THEN lower(password_hash) ELSE password_hash END,
        password_algo, role, is_active = 1, migration.baku_time(last_login),
-       coalesce(migration.baku_time(created_at), migration.baku_time(updated_at), now()),
-       coalesce(migration.baku_time(updated_at), migration.baku_time(created_at), now())
+       coalesce(migration.baku_time(created_at), migration.baku_time(updated_at), migration.as_of()),
+       coalesce(migration.baku_time(updated_at), migration.baku_time(created_at), migration.as_of())
 FROM final_users;
 
 -- name: crosswalk_users
@@ -162,7 +162,7 @@ SELECT 'persons', source_id, 'birthdate', legacy_row ->> 'birthdate', NULL,
        CASE WHEN birth_date IS NULL THEN 'not a date: dropped' ELSE 'in the future: dropped' END, 1
 FROM prep_persons
 WHERE reject_reason IS NULL AND migration.clean_text(legacy_row ->> 'birthdate') IS NOT NULL
-  AND (birth_date IS NULL OR birth_date > current_date OR birth_date <= DATE '1900-01-01')
+  AND (birth_date IS NULL OR birth_date > migration.as_of_date() OR birth_date <= DATE '1900-01-01')
 UNION ALL
 SELECT 'persons', source_id, 'gender', legacy_row ->> 'gender', NULL,
        'unrecognised value: dropped', 1
@@ -186,9 +186,9 @@ WHERE reject_reason IS NULL AND pin !~ '^[0-9A-Z]{7}$';
 INSERT INTO persons (id, user_id, first_name, last_name, patronymic, birth_date, gender, pin,
                      phone, address, created_at)
 SELECT id, user_id, first_name, last_name, patronymic,
-       CASE WHEN birth_date > DATE '1900-01-01' AND birth_date <= current_date THEN birth_date END,
+       CASE WHEN birth_date > DATE '1900-01-01' AND birth_date <= migration.as_of_date() THEN birth_date END,
        gender, CASE WHEN pin ~ '^[0-9A-Z]{7}$' THEN pin END, phone, address,
-       coalesce(migration.baku_time(created_at), now())
+       coalesce(migration.baku_time(created_at), migration.as_of())
 FROM prep_persons WHERE reject_reason IS NULL;
 
 -- name: crosswalk_persons

@@ -137,7 +137,7 @@ INSERT INTO students (id, user_id, person_id, program_id, student_number, admiss
 SELECT id, user_id, person_id, program_id, final_number,
        CASE WHEN admission_year BETWEEN 1950 AND 2100 THEN admission_year END,
        status, CASE WHEN gpa BETWEEN 0 AND 100 THEN round(gpa, 2) END, group_name,
-       education_form, coalesce(migration.baku_time(created_at), now())
+       education_form, coalesce(migration.baku_time(created_at), migration.as_of())
 FROM final_students;
 
 -- name: crosswalk_students
@@ -215,7 +215,7 @@ FROM prep_teachers WHERE reject_reason IS NOT NULL;
 INSERT INTO migration.repairs (source_table, source_id, column_name, old_value, new_value, rule, phase)
 SELECT 'teachers', source_id, 'hire_date', legacy_row ->> 'hire_date', NULL,
        'in the future: dropped', 2
-FROM prep_teachers WHERE reject_reason IS NULL AND hire_date > current_date
+FROM prep_teachers WHERE reject_reason IS NULL AND hire_date > migration.as_of_date()
 UNION ALL
 SELECT 'teachers', source_id, 'person_id', legacy_row ->> 'person_id', person_id::text,
        'person missing: replaced by the person of the same user', 2
@@ -226,7 +226,7 @@ FROM prep_teachers WHERE reject_reason IS NULL AND person_repaired;
 INSERT INTO staff_members (id, user_id, person_id, organization_unit_id, position, position_title,
                            position_rank, academic_degree, hire_date, is_active)
 SELECT id, user_id, person_id, unit_id, position, position_title, rank, academic_degree,
-       CASE WHEN hire_date <= current_date THEN hire_date END, coalesce(is_active, 1) = 1
+       CASE WHEN hire_date <= migration.as_of_date() THEN hire_date END, coalesce(is_active, 1) = 1
 FROM prep_teachers WHERE reject_reason IS NULL;
 
 -- name: crosswalk_teachers

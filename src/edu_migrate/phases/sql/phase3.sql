@@ -105,5 +105,5 @@ ORDER BY 1;
 -- name: mark_current_term
 -- The current term is the latest one that has started.
 UPDATE academic_terms SET is_current = true
-WHERE id = (SELECT id FROM academic_terms WHERE start_date <= current_date
+WHERE id = (SELECT id FROM academic_terms WHERE start_date <= migration.as_of_date()
             ORDER BY start_date DESC LIMIT 1);

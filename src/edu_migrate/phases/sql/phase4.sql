@@ -88,7 +88,7 @@ INSERT INTO course_offerings (id, course_id, academic_term_id, section_code, ins
                               max_students, created_at)
 SELECT r.id, c.id, r.term_id, r.section_code, r.instructor_id,
        CASE WHEN r.max_students > 0 THEN r.max_students END,
-       coalesce(migration.baku_time(r.created_at), now())
+       coalesce(migration.baku_time(r.created_at), migration.as_of())
 FROM prep_runs r JOIN catalogue c ON c.code = r.code
 WHERE r.reject_reason IS NULL;
 

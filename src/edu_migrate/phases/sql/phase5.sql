@@ -1,4 +1,7 @@
 -- Phase 5: enrollments, assessments and marks. Needs phase 4 (offerings) and phase 2 (students).
+-- The rules run over the legacy rows in scope: scoped_course_students and scoped_grades are every
+-- staged row in a full run, and the rows a catch-up derives again in a sync (phases/sync.py);
+-- stage.course_students is read whole where a mark looks up its enrollment.
 -- Rules (docs/dirty-data.md lists them all): the same student enrolled twice in one run is
 -- merged into one enrollment (the completed one with a final score wins, then the oldest), the
 -- crosswalk maps both legacy ids to it and the merge is recorded; an enrollment whose student or
@@ -11,7 +14,7 @@
 
 -- name: found_enrollments
 -- say: Found {n} course enrollments to migrate
-SELECT count(*) FROM stage.course_students;
+SELECT count(*) FROM scoped_course_students;
 
 -- name: prepare_enrollments
 CREATE TEMP TABLE prep_enrollments ON COMMIT DROP AS
@@ -40,7 +43,7 @@ SELECT s.id AS source_id,
                  NOT IN ('enrolled', 'completed', 'failed', 'dropped')
               OR s.status IS NULL THEN 'unrecognised value: status'
        END AS reject_reason
-FROM stage.course_students s
+FROM scoped_course_students s
 LEFT JOIN migration.crosswalk_students xs ON xs.source_id = s.student_id
 LEFT JOIN migration.crosswalk_courses xc
        ON xc.source_id = s.course_id AND xc.target_table = 'course_offerings';
@@ -74,7 +77,7 @@ SELECT id, student_id, offering_id, status,
                 WHEN final_score >= 71 THEN 'C' WHEN final_score >= 61 THEN 'D'
                 WHEN final_score >= 51 THEN 'E' ELSE 'F' END
        END,
-       coalesce(migration.baku_time(enrolled_at), now())
+       coalesce(migration.baku_time(enrolled_at), migration.as_of())
 FROM final_enrollments WHERE source_id = survivor_source_id;
 
 -- name: record_enrollment_repairs
@@ -93,7 +96,7 @@ SELECT 'course_students', source_id, 'course_enrollments', id FROM final_enrollm
 
 -- name: found_grades
 -- say: \nFound {n} grades to migrate
-SELECT count(*) FROM stage.grades;
+SELECT count(*) FROM scoped_grades;
 
 -- name: analyze_enrollment_crosswalk
 -- Written above in this transaction: the planner needs its size to join 3 million marks to it.
@@ -125,7 +128,7 @@ SELECT q.source_id, q.enrollment_id, q.run_source_id, q.grade_type, q.score, q.i
        migration.derive_id('grades', q.source_id::text) AS id,
        q.assessment_id,
        coalesce(migration.baku_time(q.created_at), migration.baku_time(q.lesson_date::timestamp),
-                now()) AS created_at,
+                migration.as_of()) AS created_at,
        CASE WHEN q.enrollment_missing THEN 'enrollment missing'
             WHEN q.enrollment_id IS NULL THEN 'enrollment set aside'
             WHEN q.max_score IS NULL THEN 'unrecognised value: grade_type'
@@ -133,7 +136,7 @@ SELECT q.source_id, q.enrollment_id, q.run_source_id, q.grade_type, q.score, q.i
                 THEN 'unrecognised value: mark is not a number'
             WHEN q.score < 0 THEN 'mark is negative'
             WHEN q.score > q.max_score THEN 'mark exceeds the maximum of its type'
-            WHEN q.lesson_date > current_date THEN 'lesson_date in the future'
+            WHEN q.lesson_date > migration.as_of_date() THEN 'lesson_date in the future'
        END AS reject_reason
 FROM (
     -- A number is never an absence: the absence test cleans only what did not parse.
@@ -159,7 +162,7 @@ FROM (
                g.lesson_date, xt.target_id AS graded_by, g.created_at,
                e.id IS NULL AS enrollment_missing,
                ak.id AS assessment_id
-        FROM stage.grades g
+        FROM scoped_grades g
         LEFT JOIN (stage.course_students e
                    LEFT JOIN migration.crosswalk_course_students xe ON xe.source_id = e.id)
                ON e.id = g.course_student_id
@@ -174,20 +177,22 @@ FROM (
 -- name: reject_grades
 INSERT INTO migration.rejected_rows (source_table, source_id, reason, detail, phase)
 SELECT 'grades', p.source_id, p.reject_reason, to_jsonb(g), 5
-FROM stage.prepared_grades p JOIN stage.grades g ON g.id = p.source_id
+FROM stage.prepared_grades p JOIN scoped_grades g ON g.id = p.source_id
 WHERE p.reject_reason IS NOT NULL;
 
 -- name: record_mark_repairs
 -- Marks written with digits of another script ('٨', '８,５'): read as digits, recorded.
 INSERT INTO migration.repairs (source_table, source_id, column_name, old_value, new_value, rule, phase)
 WITH foreign_digits AS MATERIALIZED (
-    SELECT g.id, g.value FROM stage.grades g WHERE migration.has_foreign_digits(g.value)
+    SELECT g.id, g.value FROM scoped_grades g WHERE migration.has_foreign_digits(g.value)
 )
 SELECT 'grades', g.id, 'value', g.value, p.score::text, 'digits of another script read as digits', 5
 FROM foreign_digits g JOIN stage.prepared_grades p ON p.source_id = g.id
 WHERE p.reject_reason IS NULL AND NOT p.is_absent;
 
 -- name: migrate_assessments
+-- An assessment exists while it has a mark: the marks in scope add the ones they need (a sync
+-- finds some already there), and drop_assessments_without_marks removes the ones left empty.
 -- say: ✓ Created {n} assessments (one per offering and mark type)
 INSERT INTO assessments (id, course_offering_id, assessment_type, title, max_score)
 SELECT migration.derive_id('assessments', a.run_source_id || '/' || a.grade_type),
@@ -203,7 +208,8 @@ JOIN (VALUES
         '{"az": "Sərbəst iş", "ru": "Самостоятельная работа", "en": "Independent work"}'),
     (5, 'midterm', 20, '{"az": "Aralıq imtahanı", "ru": "Промежуточный экзамен", "en": "Midterm"}'),
     (6, 'final_exam', 50, '{"az": "Yekun imtahan", "ru": "Итоговый экзамен", "en": "Final exam"}')
-) t (grade_type, assessment_type, max_score, title) ON t.grade_type = a.grade_type;
+) t (grade_type, assessment_type, max_score, title) ON t.grade_type = a.grade_type
+ON CONFLICT (id) DO NOTHING;
 
 -- name: migrate_grades
 -- say: ✓ Migrated {n} grades successfully
@@ -218,6 +224,11 @@ FROM stage.prepared_grades WHERE reject_reason IS NULL;
 INSERT INTO migration.crosswalk_grades (source_table, source_id, target_table, target_id)
 SELECT 'grades', source_id, 'grades', id
 FROM stage.prepared_grades WHERE reject_reason IS NULL;
+
+-- name: drop_assessments_without_marks
+-- touched_assessments: those whose marks this run removed (none in a full run, which starts empty).
+DELETE FROM assessments a USING touched_assessments t
+WHERE a.id = t.id AND NOT EXISTS (SELECT 1 FROM grades g WHERE g.assessment_id = a.id);
 
 -- name: drop_prepared_grades
 DROP TABLE stage.prepared_grades;

@@ -1,0 +1,160 @@
+"""`edu-migrate cutover`: the downtime window, as short as the last delta.
+
+While the old LMS runs, `sync` rounds bring edu_v2 close to the source. Then the source is frozen
+(the guide's `default_transaction_read_only = on`), the sessions that were open before the freeze
+are waited for (that setting binds only new sessions: an open session can still write), a last sync
+applies what remains, and validation proves the result. The window is measured from the freeze to
+the validated result and recorded in migration.run_log (event `cutover`). Any failure unfreezes
+the source: the applications stay on edu.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from edu_migrate.errors import MigrationError, PreconditionFailed
+from edu_migrate.pg.connect import APPLICATION_NAME, connect
+from edu_migrate.pg.freeze import set_frozen
+from edu_migrate.phases.sync import SyncResult
+from edu_migrate.reporting import Reporter
+
+# Sessions of the source database that were open before the freeze, other than edu-migrate's own:
+# they can still write.
+_OPEN_BEFORE = """
+SELECT pid, coalesce(nullif(application_name, ''), usename::text, '?'), state,
+       backend_xid IS NOT NULL AS writing
+FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+  AND backend_start < %s AND application_name NOT LIKE %s
+ORDER BY pid
+"""
+
+
+@dataclass
+class Round:
+    rows: int
+    seconds: float
+
+
+@dataclass
+class CutoverResult:
+    rounds: list[Round] = field(default_factory=list)
+    frozen_at: datetime | None = None
+    writers_waited_seconds: float = 0.0
+    writers_terminated: int = 0
+    final_rows: int = 0
+    final_sync_seconds: float = 0.0
+    validation_seconds: float = 0.0
+    window_seconds: float = 0.0
+    as_of: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["frozen_at"] = self.frozen_at.isoformat() if self.frozen_at else None
+        data["as_of"] = self.as_of.isoformat() if self.as_of else None
+        return data
+
+
+@dataclass(frozen=True)
+class Steps:
+    """What a cutover does, as calls: the API passes its own sync and validation."""
+    sync: Callable[[datetime | None], SyncResult]
+    validate: Callable[[], None]
+
+
+def cutover(source_url: str, target_url: str, steps: Steps, reporter: Reporter, *,
+            as_of: datetime | None, max_rounds: int, settle_rows: int,
+            writer_timeout: float, terminate_writers: bool) -> CutoverResult:
+    result = CutoverResult()
+    previous: int | None = None
+    for number in range(1, max_rounds + 1):
+        synced = steps.sync(as_of)
+        result.rounds.append(Round(synced.changed_rows, round(synced.seconds, 2)))
+        reporter.line(f"Round {number}: {synced.changed_rows:,} changed rows applied in "
+                      f"{synced.seconds:.1f}s")
+        if synced.changed_rows <= settle_rows or (previous is not None
+                                                  and synced.changed_rows >= previous):
+            break
+        previous = synced.changed_rows
+    frozen = time.perf_counter()
+    set_frozen(source_url, True)
+    result.frozen_at = _server_now(source_url)
+    reporter.line(f"Froze the source at {result.frozen_at.isoformat()}: the downtime window "
+                  "starts")
+    try:
+        _settle_writers(source_url, result, reporter, writer_timeout, terminate_writers)
+        started = time.perf_counter()
+        final = steps.sync(as_of)
+        result.final_rows, result.as_of = final.changed_rows, final.as_of
+        result.final_sync_seconds = round(time.perf_counter() - started, 2)
+        reporter.line(f"Last sync: {final.changed_rows:,} changed rows in "
+                      f"{result.final_sync_seconds:.1f}s")
+        started = time.perf_counter()
+        steps.validate()
+        result.validation_seconds = round(time.perf_counter() - started, 2)
+        result.window_seconds = round(time.perf_counter() - frozen, 2)
+        _record(target_url, result)
+    except (MigrationError, psycopg.Error) as exc:
+        set_frozen(source_url, False)
+        cause = exc.message if isinstance(exc, MigrationError) else str(exc).strip()
+        raise MigrationError(
+            f"cutover aborted, the source is writable again and the applications stay on edu: "
+            f"{cause.splitlines()[0] if cause else type(exc).__name__}",
+            "fix the cause, then run `edu-migrate cutover` again") from exc
+    reporter.line(f"Downtime window: {result.window_seconds:.1f}s from the freeze to the "
+                  f"validated result ({result.final_rows:,} rows in the last delta). The source "
+                  "stays read-only: point the applications at edu_v2.")
+    return result
+
+
+def _server_now(url: str) -> datetime:
+    with connect(url, purpose="source", read_only=True) as conn:
+        row = conn.execute("SELECT clock_timestamp()").fetchone()
+        assert row is not None
+        return row[0]  # type: ignore[no-any-return]
+
+
+def _settle_writers(source_url: str, result: CutoverResult, reporter: Reporter,
+                    timeout: float, terminate: bool) -> None:
+    """Wait until no session opened before the freeze is left (or end them): only then can no
+    write reach the source after the last sync's snapshot."""
+    assert result.frozen_at is not None
+    started = time.perf_counter()
+    with connect(source_url, purpose="source", autocommit=True, read_only=True) as conn:
+        while True:
+            sessions = conn.execute(_OPEN_BEFORE,
+                                    [result.frozen_at, f"{APPLICATION_NAME}%"]).fetchall()
+            if not sessions:
+                break
+            if terminate:
+                for pid, who, _, _ in sessions:
+                    conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+                    reporter.line(f"Ended session {pid} ({who}), open since before the freeze")
+                result.writers_terminated += len(sessions)
+                continue
+            waited = time.perf_counter() - started
+            if waited >= timeout:
+                writing = sum(1 for s in sessions if s[3])
+                shown = ", ".join(f"{pid} ({who}, {state})" for pid, who, state, _ in sessions[:5])
+                raise PreconditionFailed(
+                    f"{len(sessions)} sessions opened before the freeze are still connected to "
+                    f"the source after {timeout:.0f}s ({writing} in a write transaction): "
+                    f"{shown}",
+                    "stop the applications, or use --terminate-writers to end those sessions")
+            time.sleep(0.2)
+    result.writers_waited_seconds = round(time.perf_counter() - started, 2)
+
+
+def _record(target_url: str, result: CutoverResult) -> None:
+    with connect(target_url, purpose="target") as conn:
+        conn.execute("INSERT INTO migration.run_log (event, detail) VALUES ('cutover', %s)",
+                     [Jsonb({key: value for key, value in result.to_dict().items()
+                             if key != "rounds"} | {"rounds": len(result.rounds)})])
+        conn.commit()

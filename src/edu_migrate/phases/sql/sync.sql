@@ -1,0 +1,122 @@
+-- The catch-up's scope: which legacy rows of phase 5 a sync derives again.
+-- Phases 1–4 (small tables, group rules throughout) are derived again whole when anything they
+-- read changed; phase 5 only for the rows in scope. A row is in scope when it changed, when a row
+-- its outcome depends on came out differently (its student, its course run, its teacher, its
+-- enrollment), when the as-of time moved across one of its dates, or when it shares a group with
+-- such a row (two enrollments of one student in one run are merged). Every other row would come
+-- out exactly as it is, so it is left alone. Reads delta_<table> (ids inserted, updated or deleted
+-- in the source) and old_<table> (those rows as they were), which the sync has built.
+
+-- name: dependencies_before
+-- What phase 5 reads of phases 2 and 4, per legacy id: its target, or none when set aside.
+CREATE TEMP TABLE dependencies_before ON COMMIT DROP AS
+SELECT source_table, source_id, target_id FROM migration.crosswalk
+WHERE source_table IN ('students', 'teachers')
+   OR (source_table = 'courses' AND target_table = 'course_offerings')
+UNION ALL
+SELECT source_table, source_id, NULL FROM migration.rejected_rows
+WHERE source_table IN ('students', 'teachers', 'courses');
+
+-- name: dependencies_after
+CREATE TEMP TABLE dependencies_after ON COMMIT DROP AS
+SELECT source_table, source_id, target_id FROM migration.crosswalk
+WHERE source_table IN ('students', 'teachers')
+   OR (source_table = 'courses' AND target_table = 'course_offerings')
+UNION ALL
+SELECT source_table, source_id, NULL FROM migration.rejected_rows
+WHERE source_table IN ('students', 'teachers', 'courses');
+
+-- name: changed_dependencies
+CREATE TEMP TABLE changed_dependencies ON COMMIT DROP AS
+SELECT DISTINCT source_table, source_id FROM (
+    (SELECT * FROM dependencies_before EXCEPT SELECT * FROM dependencies_after)
+    UNION ALL
+    (SELECT * FROM dependencies_after EXCEPT SELECT * FROM dependencies_before)
+) d;
+
+-- name: scope_course_students
+CREATE TEMP TABLE scope_course_students ON COMMIT DROP AS
+WITH seed AS (
+    SELECT id FROM delta_course_students
+    UNION
+    SELECT s.id FROM stage.course_students s
+    JOIN changed_dependencies d ON d.source_table = 'students' AND d.source_id = s.student_id
+    UNION
+    SELECT s.id FROM stage.course_students s
+    JOIN changed_dependencies d ON d.source_table = 'courses' AND d.source_id = s.course_id
+    UNION
+    -- a missing enrollment time is the as-of time
+    SELECT s.id FROM stage.course_students s
+    WHERE s.enrolled_at IS NULL AND migration.as_of_moved()
+), touched_groups AS (
+    SELECT s.student_id, s.course_id FROM stage.course_students s JOIN seed USING (id)
+    UNION
+    SELECT o.student_id, o.course_id FROM old_course_students o
+)
+SELECT id FROM seed
+UNION
+SELECT s.id FROM stage.course_students s
+JOIN touched_groups g ON g.student_id = s.student_id AND g.course_id = s.course_id;
+
+-- name: scope_grades
+CREATE TEMP TABLE scope_grades ON COMMIT DROP AS
+SELECT id FROM delta_grades
+UNION
+SELECT g.id FROM stage.grades g JOIN scope_course_students s ON s.id = g.course_student_id
+UNION
+SELECT g.id FROM stage.grades g
+JOIN changed_dependencies d ON d.source_table = 'teachers' AND d.source_id = g.teacher_id
+UNION
+-- a mark with no time of its own takes the as-of time; one dated after it is set aside
+SELECT g.id FROM stage.grades g
+WHERE migration.as_of_moved()
+  AND ((g.created_at IS NULL AND g.lesson_date IS NULL)
+       OR g.lesson_date > (least(migration.previous_as_of(), migration.as_of())
+                           AT TIME ZONE 'Asia/Baku')::date);
+
+-- name: analyze_scope
+ANALYZE scope_course_students;
+
+-- name: analyze_grade_scope
+ANALYZE scope_grades;
+
+-- name: clear_enrollments_in_scope
+DELETE FROM course_enrollments e
+USING migration.crosswalk_course_students x, scope_course_students s
+WHERE x.source_id = s.id AND e.id = x.target_id;
+
+-- name: clear_enrollment_records_in_scope
+WITH crosswalk AS (
+    DELETE FROM migration.crosswalk_course_students x USING scope_course_students s
+    WHERE x.source_id = s.id RETURNING 1
+), rejected AS (
+    DELETE FROM migration.rejected_rows r USING scope_course_students s
+    WHERE r.source_table = 'course_students' AND r.source_id = s.id RETURNING 1
+), repaired AS (
+    DELETE FROM migration.repairs r USING scope_course_students s
+    WHERE r.source_table = 'course_students' AND r.source_id = s.id RETURNING 1
+)
+SELECT (SELECT count(*) FROM crosswalk) + (SELECT count(*) FROM rejected)
+     + (SELECT count(*) FROM repaired);
+
+-- name: clear_grades_in_scope
+-- The assessments these marks belonged to may lose their last mark: phase 5 checks them.
+WITH gone AS (
+    DELETE FROM grades g USING migration.crosswalk_grades x, scope_grades s
+    WHERE x.source_id = s.id AND g.id = x.target_id RETURNING g.assessment_id
+)
+INSERT INTO touched_assessments (id) SELECT DISTINCT assessment_id FROM gone;
+
+-- name: clear_grade_records_in_scope
+WITH crosswalk AS (
+    DELETE FROM migration.crosswalk_grades x USING scope_grades s
+    WHERE x.source_id = s.id RETURNING 1
+), rejected AS (
+    DELETE FROM migration.rejected_rows r USING scope_grades s
+    WHERE r.source_table = 'grades' AND r.source_id = s.id RETURNING 1
+), repaired AS (
+    DELETE FROM migration.repairs r USING scope_grades s
+    WHERE r.source_table = 'grades' AND r.source_id = s.id RETURNING 1
+)
+SELECT (SELECT count(*) FROM crosswalk) + (SELECT count(*) FROM rejected)
+     + (SELECT count(*) FROM repaired);

@@ -1,0 +1,367 @@
+"""The catch-up: bring a migrated edu_v2 up to date with the source as it is now.
+
+The source is only read, from one new snapshot; nothing is installed there and no replication is
+needed. The stage schema of the target keeps the legacy rows the target was last derived from (the
+mirror). A sync:
+
+1. finds the rows inserted, changed and deleted since: the source hashes every row of a table
+   (id, 64-bit hash of its staged columns) and the target compares them with the mirror's own
+   hashes, then fetches only the rows that differ and updates the mirror;
+2. derives again, with the phases' own SQL, what those rows decide. Phases 1–4 (small tables, with
+   group rules throughout) are derived again whole when anything they read changed; phase 5 only
+   for the rows in scope (phases/sql/sync.sql): rows that changed, rows whose student, course run,
+   teacher or enrollment came out differently, rows whose dates the as-of time moved across, and
+   the rest of their duplicate groups;
+3. commits all of it, mirror included, in one transaction: a killed sync leaves edu_v2 and the
+   mirror as the last sync left them, and the same command starts over.
+
+Derived ids come from legacy ids, so a row derived again keeps its UUID; foreign keys are checked
+at commit. The result equals a full migration of the source as it is now, at the same as-of time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from edu_migrate.errors import PreconditionFailed
+from edu_migrate.pg.connect import connect
+from edu_migrate.phases import sqlfile
+from edu_migrate.phases.runner import (
+    PHASES,
+    RUN_ORDER,
+    SCOPED_PHASE,
+    define_scope,
+    phase_states,
+    run_statements,
+    set_session,
+)
+from edu_migrate.phases.staging import (
+    FIXED_DATESTYLE,
+    LEGACY_COLUMNS,
+    STAGE_SCHEMA,
+    SourceSnapshot,
+    copy_into_stage,
+    source_row_hashes,
+    source_rows,
+    source_rows_by_id,
+    stage_ddl,
+    staged_row_hash,
+)
+from edu_migrate.reporting import Reporter
+from edu_migrate.security.audit import record_bulk_event, row_audit_paused
+
+SYNC_SQL = "sync.sql"
+
+# Indexes on the mirror that the scope's look-ups need, built by the first sync (not by a full
+# run, which never looks rows up by them).
+MIRROR_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
+    **{table: (("id",),) for table in LEGACY_COLUMNS},
+    "course_students": (("id",), ("student_id", "course_id"), ("course_id",)),
+    "grades": (("id",), ("course_student_id",), ("teacher_id",)),
+}
+
+
+@dataclass
+class TableChanges:
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.updated + self.deleted
+
+
+@dataclass
+class SyncResult:
+    as_of: datetime
+    previous_as_of: datetime | None
+    snapshot_at: datetime
+    seconds: float = 0.0
+    whole: bool = False
+    changes: dict[str, TableChanges] = field(default_factory=dict)
+    # What was derived again: phases 1–4 whole ("phase N": 1), phase 5 by legacy rows in scope.
+    recomputed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def changed_rows(self) -> int:
+        return sum(c.total for c in self.changes.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"as_of": self.as_of.isoformat(),
+                "previous_as_of": self.previous_as_of.isoformat() if self.previous_as_of
+                else None,
+                "snapshot_at": self.snapshot_at.isoformat(),
+                "seconds": round(self.seconds, 3), "whole": self.whole,
+                "changed_rows": self.changed_rows,
+                "changes": {t: asdict(c) for t, c in self.changes.items()},
+                "recomputed": self.recomputed}
+
+
+def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
+         batch_size: int, reporter: Reporter) -> SyncResult:
+    started = time.perf_counter()
+    with connect(target_url, purpose="target") as conn:
+        previous = _require_synchronisable(conn, snapshot)
+        conn.commit()
+        _index_mirror(conn, reporter)
+        result = SyncResult(as_of=as_of or snapshot.taken_at, previous_as_of=previous,
+                            snapshot_at=snapshot.taken_at)
+        # The sync moves the as-of time; set_session hands it to migration.as_of().
+        conn.execute("UPDATE migration.state SET as_of = %s", [result.as_of])
+        set_session(conn)
+        conn.execute("SELECT set_config('edu_migrate.previous_as_of', %s, true)",
+                     [previous.isoformat() if previous else ""])
+        conn.execute("SET CONSTRAINTS ALL DEFERRED")
+        conn.execute(FIXED_DATESTYLE.replace("SET ", "SET LOCAL ", 1))
+        result.whole = _mirror_lost(conn)
+        if result.whole:
+            reporter.warn("the staged copy of the source is gone (the target server restarted "
+                          "after a crash): this sync reads every row and derives all again")
+        for table in LEGACY_COLUMNS:
+            with reporter.progress(f"changes in {table}", None) as advance:
+                result.changes[table] = _take_changes(conn, snapshot, table, result.whole,
+                                                      batch_size)
+                advance(result.changes[table].total)
+        result.recomputed = _derive_again(conn, result, reporter)
+        _record(conn, result, time.perf_counter() - started)
+        conn.commit()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def last_sync(conn: psycopg.Connection) -> dict[str, Any] | None:
+    """The last sync: when, as of when, from which snapshot, the rows it applied per table."""
+    row = conn.execute(
+        "SELECT finished_at, seconds, as_of, snapshot_at, changed_rows, "
+        "clock_timestamp() - snapshot_at FROM migration.sync_runs "
+        "ORDER BY id DESC LIMIT 1").fetchone()
+    if row is None:
+        return None
+    applied = {table: sum(changes.values()) for table, changes in row[4].items()
+               if sum(changes.values())}
+    return {"finished_at": row[0].isoformat(), "seconds": round(row[1], 2),
+            "as_of": row[2].isoformat() if row[2] else None,
+            "snapshot_at": row[3].isoformat(), "rows_applied": applied,
+            # edu_v2 holds the source as it was at the snapshot: that long ago at most
+            "behind_seconds": round(row[5].total_seconds())}
+
+
+def _require_synchronisable(conn: psycopg.Connection,
+                            snapshot: SourceSnapshot) -> datetime | None:
+    """Refuse a target that no completed migration of this source produced; return its as-of."""
+    states = phase_states(conn)
+    pending = [n for n in RUN_ORDER if states.get(n) != "done"]
+    if pending:
+        raise PreconditionFailed(
+            f"sync needs a completed migration, and phase {pending[0]} is not done",
+            "run `edu-migrate migrate --all` first; sync then brings it up to date")
+    row = conn.execute("SELECT source_system_id, source_database, as_of "
+                       "FROM migration.state").fetchone()
+    assert row is not None
+    recorded_system, recorded_database, previous = row
+    system_id, database = snapshot.identity()
+    other_system = None not in (recorded_system, system_id) and recorded_system != system_id
+    if other_system or (recorded_database is not None and recorded_database != database):
+        raise PreconditionFailed(
+            f"the target was migrated from database {recorded_database} (system "
+            f"{recorded_system or 'unknown'}), not from this source's {database} (system "
+            f"{system_id or 'unknown'})",
+            "point --source at the database the target was migrated from, or start over with "
+            "`edu-migrate rollback --all` and `migrate --all`")
+    return previous  # type: ignore[no-any-return]
+
+
+def _index_mirror(conn: psycopg.Connection, reporter: Reporter) -> None:
+    """The first sync indexes the mirror for its look-ups; later ones find the indexes there."""
+    for table, keys in MIRROR_INDEXES.items():
+        for columns in keys:
+            name = f"{table}_{'_'.join(columns)}_idx"
+            started = time.perf_counter()
+            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} ({})").format(
+                sql.Identifier(name), sql.Identifier(STAGE_SCHEMA), sql.Identifier(table),
+                sql.SQL(", ").join(map(sql.Identifier, columns))))
+            reporter.step(f"index mirror {name}", time.perf_counter() - started, 0)
+    conn.commit()
+
+
+def _mirror_lost(conn: psycopg.Connection) -> bool:
+    """True when a stage table that held rows is empty now: a crash emptied the UNLOGGED mirror."""
+    recorded: dict[str, int] = {str(r[0]): int(r[1]) for r in conn.execute(
+        "SELECT table_name, rows FROM migration.mirror_state").fetchall()}
+    for table in LEGACY_COLUMNS:
+        rows = recorded.get(table)
+        if rows is None:
+            return True
+        if rows > 0:
+            row = conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {}.{})").format(
+                sql.Identifier(STAGE_SCHEMA), sql.Identifier(table))).fetchone()
+            if row and row[0]:
+                return True
+    return False
+
+
+def _pipe(snapshot: SourceSnapshot, conn: psycopg.Connection, copy_out_of: sql.Composed,
+          copy_into: sql.Composed, params: dict[str, Any] | None = None) -> int:
+    """Stream one COPY out of the snapshot into one COPY of the sync's transaction."""
+    with snapshot.conn.cursor() as out_cur, conn.cursor() as in_cur, \
+            out_cur.copy(copy_out_of, params) as copy_out, in_cur.copy(copy_into) as copy_in:
+        for chunk in copy_out:
+            copy_in.write(chunk)
+    return max(out_cur.rowcount, 0)
+
+
+def _take_changes(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str, whole: bool,
+                  batch_size: int) -> TableChanges:
+    """Bring stage.<table> to the snapshot's rows; leave delta_<table> (the ids that changed)
+    and old_<table> (those rows as the mirror held them) for the scope."""
+    stage = sql.Identifier(STAGE_SCHEMA, table)
+    delta, old = sql.Identifier(f"delta_{table}"), sql.Identifier(f"old_{table}")
+    if whole:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage))
+        conn.execute(stage_ddl(table))
+        copied = _pipe(snapshot, conn, source_rows(table), copy_into_stage(table))
+        # Everything is in scope: the rows there are, and every row derived from before.
+        conn.execute(sql.SQL(
+            "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT id, 'inserted'::text AS change "
+            "FROM {} UNION SELECT source_id, 'deleted' FROM migration.crosswalk "
+            "WHERE source_table = %(t)s UNION SELECT source_id, 'deleted' "
+            "FROM migration.rejected_rows WHERE source_table = %(t)s").format(delta, stage),
+            {"t": table})
+        conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(old, stage))
+        return TableChanges(inserted=copied)
+    keys = sql.Identifier(f"source_keys_{table}")
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} (id bigint, row_hash bigint) ON COMMIT DROP")
+                 .format(keys))
+    _pipe(snapshot, conn, source_row_hashes(table),
+          sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(keys))
+    _require_unique_ids(conn, snapshot, table, keys)
+    conn.execute(sql.SQL(
+        "CREATE TEMP TABLE {delta} ON COMMIT DROP AS "
+        "SELECT coalesce(k.id, m.id) AS id, CASE WHEN m.id IS NULL THEN 'inserted' "
+        "WHEN k.id IS NULL THEN 'deleted' ELSE 'updated' END AS change "
+        "FROM {keys} k FULL JOIN (SELECT s.id, {hash} AS row_hash FROM {stage} s) m "
+        "ON m.id = k.id WHERE k.row_hash IS DISTINCT FROM m.row_hash").format(
+            delta=delta, keys=keys, hash=staged_row_hash(table, "s"), stage=stage))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT s.* FROM {} s "
+                         "JOIN {} d USING (id)").format(old, stage, delta))
+    conn.execute(sql.SQL("DELETE FROM {} s USING {} d WHERE s.id = d.id").format(stage, delta))
+    counts: dict[str, int] = {str(r[0]): int(r[1]) for r in conn.execute(
+        sql.SQL("SELECT change, count(*) FROM {} GROUP BY change").format(delta)).fetchall()}
+    wanted = [int(r[0]) for r in conn.execute(sql.SQL(
+        "SELECT id FROM {} WHERE change <> 'deleted' ORDER BY id").format(delta))]
+    for start in range(0, len(wanted), batch_size):
+        _pipe(snapshot, conn, source_rows_by_id(table), copy_into_stage(table),
+              {"ids": wanted[start:start + batch_size]})
+    conn.execute(sql.SQL("ANALYZE {}").format(delta))
+    return TableChanges(inserted=int(counts.get("inserted", 0)),
+                        updated=int(counts.get("updated", 0)),
+                        deleted=int(counts.get("deleted", 0)))
+
+
+def _require_unique_ids(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
+                        keys: sql.Identifier) -> None:
+    """A table whose ids repeat cannot be followed by id: refuse before anything is applied."""
+    row = snapshot.conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+        "AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass(%s) AND i.indisunique "
+        "AND i.indnkeyatts = 1 AND i.indpred IS NULL AND a.attname = 'id')",
+        [f"public.{table}"]).fetchone()
+    if row and row[0]:
+        return
+    twice = conn.execute(sql.SQL("SELECT id FROM {} GROUP BY id HAVING count(*) > 1 LIMIT 1")
+                         .format(keys)).fetchone()
+    if twice:
+        raise PreconditionFailed(
+            f"the source table {table} holds id {twice[0]} more than once: its ids are no "
+            "longer unique, so its rows cannot be followed",
+            f"make {table}.id unique again in the source (nothing was applied), then run "
+            "sync again")
+
+
+def _derive_again(conn: psycopg.Connection, result: SyncResult,
+                  reporter: Reporter) -> dict[str, int]:
+    quiet = Reporter()  # the phases' own lines describe a full run; a sync reports its totals
+    statements = {s.name: s for s in sqlfile.load(SYNC_SQL)}
+    moved = result.previous_as_of != result.as_of
+    recomputed: dict[str, int] = {}
+    writes = [t for n in RUN_ORDER for t in PHASES[n].writes]
+    with row_audit_paused(conn, writes):
+        conn.execute(statements["dependencies_before"].text)
+        redone: set[int] = set()
+        for number in RUN_ORDER:
+            phase = PHASES[number]
+            if number == SCOPED_PHASE:
+                continue
+            if not (result.whole or moved or redone.intersection(phase.needs)
+                    or any(result.changes[t].total for t in phase.reads)):
+                continue
+            started = time.perf_counter()
+            _delete_derived(conn, number)
+            for build_lookup in phase.lookups:
+                build_lookup(conn)
+            run_statements(conn, phase.sql_file, quiet)
+            redone.add(number)
+            recomputed[f"phase {number}"] = 1
+            reporter.step(f"sync: phase {number} derived again", time.perf_counter() - started, 0)
+        phase = PHASES[SCOPED_PHASE]
+        for name, statement in statements.items():
+            if name == "dependencies_before":
+                continue
+            if name == "clear_enrollments_in_scope":
+                define_scope(conn, phase, scoped=True)
+            started = time.perf_counter()
+            cursor = conn.execute(statement.text)
+            reporter.step(f"sync: {name}", time.perf_counter() - started,
+                          max(cursor.rowcount, 0))
+        for table in phase.reads:
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+                sql.Identifier(f"scope_{table}"))).fetchone()
+            recomputed[table] = int(row[0]) if row else 0
+        run_statements(conn, phase.sql_file, quiet)
+        # Check the foreign keys now, while every row is back: the audit triggers can only be
+        # switched on again when no check is pending.
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    return recomputed
+
+
+def _delete_derived(conn: psycopg.Connection, number: int) -> None:
+    """What phase `number` derived, gone, so that it can be derived again in this transaction.
+    DELETE, not TRUNCATE: the rows of later phases that point here stay, and find their
+    targets again, under the same ids, when the sync commits."""
+    phase = PHASES[number]
+    for table in phase.writes:
+        conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
+    for partition in phase.crosswalk_partitions:
+        conn.execute(sql.SQL("DELETE FROM migration.{}").format(
+            sql.Identifier(f"crosswalk_{partition}")))
+    conn.execute("DELETE FROM migration.rejected_rows WHERE phase = %s", [number])
+    conn.execute("DELETE FROM migration.repairs WHERE phase = %s", [number])
+
+
+def _record(conn: psycopg.Connection, result: SyncResult, seconds: float) -> None:
+    for table, changes in result.changes.items():
+        conn.execute(
+            "INSERT INTO migration.mirror_state (table_name, rows) VALUES (%s, %s) "
+            "ON CONFLICT (table_name) DO UPDATE SET rows = CASE WHEN %s THEN excluded.rows "
+            "ELSE migration.mirror_state.rows + %s - %s END, staged_at = clock_timestamp()",
+            [table, changes.inserted, result.whole, changes.inserted, changes.deleted])
+    changed = {t: asdict(c) for t, c in result.changes.items()}
+    conn.execute(
+        "INSERT INTO migration.sync_runs (started_at, seconds, as_of, snapshot_at, changed_rows, "
+        "recomputed, whole) VALUES (clock_timestamp() - make_interval(secs => %s), %s, %s, %s, "
+        "%s, %s, %s)",
+        [seconds, seconds, result.as_of, result.snapshot_at, Jsonb(changed),
+         Jsonb(result.recomputed), result.whole])
+    conn.execute("INSERT INTO migration.run_log (event, detail) VALUES ('sync', %s)",
+                 [Jsonb({"as_of": result.as_of.isoformat(), "changed_rows": result.changed_rows,
+                         "seconds": round(seconds, 2), "whole": result.whole})])
+    record_bulk_event(conn, "SYNC", [t for n in RUN_ORDER for t in PHASES[n].writes],
+                      {"changed": changed, "recomputed": result.recomputed})
