@@ -28,6 +28,7 @@ WHERE k.contype = 'f' AND c.relnamespace = 'public'::regnamespace
 GRADED_BY = "grades_graded_by_fkey"
 GRADED_BY_LABEL = "grades.graded_by → staff_members.id"
 GRADED_BY_DEFINITION = "FOREIGN KEY (graded_by) REFERENCES staff_members (id)"
+DEFINITION = "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = %s"
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +41,13 @@ def migrated(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.fixture
 def target(migrated: Settings) -> Iterator[psycopg.Connection]:
-    """The migrated target; afterwards the foreign key the test broke is as the schema says."""
+    """The migrated target; afterwards the foreign key the test broke is as it was."""
     with psycopg.connect(str(migrated.target_url), autocommit=True) as conn:
+        row = conn.execute(DEFINITION, [GRADED_BY]).fetchone()
+        assert row is not None
         yield conn
         conn.execute(f"ALTER TABLE grades DROP CONSTRAINT IF EXISTS {GRADED_BY}")
-        conn.execute(f"ALTER TABLE grades ADD CONSTRAINT {GRADED_BY} {GRADED_BY_DEFINITION}")
+        conn.execute(f"ALTER TABLE grades ADD CONSTRAINT {GRADED_BY} {row[0]}")
 
 
 def foreign_key_check(settings: Settings) -> tuple[bool, str]:
