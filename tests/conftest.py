@@ -49,7 +49,9 @@ def pg15_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Superuser URL of a server on the machine's PostgreSQL 15 binaries."""
     bin_dir = _system_bin_dir(SYSTEM_MAJOR)
     if bin_dir is None:
-        pytest.skip(f"PostgreSQL {SYSTEM_MAJOR} binaries are not installed on this machine")
+        pytest.skip(f"PostgreSQL {SYSTEM_MAJOR} binaries are not installed on this machine "
+                    f"(no /usr/lib/postgresql/{SYSTEM_MAJOR}/bin/postgres): "
+                    f"`apt-get install postgresql-{SYSTEM_MAJOR}`, as .ci/run does")
     home = tmp_path_factory.mktemp("pg15")
     server = EmbeddedServer(home, bin_dir=bin_dir)
     url = server.start().url("postgres")

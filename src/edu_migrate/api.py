@@ -268,11 +268,24 @@ def migrate(settings: Settings, phases: Sequence[int] | None = None,
                 result.phases.append(run_phase(
                     PHASES[number], snapshot, urls.target_url, batch_size=settings.batch_size,
                     workers=settings.workers, reporter=reporter))
-            if phases is None:
-                result.archive = archive_unmapped(snapshot, urls.target_url, settings.exclude,
-                                                  reporter)
+            result.archive = _archive_once_all_done(snapshot, urls.target_url, settings,
+                                                    reporter)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _archive_once_all_done(snapshot: SourceSnapshot, target_url: str, settings: Settings,
+                           reporter: Reporter) -> ArchiveResult | None:
+    """The unmapped tables are archived by the `migrate` command that leaves every phase done,
+    whether it ran them all (`--all`) or the last one (`--phase N`): both ways end the same."""
+    with connect(target_url, purpose="target") as conn:
+        states = phase_states(conn)
+    waiting = [n for n in RUN_ORDER if states.get(n) != "done"]
+    if waiting:
+        reporter.line(f"Unmapped tables are archived once every phase is done (phase "
+                      f"{', '.join(map(str, waiting))} still to run)")
+        return None
+    return archive_unmapped(snapshot, target_url, settings.exclude, reporter)
 
 
 def sync(settings: Settings, reporter: Reporter | None = None, *,
@@ -511,7 +524,7 @@ def report(settings: Settings, *, html: Path | None = None, md: Path | None = No
             data = collect(snapshot, target, urls.target_url,
                            source_url_shown=masked(urls.source_url),
                            target_url_shown=masked(urls.target_url),
-                           schema_version=schema_version)
+                           schema_version=schema_version, exclude=settings.exclude)
         target.rollback()
     rendered = [(path, render(data)) for path, render in ((html, render_html),
                                                           (md, render_markdown)) if path]

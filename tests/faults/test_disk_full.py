@@ -31,14 +31,15 @@ TABLESPACE = "edu_fault_tiny"
 @pytest.fixture
 def tiny_disk(reference: Reference) -> Iterator[Path]:
     if os.geteuid() != 0:
-        pytest.skip("mounting a tiny disk needs root")
+        pytest.skip(f"mounting a tiny disk needs root; this runs as uid {os.geteuid()}")
     # Outside pytest's private temporary folder: the server's own user must reach it.
     mount_point = Path(tempfile.mkdtemp(prefix="edu-tiny-disk-"))
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs",
                               str(mount_point)], capture_output=True, check=False)
     if mounted.returncode != 0:
         mount_point.rmdir()
-        pytest.skip("cannot mount a tmpfs here")
+        why = mounted.stderr.decode(errors="replace").strip() or f"exit {mounted.returncode}"
+        pytest.skip(f"cannot mount a tmpfs here (a container without CAP_SYS_ADMIN?): {why}")
     try:
         with psycopg.connect(admin_of(reference.settings), autocommit=True) as conn:
             row = conn.execute("SHOW data_directory").fetchone()

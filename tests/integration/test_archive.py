@@ -1,5 +1,6 @@
-"""Unmapped tables: listed by inventory, archived as they are by `migrate --all`, excluded by
-pattern with the exclusion reported, and checked by validate."""
+"""Unmapped tables: listed by inventory, archived as they are by the `migrate` command that
+finishes the last phase (`--all` or `--phase N`), excluded by pattern with the exclusion
+reported, and checked by validate and the report."""
 
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ def test_unmapped_tables_archived_and_excluded(settings: Settings) -> None:
     report = api.validate(settings)
     assert report.passed, [c.line() for c in report.checks if not c.passed]
     assert any(c.name == "Archived messages" for c in report.checks)
+    # The report validates with the same `exclude` setting, so it says what validate says.
+    assert api.report(settings).verdict == "PASS"
 
     with psycopg.connect(target, autocommit=True) as conn:
         conn.execute("DELETE FROM legacy_archive.news WHERE id IN (SELECT min(id) FROM "
@@ -64,3 +67,37 @@ def test_unmapped_tables_archived_and_excluded(settings: Settings) -> None:
     api.rollback(settings, None)
     assert scalar(target, "SELECT count(*) FROM pg_namespace WHERE nspname = 'legacy_archive'") \
         == 0
+
+
+def test_phase_by_phase_ends_archived_as_all_does(settings: Settings) -> None:
+    """The runbook's other way: one phase at a time. The command that finishes the last phase
+    archives, so both ways end in the same state."""
+    prepared(settings, scale=0.01)
+    source, target = str(settings.source_url), str(settings.target_url)
+    for number in (1, 3, 2, 4):
+        assert api.migrate(settings, [number]).archive is None
+    assert scalar(target, "SELECT count(*) FROM pg_namespace WHERE nspname = 'legacy_archive'") \
+        == 0
+    last = api.migrate(settings, [5])
+    assert last.archive is not None
+    assert set(last.archive.archived) == set(UNMAPPED_TABLES)
+    assert table_digest(target, "legacy_archive.rooms") == table_digest(source, "public.rooms")
+    report = api.validate(settings)
+    assert report.passed, [c.line() for c in report.checks if not c.passed]
+
+
+def test_validation_fails_while_unmapped_tables_are_neither_archived_nor_excluded(
+        settings: Settings) -> None:
+    prepared(settings, scale=0.01)
+    api.migrate(settings)
+    with psycopg.connect(str(settings.target_url), autocommit=True) as conn:
+        conn.execute("DROP SCHEMA legacy_archive CASCADE")
+        conn.execute("DELETE FROM migration.run_log WHERE event = 'archive'")
+    failed = {c.name: c for c in api.validate(settings).checks if not c.passed}
+    assert set(failed) == {"Unmapped Tables Archived"} | {f"Archived {t}"
+                                                          for t in UNMAPPED_TABLES}
+    assert "news" in failed["Unmapped Tables Archived"].line()
+    # Excluding them is the other way to a pass, and the report agrees with validate.
+    excluded = settings.model_copy(update={"exclude": tuple(UNMAPPED_TABLES)})
+    assert api.validate(excluded).passed
+    assert api.report(excluded).verdict == "PASS"

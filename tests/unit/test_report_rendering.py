@@ -88,3 +88,16 @@ def test_command_lines_are_redacted(text: str) -> None:
     shown = redacted(text)
     assert "s3cr3t" not in shown and "s3 cr3t" not in shown
     assert "***" in shown
+
+
+def test_a_failed_check_names_what_is_wrong() -> None:
+    data = facts()
+    data.validation = ValidationReport([Check(
+        "Foreign Keys Valid", False, None, 17, {"Declared": 18, "Missing": 1},
+        ("missing: grades.graded_by → staff_members.id",))])
+    for text in (render_html(data), render_markdown(data)):
+        assert "missing: grades.graded_by → staff_members.id" in text
+    assert data.validation.checks[0].line() == (
+        "✗ FAIL | Foreign Keys Valid: New=17, Declared=18, Missing=1 — missing: "
+        "grades.graded_by → staff_members.id")
+

@@ -1,11 +1,12 @@
 """The legacy tables the migration does not map, copied as they are into `legacy_archive`.
 
 The old database has hundreds of tables besides the eight the phases read (schedules, news,
-logs, old copies of tables). Nothing of it may vanish without a trace: after the phases, every
-table of the source's schema `public` that is neither mapped nor excluded by a name pattern
-(`exclude` in edu-migrate.toml, EDU_EXCLUDE) is recreated in the target's schema
-`legacy_archive` with the same column names and types and filled by a binary COPY from the
-run's source snapshot. Each table is dropped and recreated in one transaction, so running the
+logs, old copies of tables). Nothing of it may vanish without a trace: once every phase is
+done (by `migrate --all`, or by the `migrate --phase N` that runs the last one; validation fails
+until then), every table of the source's schema `public` that is neither mapped nor excluded
+by a name pattern (`exclude` in edu-migrate.toml, EDU_EXCLUDE) is recreated in the target's
+schema `legacy_archive` with the same column names and types and filled by a binary COPY from
+the run's source snapshot. Each table is dropped and recreated in one transaction, so running the
 step again gives the same result. Types the target cannot know (the source's own enums and
 domains) are archived as text.
 """

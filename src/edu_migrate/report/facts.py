@@ -432,8 +432,10 @@ def _marks(snapshot: SourceSnapshot, target: psycopg.Connection) -> list[MarkDis
 
 
 def collect(snapshot: SourceSnapshot, target: psycopg.Connection, target_url: str, *,
-            source_url_shown: str, target_url_shown: str, schema_version: int) -> ReportData:
-    """Run the validation and gather the rest from one source snapshot. The checksums, which
+            source_url_shown: str, target_url_shown: str, schema_version: int,
+            exclude: Sequence[str]) -> ReportData:
+    """Run the validation (with the run's `exclude` patterns, as `validate` does) and gather the
+    rest from one source snapshot. The checksums, which
     read every row of both sides, run meanwhile on sessions of their own: the source's in the
     same snapshot, the target's in a read-only transaction (the target is not written while no
     migration runs)."""
@@ -454,7 +456,7 @@ def collect(snapshot: SourceSnapshot, target: psycopg.Connection, target_url: st
     worker = threading.Thread(target=all_checksums, name="report-checksums")
     worker.start()
     try:
-        validation = run_validation(snapshot, target)
+        validation = run_validation(snapshot, target, exclude)
         data = ReportData(
             generated_at=started, tool_version=__version__, schema_version=schema_version,
             source=_server("source", source_url_shown, snapshot.conn),
