@@ -82,8 +82,11 @@ def expectations(target_url: str, accounts: Mapping[str, Account]) -> dict[str, 
 
 
 def page_urls(base_url: str, given: Mapping[str, str]) -> dict[str, str]:
-    """Each role's page: the one given, else the page `edu-migrate serve` has at `base_url`."""
-    return {role: given.get(role) or base_url.rstrip("/") + path for role, path in PAGES.items()}
+    """The pages to check: those given (the university's own), else each role's page that
+    `edu-migrate serve` has at `base_url`."""
+    if given:
+        return {role: given[role] for role in PAGES if role in given}
+    return {role: base_url.rstrip("/") + path for role, path in PAGES.items()}
 
 
 def find_chromium() -> str:
@@ -151,7 +154,7 @@ class _Visit:
                 self._shows(page)
         except Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self.check(f"page ({self.url})", False, first[:200])
+            self.check("page", False, f"{self.url}: {first[:200]}")
         finally:
             context.close()
         return self.checks
@@ -176,17 +179,20 @@ class _Visit:
         return self.check(f"sign-in ({self.account.username})", True, "through the page's form")
 
     def _loaded(self, page: Page) -> bool:
-        """The page itself, where the sign-in led to it, or opened again."""
+        """The page itself, where the sign-in led to it, or opened again: did it answer?"""
         status = self.status
         if _without_query(page.url) != _without_query(self.url):
             response = page.goto(self.url, wait_until="load")
             status = response.status if response else 0
         shot = self._screenshot(page, self.role)
         errors = list(self.errors)
-        detail = f"{status}, {len(errors)} console errors" + (f": {errors[0][:150]}"
-                                                              if errors else "")
-        return self.check(f"page loads ({self.url})", 200 <= status < 400 and not errors,
-                          detail + (f"; screenshot {shot}" if shot else ""))
+        detail = (f"{status} from {self.url}, {len(errors)} console errors"
+                  + (f" ({errors[0][:150]})" if errors else "")
+                  + (f"; screenshot {shot}" if shot else ""))
+        answered = 200 <= status < 400
+        self.check("page loads", answered and not errors, detail)
+        # A page with console errors may still show its data: that is worth knowing too.
+        return answered
 
     def _screenshot(self, page: Page, name: str) -> str | None:
         if self.screenshots is None:
@@ -202,16 +208,17 @@ class _Visit:
             missing_texts = sorted(t for t in expected.texts if t.casefold() not in text.casefold())
             missing_numbers = expected.numbers - _numbers(text)
             wanted, lacking = expected.numbers.total(), missing_numbers.total()
-            what = "marks and final scores" if self.role == "student" else "marks"
+            texts = ("course codes and their name" if self.role == "student"
+                     else "course codes and student numbers")
             detail = (f"{len(expected.texts) - len(missing_texts)} of {len(expected.texts)} "
-                      f"names, codes and numbers; {wanted - lacking} of {wanted} {what}")
+                      f"{texts}; {wanted - lacking} of {wanted} marks and final scores")
             if missing_texts:
                 detail += f"; missing {', '.join(missing_texts[:SHOWN_MISSING])}"
             if lacking:
                 shown = ", ".join(f"{_plain(v)}×{n}" for v, n in
                                   missing_numbers.most_common(SHOWN_MISSING))
                 detail += f"; marks missing: {shown}"
-            self.check("page shows what the database holds", not missing_texts and not lacking,
+            self.check("page shows their courses and marks", not missing_texts and not lacking,
                        detail)
         if expected.counts:
             flat = _GROUPING.sub("", text)
