@@ -122,6 +122,11 @@ def test_pages_need_a_sign_in_and_send_back_only_to_themselves(
     for elsewhere in ("https://evil.example/", "//evil.example/student", "/api/v1/users/me"):
         response = _sign_in(client, demo.accounts["admin"], elsewhere)
         assert response.status_code == 303 and response.headers["location"] == "/"
+    client.cookies.clear()
+    admin = demo.accounts["admin"]
+    foreign = client.post("/login", data={"username": admin.username, "password": admin.password},
+                          headers={"Origin": "https://evil.example"}, follow_redirects=False)
+    assert foreign.status_code == 403 and "set-cookie" not in foreign.headers
 
 
 def test_each_role_sees_its_own_page_only(demo: Demo, client: TestClient) -> None:

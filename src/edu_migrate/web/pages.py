@@ -162,6 +162,10 @@ def login_form(request: Request, next: str | None = None) -> Response:
 async def sign_in(request: Request) -> Response:
     """The form's username and password go through the API's own login; its token becomes the
     session cookie."""
+    origin = request.headers.get("origin")
+    if origin and urlsplit(origin).netloc != request.headers.get("host"):
+        # Another site's form must not sign its visitors in to an account of its choosing.
+        raise HTTPException(403, "sign in from this site's own form")
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
         raise HTTPException(413, "the form is too large")
