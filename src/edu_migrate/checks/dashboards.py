@@ -160,8 +160,7 @@ class _Visit:
         return self.checks
 
     def _sign_in(self, page: Page) -> bool:
-        """Open the page; when it asks for a password, sign in through its form, then open the
-        page again if the form went elsewhere."""
+        """Open the page, which must ask for a password, and sign in through its form."""
         page.goto(self.url, wait_until="load")
         password = page.locator("input[type=password]")
         if not password.count():
