@@ -8,5 +8,5 @@ WHERE u.username ILIKE %(pattern)s OR u.email ILIKE %(pattern)s
    OR p.first_name ILIKE %(pattern)s OR p.last_name ILIKE %(pattern)s
    OR p.first_name || ' ' || p.last_name ILIKE %(pattern)s
    OR s.student_number ILIKE %(pattern)s
-ORDER BY u.username
+ORDER BY lower(u.username), u.username
 LIMIT %(limit)s
