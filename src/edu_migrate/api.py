@@ -12,12 +12,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from edu_migrate import __version__
 from edu_migrate import backup as backups
+from edu_migrate.checks import dashboards
 from edu_migrate.checks.anomalies import Finding, find_anomalies
 from edu_migrate.checks.preflight import (
     MINIMUM_SERVER_VERSION,
@@ -586,24 +588,46 @@ def _account(role: str, credentials: str) -> Account:
 
 
 def cutover_check(settings: Settings, api_url: str, credentials: dict[str, str | None],
-                  reporter: Reporter | None = None) -> CutoverReport:
+                  reporter: Reporter | None = None, *, browser: bool = False,
+                  pages: Sequence[str] = (), screenshots: Path | None = None) -> CutoverReport:
     """The guide's Phase 7 against the API at `api_url`. A role without credentials signs in
-    with an account of the migrated demo data (the generator knows its password)."""
+    with an account of the migrated demo data (the generator knows its password).
+
+    With `browser` (or `pages`, ROLE=URL each), each role also signs in to its dashboard in
+    headless Chromium: those `edu-migrate serve` has at `api_url`, or the pages given; the
+    database says what each must show. Screenshots go to `screenshots` when given."""
     from edu_migrate.legacy.generator import legacy_password
 
     reporter = reporter or Reporter()
+    given_pages = dict(_page(value) for value in pages)
+    if browser or given_pages:
+        dashboards.find_chromium()
     accounts = {role: _account(role, value) for role, value in credentials.items() if value}
     if any(role not in accounts for role in ROLES):
         found = demo_accounts(endpoints(settings).target_url, legacy_password)
         accounts.update({role: found[role] for role in ROLES
                          if role not in accounts and role in found})
     report = run_checks(api_url, {role: accounts[role] for role in ROLES if role in accounts})
+    if browser or given_pages:
+        expected = dashboards.expectations(endpoints(settings).target_url, accounts)
+        report.checks.extend(dashboards.check_pages(
+            dashboards.page_urls(api_url, given_pages), accounts, expected,
+            screenshots=screenshots))
     reporter.line("=" * 60)
     reporter.line(f"CUTOVER CHECKS against {api_url}")
     reporter.line("=" * 60)
     for check in report.checks:
         reporter.line(check.line())
     return report
+
+
+def _page(value: str) -> tuple[str, str]:
+    role, equals, url = value.partition("=")
+    if not equals or role not in ROLES or urlsplit(url).scheme not in ("http", "https"):
+        raise MigrationError(f"--page takes ROLE=URL with ROLE one of {', '.join(ROLES)} and "
+                             f"an http(s) URL, not {value!r}",
+                             "e.g. --page student=https://lms.example.edu/dashboard")
+    return role, url
 
 
 def require_cutover_passed(report: CutoverReport) -> None:

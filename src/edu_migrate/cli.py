@@ -523,13 +523,27 @@ def cutover_check(
     api_url: Annotated[str, typer.Option("--api", help="Base URL of the running API.")],
     student: CredentialsOpt = None, teacher: CredentialsOpt = None, admin: CredentialsOpt = None,
     target: TargetOpt = None, config: ConfigOpt = None, json_file: JsonOpt = None,
+    browser: Annotated[bool, typer.Option(
+        "--browser", help="Also sign in as each role in headless Chromium (Debian's `chromium`) "
+        "and check their dashboards: no HTTP error, no console error, and what the database "
+        "says they have is on the page (a student's marks, a teacher's rosters, the admin's "
+        "counts and search).")] = False,
+    page: Annotated[list[str] | None, typer.Option(
+        metavar="ROLE=URL", show_default=False,
+        help="A dashboard of your own to check instead of `serve`'s, e.g. "
+        "student=https://lms.example.edu/me (repeat for teacher, admin); implies --browser.",
+    )] = None,
+    screenshots: Annotated[Path | None, typer.Option(
+        help="Folder for a screenshot of each dashboard (with --browser).",
+        show_default=False)] = None,
 ) -> None:
     """Phase 7: the critical endpoints answer and a student, a teacher and an administrator can
     sign in and see what they should. Exits 0 only when every check passes."""
     settings = _settings(config, target_url=target)
     report = api.cutover_check(settings, api_url,
                                {"student": student, "teacher": teacher, "admin": admin},
-                               reporter=_reporter())
+                               reporter=_reporter(), browser=browser, pages=page or (),
+                               screenshots=screenshots)
     _write_json(json_file, report.to_dict())
     api.require_cutover_passed(report)
 

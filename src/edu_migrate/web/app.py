@@ -351,6 +351,10 @@ def create_app(target_url: str, *, tokens: TokenIssuer | None = None) -> FastAPI
     app.state.database = database
     app.state.tokens = tokens or TokenIssuer()
     app.include_router(router)
+    # The dashboards sign in through `login` above, so they are imported once this module is.
+    from edu_migrate.web.pages import router as pages
+
+    app.include_router(pages)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
