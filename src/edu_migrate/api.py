@@ -561,6 +561,8 @@ def cutover_check(settings: Settings, api_url: str, credentials: dict[str, str |
         try:
             record_cutover(target_url(settings), {"api": api_url,
                                                   "checks": len(report.checks)})
+            reporter.line("Recorded the cutover in migration.run_log: `edu-migrate "
+                          "decommission` counts its days from the first one")
         except MigrationError as exc:
             reporter.warn(f"the cutover could not be recorded in migration.run_log: "
                           f"{exc.one_line()}")

@@ -116,6 +116,7 @@ def _final_backup(old_url: str, target_url: str, backup_dir: Path,
     says that nothing was dropped."""
     try:
         record = dump_database(old_url, "source", backup_dir, reporter)
+        record_backup(backup_dir, record, None)
         verify_by_restore(old_url, record, backup_dir, reporter)
     except (MigrationError, psycopg.Error) as exc:
         reason = exc.message if isinstance(exc, MigrationError) else \
@@ -179,6 +180,8 @@ def decommission(old_url: str, target_url: str, backup_dir: Path, *, min_days: i
         f"DROP DATABASE {name} on {result.server}",
         "log the decommission in migration.run_log",
     ]
+    reporter.line(f"Decommissioning {name} on {result.server}"
+                  + (" (dry run: the steps a real run takes)" if dry_run else ""))
     for number, step in enumerate(result.steps, 1):
         reporter.line(f"{number}. {step}")
     if dry_run:

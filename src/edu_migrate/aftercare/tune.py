@@ -253,9 +253,11 @@ def _advice(size: ServerSize, conn: psycopg.Connection | None) -> list[Advice]:
     if conn is not None:
         available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s",
                                  [STATEMENTS_LIBRARY]).fetchone()
-        if available:
-            row = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
-            preload = str(row[0]) if row else ""
+        # pg_settings hides the row from a role that may not read it: then no advice on it.
+        row = conn.execute("SELECT setting FROM pg_settings "
+                           "WHERE name = 'shared_preload_libraries'").fetchone()
+        if available and row is not None:
+            preload = str(row[0])
     computed = compute(size, preload)
     current = _current_settings(conn, [n for n, _, _ in computed]) if conn else {}
     result = []
