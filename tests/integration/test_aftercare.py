@@ -340,3 +340,88 @@ def test_compare_queries_refuses_a_file_whose_sql_does_not_parse(migrated: Setti
     queries.write_text('[[query]]\nold = "SELECT 1"\n')
     with pytest.raises(MigrationError, match="needs both old and new SQL"):
         api.compare_queries(migrated, queries_file=queries, repeats=1)
+
+
+# --- the cutover, as decommission counts from it ----------------------------------------------
+
+def test_a_passing_cutover_check_records_the_cutover_and_a_failing_one_does_not(
+        migrated: Settings, tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from edu_migrate.aftercare.decommission import cutover_time
+
+    target = str(migrated.target_url)
+    assert cutover_time(target) is None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "EDU_LOG_DIR": str(tmp_path / "logs"), "EDU_TARGET_URL": target,
+           "EDU_SOURCE_URL": str(migrated.source_url)}
+    server = subprocess.Popen([sys.executable, "-m", "edu_migrate", "serve", "--port",
+                               str(port)], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(base + "/openapi.json", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        failing = api.cutover_check(migrated, base, {"student": "nobody:wrong"})
+        assert not failing.passed and cutover_time(target) is None
+        passing = api.cutover_check(migrated, base, {})
+        assert passing.passed
+        first = cutover_time(target)
+        assert first is not None
+        api.cutover_check(migrated, base, {})
+        assert cutover_time(target) == first  # days count from the first passing check
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+        with psycopg.connect(target) as conn:
+            conn.execute("DELETE FROM migration.run_log WHERE event = 'cutover'")
+
+
+# --- retention --------------------------------------------------------------------------------
+
+def test_keep_days_removes_old_dumps_but_never_the_newest_verified_or_a_final_one(
+        migrated: Settings) -> None:
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+
+    from edu_migrate.backup import prune, record_backup
+    from edu_migrate.reporting import Reporter
+
+    made = api.backup(migrated, only="target", keep_days=14)
+    assert [r.role for r in made] == ["target"]
+    newest = made[0]
+    folder = migrated.backup_dir
+    now = datetime.now(UTC)
+
+    def aged(name: str, days: int, verified: str, sha256: str | None = None) -> str:
+        (folder / name).write_bytes(b"dump")
+        record_backup(folder, replace(newest, file=name, verified=verified, sha256=sha256,
+                                      created_at=(now - timedelta(days=days)).isoformat()),
+                      None)
+        return name
+
+    old_verified = aged("old_verified.dump", 20, "restored")
+    old_final = aged("old_final.dump", 40, "restored", sha256="ab" * 32)
+    recent = aged("recent.dump", 2, "listed")
+    removed = prune(folder, newest, 14, Reporter())
+    # The newest dump is only listed (no --verify-restore): the newest verified one stays.
+    assert removed == []
+    verified_newest = aged("verified_newest.dump", 1, "restored")
+    removed = prune(folder, newest, 14, Reporter())
+    assert removed == [old_verified]
+    kept = {r.file for r in read_manifest(folder)}
+    assert kept == {newest.file, old_final, recent, verified_newest}
+    assert not (folder / old_verified).exists() and (folder / old_final).exists()

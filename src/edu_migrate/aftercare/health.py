@@ -142,6 +142,10 @@ def _foreign_keys(conn: psycopg.Connection, report: HealthReport) -> None:
             "joins and deletes in the parent read the whole table", statement))
 
 
+def _shown_bytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB" if size >= 1e6 else f"{size // 1000:,} kB"
+
+
 def _indexes(conn: psycopg.Connection, report: HealthReport) -> None:
     skip = {"skip": BOOKKEEPING_SCHEMAS}
     for schema, table, index, kept, exact in conn.execute(
@@ -158,7 +162,7 @@ def _indexes(conn: psycopg.Connection, report: HealthReport) -> None:
         severity = WARNING if days >= 7 else INFO
         report.findings.append(HealthFinding(
             "unused index", severity,
-            f"{schema}.{index} on {table} ({size / 1e6:,.1f} MB) has not been scanned in "
+            f"{schema}.{index} on {table} ({_shown_bytes(size)}) has not been scanned in "
             f"{days} days of statistics", f"DROP INDEX CONCURRENTLY "
             f"{_qualified(conn, schema, index)};"))
 
