@@ -693,7 +693,7 @@ def compare_queries(
     table = Table(title=f"Median of {report.repeats} runs (ms)")
     for column in ("query", "edu", "edu_v2", "ratio", "plan on edu", "plan on edu_v2"):
         table.add_column(column, justify="right" if column in ("edu", "edu_v2", "ratio")
-                         else "left")
+                         else "left", overflow="fold")
     for timing in report.timings:
         old_plan, new_plan = timing.shown_plans()
         table.add_row(("✗ " if timing.slower else "✓ ") + timing.name, f"{timing.old_ms:.2f}",

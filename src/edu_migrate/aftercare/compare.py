@@ -162,12 +162,10 @@ def index_use(nodes: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 
 def _shown_index_use(use: dict[str, list[str]]) -> str:
-    parts = []
-    if use["indexes"]:
-        parts.append("index " + ", ".join(use["indexes"]))
+    lines = [f"index {name}" for name in use["indexes"]]
     if use["seq_scans"]:
-        parts.append("seq scan " + ", ".join(use["seq_scans"]))
-    return "; ".join(parts) or "no table read"
+        lines.append("seq scan " + ", ".join(use["seq_scans"]))
+    return "\n".join(lines) or "no table read"
 
 
 @dataclass

@@ -30,6 +30,7 @@ FK_ROWS_URGENT = 10_000
 IDLE_IN_TRANSACTION_SECONDS = 300
 CONNECTIONS_URGENT_SHARE = 0.9
 DEAD_ROWS_MINIMUM = 1_000
+ANALYSE_MINIMUM = 1_000
 DEAD_ROWS_SHARE = 0.2
 SLOW_STATEMENT_MS = 100.0
 # A nightly backup that is more than a day and a bit old did not run last night.
@@ -171,7 +172,7 @@ def _tables(conn: psycopg.Connection, report: HealthReport) -> None:
     for schema, table, live, dead, never_analysed in conn.execute(
             query("health_table_stats"),
             {"skip": BOOKKEEPING_SCHEMAS, "dead_minimum": DEAD_ROWS_MINIMUM,
-             "dead_share": DEAD_ROWS_SHARE}).fetchall():
+             "dead_share": DEAD_ROWS_SHARE, "analyse_minimum": ANALYSE_MINIMUM}).fetchall():
         name = _qualified(conn, schema, table)
         if never_analysed:
             report.findings.append(HealthFinding(
