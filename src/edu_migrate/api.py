@@ -587,12 +587,15 @@ def health(settings: Settings) -> HealthReport:
 def tune(settings: Settings, *, memory: str | None = None, cores: int | None = None,
          storage: str | None = None, connections: int | None = None,
          write: Path | None = None, apply: bool = False,
+         show: Callable[[TuneReport], None] | None = None,
          reporter: Reporter | None = None) -> TuneReport:
-    """Configuration advice for edu_v2's server, computed for its size; written to an include
-    file with `write`, set by ALTER SYSTEM with `apply` (after the change is shown)."""
-    url = settings.target_url or endpoints(settings).target_url
+    """Configuration advice for edu_v2's server, computed for its size; `show` sees it first;
+    written to an include file with `write`, set by ALTER SYSTEM with `apply`."""
+    url = target_url(settings)
     report = tuning.advise(url, memory=tuning.parse_size(memory) if memory else None,
                            cores=cores, storage=storage, connections=connections)
+    if show is not None:
+        show(report)
     if write is not None:
         tuning.write_include(report, write)
     if apply:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edu_migrate import __version__, api
+from edu_migrate.aftercare.tune import TuneReport
 from edu_migrate.config import Settings, load_settings
 from edu_migrate.console import ConsoleReporter
 from edu_migrate.errors import MigrationError
@@ -605,11 +606,9 @@ def tune(
     _json_owns_stdout(json_file)
     settings = _settings(config, target_url=target)
     report = api.tune(settings, memory=memory, cores=cores, storage=storage,
-                      connections=connections, write=write, apply=False)
-    _print_tune(report)
+                      connections=connections, write=write, apply=apply, show=_print_tune,
+                      reporter=_reporter())
     if apply:
-        report = api.tune(settings, memory=memory, cores=cores, storage=storage,
-                          connections=connections, apply=True, reporter=_reporter())
         restart = [a.name for a in report.changes if a.needs_restart]
         out.print(f"✓ Set {len(report.applied)} parameter(s) with ALTER SYSTEM and reloaded"
                   + (f"; restart the server for {', '.join(restart)}" if restart else ""),
@@ -620,7 +619,7 @@ def tune(
     _write_json(json_file, report.to_dict())
 
 
-def _print_tune(report: Any) -> None:
+def _print_tune(report: TuneReport) -> None:
     sources = ", ".join(f"{k} from {v}" for k, v in report.size.sources.items())
     out.print(f"Server: {report.server or '(not reachable: advice from the options)'}; "
               f"{report.size.describe()} ({sources})", markup=False, soft_wrap=True)
@@ -632,9 +631,8 @@ def _print_tune(report: Any) -> None:
         table.add_row(mark + advice.name, advice.current or "?", advice.advised,
                       "restart" if advice.needs_restart else "reload", advice.why)
     out.print(table)
-    out.print(f"{len(report.changes)} of {len(report.advice)} differ (→). "
-              "Nothing was changed" + ("" if report.applied else
-                                       ": `edu-migrate tune --apply` sets them"), markup=False)
+    out.print(f"{len(report.changes)} of {len(report.advice)} differ (→); "
+              "`edu-migrate tune --apply` sets them", markup=False)
 
 
 @app.command()

@@ -16,6 +16,7 @@ from psycopg.conninfo import make_conninfo
 
 from edu_migrate import api
 from edu_migrate.aftercare.schedule import plan_schedule
+from edu_migrate.aftercare.tune import TuneReport
 from edu_migrate.backup import read_manifest
 from edu_migrate.config import Settings
 from edu_migrate.errors import MigrationError, PreconditionFailed, ValidationFailed
@@ -125,7 +126,7 @@ def test_health_reports_the_redundant_index_and_the_missing_backup(migrated: Set
 
 # --- tune -------------------------------------------------------------------------------------
 
-def advised(report: api.TuneReport) -> dict[str, str]:
+def advised(report: TuneReport) -> dict[str, str]:
     return {a.name: a.advised for a in report.advice}
 
 
