@@ -122,7 +122,7 @@ def compute(size: ServerSize, preload: str | None = None) -> list[tuple[str, str
          else "HDD: a random read costs a seek"),
         ("effective_io_concurrency", "200" if ssd else "2",
          "SSD: serves many reads at once" if ssd else "HDD: one head, few reads at once"),
-        ("max_worker_processes", str(max(8, cores)), "at least one per core"),
+        ("max_worker_processes", str(max(8, cores)), "the default 8, or one per core"),
         ("max_parallel_workers", str(cores), "one per core"),
         ("max_parallel_workers_per_gather", str(per_gather), "half the cores, at most 4"),
         ("max_parallel_maintenance_workers", str(per_gather), "half the cores, at most 4"),
@@ -164,7 +164,9 @@ def _current_settings(conn: psycopg.Connection, names: list[str]) -> dict[str, _
     for name, setting, unit, context in conn.execute(query("tune_settings"),
                                                      {"names": names}).fetchall():
         comparable = _comparable(setting, unit)
-        shown = shown_size(int(comparable)) if unit in _SIZE_UNITS else setting or "''"
+        sized = unit in _SIZE_UNITS and isinstance(comparable, float) and comparable >= 0
+        # -1 means "computed by the server" (wal_buffers): shown as PostgreSQL writes it.
+        shown = shown_size(int(comparable)) if sized else setting or "''"
         found[name] = _Setting(shown, unit, comparable, context)
     return found
 
