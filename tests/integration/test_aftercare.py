@@ -190,15 +190,28 @@ def test_tune_apply_sets_the_values_on_a_server_of_its_own(tmp_path: Path) -> No
     try:
         own = Settings(target_url=url, source_url=url, home=tmp_path / "home",
                        log_dir=tmp_path / "logs", backup_dir=tmp_path / "backups")
-        report = api.tune(own, memory="4GB", cores=2, storage="ssd", connections=40,
+        report = api.tune(own, memory="3GB", cores=2, storage="ssd", connections=40,
                           apply=True)
         entries = dict(auto_conf_entries(url))
-        assert entries["shared_buffers"] == "1GB"
+        assert entries["shared_buffers"] == "768MB"
         assert entries["max_connections"] == "40"
         with psycopg.connect(url) as conn:  # a reloadable value is live at once
             row = conn.execute("SHOW random_page_cost").fetchone()
         assert row is not None and row[0] == "1.1"
         assert "work_mem" in report.applied
+        # After a restart pg_stat_statements is loaded: health lists the statements.
+        assert "shared_preload_libraries" in report.applied
+        before = [f.message for f in api.health(own).findings if f.check == "statements"]
+        assert "not loaded" in before[0]
+        server.stop()
+        server.start()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_stat_statements")
+            for _ in range(3):
+                conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'pg_%'")
+        statements = api.health(own).statements
+        assert any("FROM pg_class WHERE relname LIKE" in s["query"] and s["calls"] == 3
+                   for s in statements if s["kind"] == "most frequent")
     finally:
         server.stop()
 
