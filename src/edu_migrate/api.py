@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -19,6 +19,20 @@ from psycopg.types.json import Jsonb
 
 from edu_migrate import __version__
 from edu_migrate import backup as backups
+from edu_migrate.aftercare import tune as tuning
+from edu_migrate.aftercare.compare import CompareReport
+from edu_migrate.aftercare.compare import compare_queries as time_both
+from edu_migrate.aftercare.decommission import DecommissionResult, record_cutover
+from edu_migrate.aftercare.decommission import decommission as retire
+from edu_migrate.aftercare.health import HealthReport, check_health
+from edu_migrate.aftercare.schedule import (
+    BackupSchedule,
+    install_cron,
+    install_systemd,
+    list_backups,
+    plan_schedule,
+)
+from edu_migrate.aftercare.tune import TuneReport
 from edu_migrate.checks import dashboards
 from edu_migrate.checks.anomalies import Finding, find_anomalies
 from edu_migrate.checks.preflight import (
@@ -456,11 +470,24 @@ def unfreeze_source(settings: Settings) -> str:
 
 
 def backup(settings: Settings, *, verify_restore: bool = False,
-           reporter: Reporter | None = None) -> list[backups.BackupRecord]:
-    """pg_dump -Fc of the source, and of the target when it holds data, each verified."""
+           reporter: Reporter | None = None, only: str | None = None,
+           keep_days: int | None = None) -> list[backups.BackupRecord]:
+    """pg_dump -Fc of the source, and of the target when it holds data, each verified; `only`
+    one of them; with `keep_days`, older dumps of the same database are removed afterwards."""
+    reporter = reporter or Reporter()
+    if only not in (None, "source", "target"):
+        raise MigrationError(f"--only takes source or target, not {only!r}",
+                             "e.g. --only target for edu_v2 after the cutover")
+    if keep_days is not None and keep_days < 1:
+        raise MigrationError("--keep-days must be at least 1", "e.g. --keep-days 14")
     urls = endpoints(settings)
-    return backups.backup(urls.source_url, urls.target_url, settings.backup_dir,
-                          verify_restore=verify_restore, reporter=reporter or Reporter())
+    made = backups.backup(urls.source_url, urls.target_url, settings.backup_dir,
+                          verify_restore=verify_restore, reporter=reporter,
+                          roles=(only,) if only else ("source", "target"))
+    if keep_days is not None:
+        for record in made:
+            backups.prune(settings.backup_dir, record, keep_days, reporter)
+    return made
 
 
 def restore_plan(settings: Settings, file: Path, into: str | None = None) -> backups.RestorePlan:
@@ -618,6 +645,16 @@ def cutover_check(settings: Settings, api_url: str, credentials: dict[str, str |
     reporter.line("=" * 60)
     for check in report.checks:
         reporter.line(check.line())
+    if report.passed:
+        # decommission counts its 30 days from the first passing check after the migration.
+        try:
+            record_cutover(target_url(settings), {"api": api_url,
+                                                  "checks": len(report.checks)})
+            reporter.line("Recorded the cutover in migration.run_log: `edu-migrate "
+                          "decommission` counts its days from the first one")
+        except MigrationError as exc:
+            reporter.warn(f"the cutover could not be recorded in migration.run_log: "
+                          f"{exc.one_line()}")
     return report
 
 
@@ -635,3 +672,79 @@ def require_cutover_passed(report: CutoverReport) -> None:
     if failed or not report.checks:
         raise ValidationFailed(f"cutover checks failed: {', '.join(failed) or 'none ran'}",
                                "see the lines above; the API or the migrated data need a look")
+
+
+# After the cutover: the guide's day-1, week-1 and month-1 tasks (edu_migrate.aftercare).
+
+def health(settings: Settings) -> HealthReport:
+    """Connections, statements, indexes, statistics, row-level security and backups of edu_v2;
+    each finding with its severity and the command that acts on it."""
+    return check_health(target_url(settings), settings.backup_dir)
+
+
+def tune(settings: Settings, *, memory: str | None = None, cores: int | None = None,
+         storage: str | None = None, connections: int | None = None,
+         write: Path | None = None, apply: bool = False,
+         show: Callable[[TuneReport], None] | None = None,
+         reporter: Reporter | None = None) -> TuneReport:
+    """Configuration advice for edu_v2's server, computed for its size; `show` sees it first;
+    written to an include file with `write`, set by ALTER SYSTEM with `apply`."""
+    url = target_url(settings)
+    report = tuning.advise(url, memory=tuning.parse_size(memory) if memory else None,
+                           cores=cores, storage=storage, connections=connections)
+    if show is not None:
+        show(report)
+    if write is not None:
+        tuning.write_include(report, write)
+    if apply:
+        if report.server is None:
+            raise PreconditionFailed("--apply needs the server, which is not reachable",
+                                     "check --target, or use --write FILE")
+        (reporter or Reporter()).line(
+            f"Applying {len(report.changes)} change(s) with ALTER SYSTEM, then reloading …")
+        tuning.apply(url, report)
+    return report
+
+
+def backup_schedule(settings: Settings, *, at: str = "02:30", keep_days: int = 14,
+                    systemd: bool = False, install: bool = False,
+                    config_file: Path | None = None) -> tuple[BackupSchedule, str | None]:
+    """The nightly verified backup of edu_v2 as a cron line or systemd units; installed (and
+    where) with `install`."""
+    plan = plan_schedule(at, keep_days, settings.target_url, config_file)
+    if not install:
+        return plan, None
+    return plan, install_systemd(plan) if systemd else install_cron(plan)
+
+
+def backup_list(settings: Settings) -> list[dict[str, Any]]:
+    return list_backups(settings.backup_dir)
+
+
+def decommission(settings: Settings, *, min_days: int = 30, force: bool = False,
+                 typed_name: str | None = None, ask_name: Callable[[str], str] | None = None,
+                 dry_run: bool = False, reporter: Reporter | None = None) -> DecommissionResult:
+    """Drop the old database (the source, edu) after a verified final backup, min_days after
+    the cutover recorded by cutover-check."""
+    urls = endpoints(settings)
+    return retire(urls.source_url, urls.target_url, settings.backup_dir, min_days=min_days,
+                  force=force, typed_name=typed_name, ask_name=ask_name, dry_run=dry_run,
+                  reporter=reporter or Reporter())
+
+
+def compare_queries(settings: Settings, *, queries_file: Path | None = None, repeats: int = 25,
+                    threshold_percent: float = 25.0,
+                    min_difference_ms: float = 1.0) -> CompareReport:
+    """The everyday queries and the file's pairs, timed on edu and edu_v2, with index use."""
+    urls = endpoints(settings)
+    return time_both(urls.source_url, urls.target_url, queries_file=queries_file,
+                     repeats=repeats, threshold_percent=threshold_percent,
+                     min_difference_ms=min_difference_ms)
+
+
+def require_no_slowdown(report: CompareReport) -> None:
+    if report.slower:
+        names = ", ".join(t.name for t in report.slower)
+        raise ValidationFailed(
+            f"slower on edu_v2 than on edu by more than {report.threshold_percent:g}%: {names}",
+            "look at the plans above; `edu-migrate health` lists missing indexes")

@@ -62,6 +62,8 @@ class BackupRecord:
     rows: int
     verified: str  # "listed" (pg_restore --list read it) or "restored" (counts matched)
     table_counts: dict[str, int] = field(default_factory=dict)
+    # SHA-256 of the dump file, recorded for the final backup before a database is dropped.
+    sha256: str | None = None
 
     @property
     def created(self) -> datetime:
@@ -249,15 +251,21 @@ def record_backup(backup_dir: Path, record: BackupRecord, target_url: str | None
 
 
 def backup(source_url: str, target_url: str, backup_dir: Path, *, verify_restore: bool,
-           reporter: Reporter) -> list[BackupRecord]:
-    """Dump the source, and the target when it holds data; record each dump."""
+           reporter: Reporter, roles: tuple[str, ...] = ("source", "target")
+           ) -> list[BackupRecord]:
+    """Dump the source, and the target when it holds data (of `roles`); record each dump."""
     made: list[BackupRecord] = []
-    plan = [("source", source_url)]
-    if target_holds_data(target_url):
-        plan.append(("target", target_url))
-    else:
-        reporter.line(f"The target {database_name(target_url)} holds no migrated data: "
-                      "only the source is dumped")
+    plan = [("source", source_url)] if "source" in roles else []
+    if "target" in roles:
+        if target_holds_data(target_url):
+            plan.append(("target", target_url))
+        elif plan:
+            reporter.line(f"The target {database_name(target_url)} holds no migrated data: "
+                          "only the source is dumped")
+        else:
+            raise PreconditionFailed(f"the target {database_name(target_url)} holds no "
+                                     "migrated data to back up", "run the migration first, or "
+                                     "back up the source (`edu-migrate backup --only source`)")
     for role, url in plan:
         # A dump of the target while a phase rewrites it would wait on, or hold up, the phase.
         with migration_lock(url) if role == "target" else nullcontext():
@@ -359,3 +367,25 @@ def restore(plan: RestorePlan, reporter: Reporter) -> dict[str, int]:
     reporter.line(f"✓ Restored {len(counts)} tables, {sum(counts.values()):,} rows"
                   + (", every count equal to the backup's" if plan.record else ""))
     return counts
+
+
+def prune(backup_dir: Path, kept: BackupRecord, keep_days: int, reporter: Reporter,
+          now: datetime | None = None) -> list[str]:
+    """Remove the dumps of `kept`'s database older than `keep_days`: never `kept` itself, the
+    newest verified one, or a final backup (one with a recorded checksum)."""
+    now = now or datetime.now(UTC)
+    records = read_manifest(backup_dir)
+    same = [r for r in records if (r.role, r.database, r.server) ==
+            (kept.role, kept.database, kept.server)]
+    verified = [r for r in same if r.verified == "restored"]
+    protected = {kept.file} | ({max(verified, key=lambda r: r.created).file} if verified
+                               else set())
+    old = [r for r in same if now - r.created > timedelta(days=keep_days)
+           and r.file not in protected and r.sha256 is None]
+    for record in old:
+        (backup_dir / record.file).unlink(missing_ok=True)
+        reporter.line(f"Removed {record.file}: older than {keep_days} days")
+    gone = {r.file for r in old}
+    if gone:
+        _write_manifest(backup_dir, [r for r in records if r.file not in gone])
+    return sorted(gone)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edu_migrate import __version__, api
+from edu_migrate.aftercare.tune import TuneReport
 from edu_migrate.config import Settings, load_settings
 from edu_migrate.console import ConsoleReporter
 from edu_migrate.errors import MigrationError
@@ -371,19 +372,35 @@ def preflight(source: SourceOpt = None, target: TargetOpt = None, config: Config
         raise typer.Exit(1)
 
 
-@app.command()
+backup_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
+app.add_typer(backup_app, name="backup")
+
+
+@backup_app.callback()
 def backup(
+    ctx: typer.Context,
     verify_restore: Annotated[bool, typer.Option(
         "--verify-restore", help="Also restore each dump into a scratch database and compare "
         "every table's row count.")] = False,
+    only: Annotated[str | None, typer.Option(
+        "--only", help="Dump only the source or only the target (after the cutover: target).",
+        metavar="source|target", show_default=False)] = None,
+    keep_days: Annotated[int | None, typer.Option(
+        "--keep-days", help="Afterwards remove this database's dumps older than N days (never "
+        "the newest verified one, nor a final backup).", metavar="N",
+        show_default=False)] = None,
     source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
     json_file: JsonOpt = None,
 ) -> None:
     """pg_dump -Fc of the source, and of the target when it holds data, into the backup folder
-    with timestamps; each checked with pg_restore --list."""
+    with timestamps; each checked with pg_restore --list. `backup schedule` runs it nightly,
+    `backup list` shows what there is."""
+    if ctx.invoked_subcommand is not None:
+        return
     _json_owns_stdout(json_file)
     settings = _settings(config, source_url=source, target_url=target)
-    records = api.backup(settings, verify_restore=verify_restore, reporter=_reporter())
+    records = api.backup(settings, verify_restore=verify_restore, reporter=_reporter(),
+                         only=only, keep_days=keep_days)
     for record in records:
         out.print(f"{record.role}: {settings.backup_dir / record.file} ({record.verified})",
                   markup=False)
@@ -546,6 +563,218 @@ def cutover_check(
                                screenshots=screenshots)
     _write_json(json_file, report.to_dict())
     api.require_cutover_passed(report)
+
+
+# After the cutover: the guide's day-1, week-1 and month-1 tasks.
+
+@backup_app.command("schedule")
+def backup_schedule(
+    at: Annotated[str, typer.Option(help="Time of day (HH:MM, server's local time).")] = "02:30",
+    keep_days: Annotated[int, typer.Option(
+        "--keep-days", help="Keep the dumps of the last N days (and always the newest "
+        "verified one).")] = 14,
+    systemd: Annotated[bool, typer.Option(
+        "--systemd", help="A systemd timer and service instead of a cron line.")] = False,
+    install: Annotated[bool, typer.Option(
+        "--install", help="Install it: into this user's crontab, or as systemd user units "
+        "(enabled).")] = False,
+    target: TargetOpt = None, config: ConfigOpt = None, json_file: JsonOpt = None,
+) -> None:
+    """The guide's automated backups: each night `edu-migrate backup --verify-restore --only
+    target --keep-days N` of edu_v2, run from this folder. Prints the cron line (or systemd
+    units); `--install` installs it. A target URL with a password is refused: use ~/.pgpass."""
+    _json_owns_stdout(json_file)
+    settings = _settings(config, target_url=target)
+    plan, where = api.backup_schedule(settings, at=at, keep_days=keep_days, systemd=systemd,
+                                      install=install, config_file=config)
+    if systemd:
+        for name, text in plan.systemd_units().items():
+            out.print(f"# {name}\n{text}", markup=False)
+    else:
+        out.print(plan.cron_line(), markup=False, soft_wrap=True)
+    if where:
+        out.print(f"✓ Installed in {where}", markup=False)
+    _write_json(json_file, plan.to_dict() | {"installed": where})
+
+
+@backup_app.command("list")
+def backup_list(config: ConfigOpt = None, json_file: JsonOpt = None) -> None:
+    """Every backup of the manifest, newest first: its age, size, and whether a restore of it
+    was verified (`restored`) or only its listing (`listed`)."""
+    _json_owns_stdout(json_file)
+    settings = _settings(config)
+    entries = api.backup_list(settings)
+    table = Table(title=f"Backups in {settings.backup_dir}")
+    for column in ("file", "database", "age", "size", "verified"):
+        table.add_column(column, justify="right" if column in ("age", "size") else "left")
+    for entry in entries:
+        verified = entry["verified"] + (" (final, SHA-256 recorded)" if entry["sha256"] else "")
+        table.add_row(entry["file"] + ("" if entry["present"] else " (file missing)"),
+                      f"{entry['role']} {entry['database']}", f"{entry['age_hours']:,.1f} h",
+                      f"{entry['bytes'] / 1e6:,.1f} MB", verified)
+    out.print(table)
+    if not entries:
+        out.print("No backups yet: `edu-migrate backup --verify-restore`")
+    _write_json(json_file, entries)
+
+
+@app.command()
+def health(target: TargetOpt = None, config: ConfigOpt = None,
+           json_file: JsonOpt = None) -> None:
+    """Day 1 and week 1 on edu_v2: connections by state and application, the slowest and most
+    frequent statements (pg_stat_statements), foreign keys without an index, unused and
+    redundant indexes, tables never analysed or full of dead rows, row-level security, and the
+    age of the last verified backup. Each finding gives the command that acts on it. Exits 1
+    when a finding is critical (act now). Only reads."""
+    _json_owns_stdout(json_file)
+    settings = _settings(config, target_url=target)
+    report = api.health(settings)
+    out.print(f"HEALTH of {report.database} at {report.checked_at}", markup=False)
+    sessions = sum(c["sessions"] for c in report.connections)
+    by_state: dict[str, int] = {}
+    for c in report.connections:
+        by_state[c["state"]] = by_state.get(c["state"], 0) + c["sessions"]
+    out.print(f"connections: {sessions} other session(s) — "
+              + (", ".join(f"{state} {n}" for state, n in by_state.items()) or "none"),
+              markup=False, soft_wrap=True)
+    for c in report.connections:
+        out.print(f"  {c['sessions']:>4}  {c['state']:<20} {c['application']}", markup=False)
+    for statement in report.statements:
+        out.print(f"  {statement['kind']:<13} {statement['calls']:>8,} calls "
+                  f"{statement['mean_ms']:>9,.1f} ms  {statement['query'][:80]}", markup=False)
+    styles = {"critical": "red", "warning": "yellow", "info": ""}
+    for finding in report.findings:
+        out.print(finding.line(), style=styles[finding.severity], markup=False, soft_wrap=True)
+        out.print(f"    → {finding.command}", markup=False, soft_wrap=True)
+    counts = {s: sum(1 for f in report.findings if f.severity == s) for s in styles}
+    out.print(f"{counts['critical']} critical, {counts['warning']} warning(s), "
+              f"{counts['info']} for the record")
+    _write_json(json_file, report.to_dict())
+    if report.needs_action:
+        raise typer.Exit(1)
+
+
+@app.command()
+def tune(
+    memory: Annotated[str | None, typer.Option(
+        help="The server's memory, e.g. 16GB (read from /proc/meminfo when the server runs "
+        "here).", metavar="SIZE", show_default=False)] = None,
+    cores: Annotated[int | None, typer.Option(
+        help="The server's CPU cores (this machine's when the server runs here).",
+        metavar="N", show_default=False)] = None,
+    storage: Annotated[str | None, typer.Option(
+        help="ssd or hdd (the data directory's disk when the server runs here).",
+        metavar="ssd|hdd", show_default=False)] = None,
+    connections: Annotated[int | None, typer.Option(
+        help="The connections the applications need (default: the current max_connections).",
+        metavar="N", show_default=False)] = None,
+    write: Annotated[Path | None, typer.Option(
+        "--write", help="Write the advice as an include file for postgresql.conf.",
+        metavar="FILE", show_default=False)] = None,
+    apply: Annotated[bool, typer.Option(
+        "--apply", help="Set the advised values with ALTER SYSTEM and reload (those marked "
+        "restart take effect at the next restart).")] = False,
+    target: TargetOpt = None, config: ConfigOpt = None, json_file: JsonOpt = None,
+) -> None:
+    """Month 1: the guide's configuration list, computed for the server's memory, cores, storage
+    and connections instead of one 16 GB machine's. Shows current against advised values and
+    which need a restart. Nothing changes without --apply."""
+    _json_owns_stdout(json_file)
+    settings = _settings(config, target_url=target)
+    report = api.tune(settings, memory=memory, cores=cores, storage=storage,
+                      connections=connections, write=write, apply=apply, show=_print_tune,
+                      reporter=_reporter())
+    if apply:
+        restart = [a.name for a in report.changes if a.needs_restart]
+        out.print(f"✓ Set {len(report.applied)} parameter(s) with ALTER SYSTEM and reloaded"
+                  + (f"; restart the server for {', '.join(restart)}" if restart else ""),
+                  markup=False, soft_wrap=True)
+    if write is not None:
+        out.print(f"✓ Wrote {write}: include it from postgresql.conf with "
+                  f"include_if_exists = '{write.resolve()}'", markup=False, soft_wrap=True)
+    _write_json(json_file, report.to_dict())
+
+
+def _print_tune(report: TuneReport) -> None:
+    sources = ", ".join(f"{k} from {v}" for k, v in report.size.sources.items())
+    out.print(f"Server: {report.server or '(not reachable: advice from the options)'}; "
+              f"{report.size.describe()} ({sources})", markup=False, soft_wrap=True)
+    table = Table()
+    for column in ("parameter", "current", "advised", "takes effect", "why"):
+        table.add_column(column)
+    for advice in report.advice:
+        mark = "→ " if advice.differs else "  "
+        table.add_row(mark + advice.name, advice.current or "?", advice.advised,
+                      "restart" if advice.needs_restart else "reload", advice.why)
+    out.print(table)
+    out.print(f"{len(report.changes)} of {len(report.advice)} differ (→); "
+              "`edu-migrate tune --apply` sets them", markup=False)
+
+
+@app.command()
+def decommission(
+    min_days: Annotated[int, typer.Option(
+        "--min-days", help="Days after the cutover before the old database may go.")] = 30,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Go on within --min-days of the cutover (logged in "
+        "migration.run_log).")] = False,
+    yes_i_typed: Annotated[str | None, typer.Option(
+        "--yes-i-typed", help="The database's name, instead of typing it when asked.",
+        metavar="NAME", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print every step and change nothing.")] = False,
+    source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
+    json_file: JsonOpt = None,
+) -> None:
+    """Month 1: drop the old database (the source, edu). Refused within 30 days of the cutover
+    (recorded by a passing `cutover-check`), while sessions still use it, and for edu_v2
+    itself. First a final backup, restored into a scratch database and counted, its SHA-256
+    recorded in the manifest; then the database's name is asked for; then DROP DATABASE."""
+    _json_owns_stdout(json_file)
+    settings = _settings(config, source_url=source, target_url=target)
+
+    def ask(name: str) -> str:
+        return str(typer.prompt(f"Type the name of the database to drop ({name})"))
+
+    result = api.decommission(settings, min_days=min_days, force=force,
+                              typed_name=yes_i_typed, ask_name=ask, dry_run=dry_run,
+                              reporter=_reporter())
+    _write_json(json_file, result.to_dict())
+
+
+@app.command("compare-queries")
+def compare_queries(
+    queries: Annotated[Path | None, typer.Option(
+        "--queries", help="TOML file of your own pairs: [[query]] name = \"…\", old = \"SQL "
+        "for edu\", new = \"SQL for edu_v2\".", metavar="FILE", show_default=False)] = None,
+    repeats: Annotated[int, typer.Option(help="Timed runs per query (after 3 warm-ups).")] = 25,
+    threshold: Annotated[float, typer.Option(
+        help="Percent by which edu_v2 may be slower than edu.", metavar="PCT")] = 25.0,
+    min_difference_ms: Annotated[float, typer.Option(
+        "--min-difference-ms", help="Differences below this are noise, never a "
+        "failure.")] = 1.0,
+    source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
+    json_file: JsonOpt = None,
+) -> None:
+    """The guide's "no performance degradation", measured: the LMS's five everyday queries and
+    your pairs, on edu and on edu_v2 (read-only sessions), medians side by side with each
+    plan's index use. Exits 1 when a query is slower on edu_v2 past the threshold."""
+    _json_owns_stdout(json_file)
+    settings = _settings(config, source_url=source, target_url=target)
+    report = api.compare_queries(settings, queries_file=queries, repeats=repeats,
+                                 threshold_percent=threshold,
+                                 min_difference_ms=min_difference_ms)
+    table = Table(title=f"Median of {report.repeats} runs (ms)")
+    for column in ("query", "edu", "edu_v2", "ratio", "plan on edu", "plan on edu_v2"):
+        table.add_column(column, justify="right" if column in ("edu", "edu_v2", "ratio")
+                         else "left", overflow="fold")
+    for timing in report.timings:
+        old_plan, new_plan = timing.shown_plans()
+        table.add_row(("✗ " if timing.slower else "✓ ") + timing.name, f"{timing.old_ms:.2f}",
+                      f"{timing.new_ms:.2f}", f"{timing.ratio:.2f}×", old_plan, new_plan)
+    out.print(table)
+    _write_json(json_file, report.to_dict())
+    api.require_no_slowdown(report)
 
 
 def _interrupt(signum: int, frame: object) -> None:
