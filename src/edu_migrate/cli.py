@@ -20,7 +20,7 @@ from edu_migrate.config import Settings, load_settings
 from edu_migrate.console import ConsoleReporter
 from edu_migrate.errors import MigrationError
 from edu_migrate.pg.urls import masked, redacted
-from edu_migrate.reporting import open_run_log
+from edu_migrate.reporting import loggable_command, open_run_log
 
 HELP = """Move the legacy LMS database **edu** into **edu_v2**: phased, validated, resumable.
 
@@ -57,9 +57,13 @@ JsonOpt = Annotated[str | None, typer.Option(
     metavar="FILE", show_default=False)]
 
 
+# Options whose value holds a password (USER:PASS): the run log shows the user name only.
+SECRET_OPTIONS = frozenset({"--student", "--teacher", "--admin"})
+
+
 def _settings(config: Path | None = None, **overrides: Any) -> Settings:
     settings = load_settings(overrides, config)
-    open_run_log(settings.log_dir, redacted(" ".join(sys.argv[1:])))
+    open_run_log(settings.log_dir, loggable_command(sys.argv[1:], SECRET_OPTIONS))
     return settings
 
 
@@ -495,7 +499,8 @@ def main() -> None:
     except psycopg.Error as exc:
         if debug:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = redacted(str(exc).strip().splitlines()[0]) if str(exc).strip() \
+            else type(exc).__name__
         hint = ("raise statement_timeout for the migration (e.g. PGOPTIONS='-c "
                 "statement_timeout=0') and run again"
                 if isinstance(exc, psycopg.errors.QueryCanceled)
