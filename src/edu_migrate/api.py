@@ -478,22 +478,22 @@ def _drop_database(admin_url: str, name: str) -> None:
             sql.Identifier(name)))
 
 
-def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """The reference API over edu_v2, until interrupted."""
+def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
+          reporter: Reporter | None = None) -> None:
+    """The reference API over edu_v2, until interrupted. Requests and password checks run as
+    two login roles of the API's own, created (or brought back in line) first; the target URL's
+    user, the owner of edu_v2, serves nothing."""
     import socket
 
     import uvicorn
 
     from edu_migrate.web.app import create_app
+    from edu_migrate.web.logins import prepare_api_logins
 
+    reporter = reporter or Reporter()
     urls = endpoints(settings)
     with connect(urls.target_url, purpose="target") as conn:
         require_schema(conn)
-        row = conn.execute("SELECT current_user, pg_has_role('edu_admin', 'MEMBER')").fetchone()
-    if row is None or not row[1]:
-        user = row[0] if row else "the target user"
-        raise PreconditionFailed(f"{user} cannot switch to the roles edu_app and edu_admin",
-                                 f"GRANT edu_admin TO {user}, or serve as the schema's owner")
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -501,7 +501,10 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> N
         except OSError as exc:
             raise MigrationError(f"cannot listen on {host}:{port}: {exc.strerror}",
                                  "choose another --port or --host") from exc
-    uvicorn.run(create_app(urls.target_url), host=host, port=port, log_level="info")
+    logins = prepare_api_logins(urls.target_url)
+    reporter.line(f"Serving {masked(urls.target_url)}: {logins.describe()}")
+    uvicorn.run(create_app(urls.target_url, logins=logins), host=host, port=port,
+                log_level="info")
 
 
 def _account(role: str, credentials: str) -> Account:

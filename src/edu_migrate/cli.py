@@ -451,8 +451,10 @@ def serve(
     target: TargetOpt = None, config: ConfigOpt = None,
 ) -> None:
     """The reference API over edu_v2 (FastAPI), with row-level security doing the access control.
-    OpenAPI at /openapi.json, interactive docs at /docs."""
-    api.serve(_settings(config, target_url=target), host=host, port=port)
+    OpenAPI at /openapi.json, interactive docs at /docs. Creates the API's own login roles
+    first (<database>_api for requests, <database>_login for password checks) and says so;
+    the target URL's user must own edu_v2 and may create roles."""
+    api.serve(_settings(config, target_url=target), host=host, port=port, reporter=_reporter())
 
 
 CredentialsOpt = Annotated[str | None, typer.Option(

@@ -37,11 +37,38 @@ def test_argon2_round_trip_and_rehash_policy() -> None:
     assert not passwords.verify("wrong", stored, "argon2")
     assert not passwords.needs_rehash(stored, "argon2")
     assert passwords.needs_rehash(hashlib.md5(b"x").hexdigest(), "md5")
-    assert not passwords.needs_rehash("$2b$04$" + "a" * 53, "bcrypt")
+    # Every legacy scheme is replaced at login, bcrypt included.
+    assert passwords.needs_rehash("$2b$12$" + "a" * 53, "bcrypt")
 
 
 @pytest.mark.parametrize(("stored", "algo"), [
     ("not a hash", "bcrypt"), ("not a hash", "argon2"), ("0" * 32, "sha1"), ("", "md5")])
 def test_malformed_hashes_and_unknown_algorithms_never_verify(stored: str, algo: str) -> None:
     assert not passwords.verify("anything", stored, algo)
-    assert not passwords.verify_unknown_account("anything")
+    assert not passwords.check_login("anything", stored, algo).matches
+    assert not passwords.check_login("anything", None, None).matches
+
+
+def test_hashing_waits_for_a_free_slot() -> None:
+    """A flood of logins queues for the hashing slots instead of taking 64 MiB each at once."""
+    import threading
+
+    taken = [passwords.hashing_slots.acquire(timeout=5) for _ in range(passwords.HASHING_SLOTS)]
+    assert all(taken)
+    worker = threading.Thread(target=passwords.hash_password, args=("x",))
+    try:
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive()
+    finally:
+        for _ in taken:
+            passwords.hashing_slots.release()
+    worker.join(10)
+    assert not worker.is_alive()
+
+
+def test_every_legacy_hash_and_an_odd_one_never_raise() -> None:
+    md5 = hashlib.md5(AZERBAIJANI.encode()).hexdigest()
+    check = passwords.check_login(AZERBAIJANI, md5, "md5")
+    assert check.matches and check.new_hash and check.new_hash.startswith("$argon2id$")
+    assert not passwords.check_login(AZERBAIJANI, "ş" * 32, "md5").matches

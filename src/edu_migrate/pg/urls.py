@@ -63,7 +63,7 @@ def redacted(text: str) -> str:
 _QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
 
 
-def driver_message(exc: BaseException) -> str:
+def driver_message(exc: BaseException | str) -> str:
     """The first line of a driver's error with every quoted fragment of the connection string
     left out: libpq quotes the part it could not parse, which may be a password (`%zz`) or a
     host."""
