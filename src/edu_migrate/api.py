@@ -40,6 +40,8 @@ from edu_migrate.phases.archive import (
     TableEntry,
     archive_unmapped,
     archived_counts,
+    last_archive,
+    masked_columns,
     source_inventory,
 )
 from edu_migrate.phases.runner import (
@@ -52,7 +54,7 @@ from edu_migrate.phases.runner import (
 )
 from edu_migrate.phases.staging import SourceSnapshot, require_legacy_tables
 from edu_migrate.reporting import Reporter
-from edu_migrate.schema import SchemaResult, apply_schema, require_schema
+from edu_migrate.schema import SchemaResult, applied_version, apply_schema, require_schema
 
 if TYPE_CHECKING:
     from edu_migrate.report import ReportData
@@ -255,7 +257,7 @@ def migrate(settings: Settings, phases: Sequence[int] | None = None,
                     workers=settings.workers, reporter=reporter))
             if phases is None:
                 result.archive = archive_unmapped(snapshot, urls.target_url, settings.exclude,
-                                                  reporter)
+                                                  reporter, keep_secrets=settings.archive_secrets)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -286,15 +288,20 @@ def inventory(settings: Settings) -> list[TableEntry]:
     """Every table of the source with its rows and whether it is mapped, archived or excluded;
     for archived tables, the rows the target's legacy_archive holds (None before archiving)."""
     urls = endpoints(settings)
-    with _source_snapshot(urls.source_url) as snapshot:
-        entries = source_inventory(snapshot.conn, settings.exclude)
     archived: dict[str, int] = {}
+    recorded: dict[str, Any] | None = None
     try:
         with connect(urls.target_url, purpose="target") as target:
             archived = archived_counts(target)
+            recorded = last_archive(target) if applied_version(target) else None
     except MigrationError:
         pass  # no target yet: the inventory is the source's alone
-    return [TableEntry(e.table, e.rows, e.status, archived.get(e.table)) for e in entries]
+    with _source_snapshot(urls.source_url) as snapshot:
+        entries = source_inventory(snapshot.conn, settings.exclude)
+        masked = masked_columns(snapshot.conn, recorded, entries,
+                                keep_secrets=settings.archive_secrets)
+    return [TableEntry(e.table, e.rows, e.status, archived.get(e.table), masked.get(e.table, ()))
+            for e in entries]
 
 
 def anomalies(settings: Settings) -> list[Finding]:

@@ -178,6 +178,10 @@ def migrate(
         "(`unfreeze-source` lifts it).")] = False,
     force: Annotated[bool, typer.Option(
         "--force", help="Start even when a blocking preflight check fails (logged).")] = False,
+    archive_secrets: Annotated[bool | None, typer.Option(
+        "--archive-secrets", help="Archive the unmapped tables' password, token, session-key "
+        "and IP columns as they are; by default they are archived empty (masked).",
+        show_default=False)] = None,
     source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
     json_file: JsonOpt = None,
 ) -> None:
@@ -187,7 +191,7 @@ def migrate(
     if not phase and not all_phases:
         raise MigrationError("say which phases to run", "use --phase N or --all")
     settings = _settings(config, source_url=source, target_url=target, batch_size=batch_size,
-                         workers=workers)
+                         workers=workers, archive_secrets=archive_secrets or None)
     result = api.migrate(settings, None if all_phases else phase, reporter=_reporter(),
                          force=force, freeze_source=freeze_source)
     out.print(f"\nDone in {result.seconds:.1f}s")
@@ -210,16 +214,18 @@ def validate(source: SourceOpt = None, target: TargetOpt = None, config: ConfigO
 def inventory(source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
               json_file: JsonOpt = None) -> None:
     """Every table of the source: its rows, and whether the migration maps it, archives it into
-    legacy_archive, or excludes it (`exclude` patterns); archived rows once archived."""
+    legacy_archive, or excludes it (`exclude` patterns); archived rows once archived, and the
+    columns archived empty because they hold secrets (`migrate --archive-secrets` keeps them)."""
     settings = _settings(config, source_url=source, target_url=target)
     entries = api.inventory(settings)
     table = Table(title="Tables of the source (schema public)")
     for column, justify in (("table", "left"), ("rows", "right"), ("status", "left"),
-                            ("in legacy_archive", "right")):
+                            ("in legacy_archive", "right"), ("masked (secrets)", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for entry in entries:
         archived = "" if entry.archived_rows is None else f"{entry.archived_rows:,}"
-        table.add_row(entry.table, f"{entry.rows:,}", entry.status, archived)
+        table.add_row(entry.table, f"{entry.rows:,}", entry.status, archived,
+                      ", ".join(entry.masked))
     out.print(table)
     counts = {status: sum(1 for e in entries if e.status == status)
               for status in ("mapped", "archived", "excluded")}

@@ -131,7 +131,9 @@ def test_a_failed_login_costs_the_same_whoever_the_account_is(
 
     argon2_cost = cost(argon2_user)
     for username in (md5_user, bcrypt_user, "nobody-" + uuid.uuid4().hex):
-        assert cost(username) > 0.5 * argon2_cost, username
+        # Within a factor of three (the machine may be busy); the MD5 and bcrypt failures
+        # used to take a fortieth of the argon2 one.
+        assert cost(username) > argon2_cost / 3, username
 
 
 def test_failed_logins_are_limited_per_username_and_per_client(migrated: Migrated) -> None:
