@@ -37,7 +37,7 @@ LEGACY_ALGOS = ("md5", "bcrypt")
 BCRYPT_MAX_BYTES = 72
 # Concurrent hash computations, each up to 64 MiB, and how long a login waits for one.
 HASHING_SLOTS = max(1, min(4, os.cpu_count() or 1))
-SLOT_WAIT_SECONDS = 10.0
+SLOT_WAIT_SECONDS = 5.0
 
 _hasher = PasswordHasher()
 hashing_slots = threading.BoundedSemaphore(HASHING_SLOTS)

@@ -287,21 +287,22 @@ def login(body: LoginRequest, request: Request) -> TokenResponse:
     database, tokens = _services(request)
     throttle: LoginThrottle = request.app.state.throttle
     client = request.client.host if request.client else "unknown"
-    wait = throttle.retry_after(body.username, client)
+    wait = throttle.attempt(body.username, client)
     if wait is not None:
         raise HTTPException(429, "too many failed logins: try again later",
                             headers={"Retry-After": str(wait)})
     try:
         user_id = database.authenticate(body.username, body.password)
     except LoginRefused:
-        throttle.failed(body.username, client)
         raise _unauthenticated("wrong username or password") from None
     except AccountDisabled:
+        throttle.succeeded(body.username, client)  # the password was right
         raise HTTPException(403, "the account is disabled") from None
     except HashingBusy:
+        throttle.succeeded(body.username, client)  # no password was checked
         raise HTTPException(503, "too many logins at once: try again shortly",
                             headers={"Retry-After": "1"}) from None
-    throttle.succeeded(body.username)
+    throttle.succeeded(body.username, client)
     return TokenResponse(access_token=tokens.issue(user_id))
 
 

@@ -16,7 +16,7 @@ from uuid import UUID
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from edu_migrate.pg.connect import APPLICATION_NAME
 from edu_migrate.security import passwords
@@ -83,21 +83,30 @@ class Database:
     def authenticate(self, username: str, password: str) -> UUID:
         """The id of the account, after checking its password; a legacy or outdated hash is
         replaced by a modern one on the way. Costs one argon2 computation whatever happens."""
-        with self._credentials.connection() as conn, conn.transaction():
-            account = conn.execute(
-                "SELECT user_id, password_hash, password_algo, is_active "
-                "FROM auth.credentials(%s)", [username]).fetchone()
-            stored = account["password_hash"] if account else None
-            algo = account["password_algo"] if account else None
-            check = passwords.check_login(password, stored, algo)
-            if account is None or not check.matches:
-                raise LoginRefused
-            if not account["is_active"]:
-                raise AccountDisabled
-            user_id: UUID = account["user_id"]
-            # The login is the acting user of its own audit row.
-            conn.execute("SELECT set_config('app.current_user_id', %s, true)", [str(user_id)])
-            conn.execute("SELECT auth.record_login(%s, %s, %s, %s)",
-                         [user_id, stored, check.new_hash,
-                          passwords.MODERN_ALGO if check.new_hash else None])
-            return user_id
+        try:
+            with self._credentials.connection(timeout=passwords.SLOT_WAIT_SECONDS) as conn, \
+                    conn.transaction():
+                return self._check(conn, username, password)
+        except PoolTimeout:
+            raise passwords.HashingBusy from None
+
+    @staticmethod
+    def _check(conn: Session, username: str, password: str) -> UUID:
+        """Look the account up, verify, record the login (with the new hash)."""
+        account = conn.execute(
+            "SELECT user_id, password_hash, password_algo, is_active "
+            "FROM auth.credentials(%s)", [username]).fetchone()
+        stored = account["password_hash"] if account else None
+        algo = account["password_algo"] if account else None
+        check = passwords.check_login(password, stored, algo)
+        if account is None or not check.matches:
+            raise LoginRefused
+        if not account["is_active"]:
+            raise AccountDisabled
+        user_id: UUID = account["user_id"]
+        # The login is the acting user of its own audit row.
+        conn.execute("SELECT set_config('app.current_user_id', %s, true)", [str(user_id)])
+        conn.execute("SELECT auth.record_login(%s, %s, %s, %s)",
+                     [user_id, stored, check.new_hash,
+                      passwords.MODERN_ALGO if check.new_hash else None])
+        return user_id
