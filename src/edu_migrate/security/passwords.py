@@ -98,16 +98,11 @@ _LEGACY_VERIFIERS = {"md5": _verify_md5, "bcrypt": _verify_bcrypt}
 
 
 def _matches(password: str, stored: str, algo: str) -> bool:
+    """Does `password` match the stored hash of algorithm `algo`? Unknown algorithms never do."""
     if algo == MODERN_ALGO:
         return _verify_argon2(_forms(password)[0], stored)
     verifier = _LEGACY_VERIFIERS.get(algo)
     return verifier is not None and any(verifier(form, stored) for form in _forms(password))
-
-
-def verify(password: str, stored: str, algo: str) -> bool:
-    """Does `password` match the stored hash of algorithm `algo`? Unknown algorithms never do."""
-    with _hashing_slot():
-        return _matches(password, stored, algo)
 
 
 def needs_rehash(stored: str, algo: str) -> bool:
