@@ -21,6 +21,9 @@ from edu_migrate.pg.embedded import EmbeddedServer, _system_bin_dir, find_bin_di
 from edu_migrate.pg.urls import with_database
 
 SYSTEM_MAJOR = 15
+# The home folders of the embedded servers this session started (none when EDU_TEST_ADMIN_URL
+# was given).
+EMBEDDED_HOMES: list[Path] = []
 
 
 def _start(home: Path, bin_dir: Path) -> str:
@@ -38,6 +41,7 @@ def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("embedded")
     server = EmbeddedServer(home, bin_dir=find_bin_dir())
     url = server.start().url("postgres")
+    EMBEDDED_HOMES.append(home)
     os.environ["EDU_TEST_ADMIN_URL"] = url
     yield url
     server.stop()

@@ -60,6 +60,7 @@ from edu_migrate.phases.archive import (
     archive_unmapped,
     archived_counts,
     last_archive,
+    masked_columns,
     source_inventory,
 )
 from edu_migrate.phases.as_of import clear_as_of, parse_as_of, recorded_as_of, settle_as_of
@@ -75,7 +76,7 @@ from edu_migrate.phases.staging import SourceSnapshot, require_legacy_tables
 from edu_migrate.phases.sync import SyncResult, last_sync
 from edu_migrate.phases.sync import sync as run_sync
 from edu_migrate.reporting import Reporter
-from edu_migrate.schema import SchemaResult, apply_schema, require_schema
+from edu_migrate.schema import SchemaResult, applied_version, apply_schema, require_schema
 
 if TYPE_CHECKING:
     from edu_migrate.report import ReportData
@@ -301,7 +302,8 @@ def _archive_once_all_done(snapshot: SourceSnapshot, target_url: str, settings: 
         reporter.line(f"Unmapped tables are archived once every phase is done (phase "
                       f"{', '.join(map(str, waiting))} still to run)")
         return None
-    return archive_unmapped(snapshot, target_url, settings.exclude, reporter)
+    return archive_unmapped(snapshot, target_url, settings.exclude, reporter,
+                            keep_secrets=settings.archive_secrets)
 
 
 def sync(settings: Settings, reporter: Reporter | None = None, *,
@@ -321,7 +323,7 @@ def sync(settings: Settings, reporter: Reporter | None = None, *,
                 archived_before = last_archive(target) is not None
             if archived_before:  # the unmapped tables the source changed, archived again
                 archive_unmapped(snapshot, urls.target_url, settings.exclude, Reporter(),
-                                 skip_unchanged=True)
+                                 keep_secrets=settings.archive_secrets, skip_unchanged=True)
     reporter.line(f"Synced {result.changed_rows} changed legacy rows "
                   f"({', '.join(f'{t} {c.total}' for t, c in result.changes.items() if c.total)}"
                   f"{'' if result.changed_rows else 'none'}) as of {result.as_of.isoformat()} "
@@ -371,15 +373,20 @@ def inventory(settings: Settings) -> list[TableEntry]:
     """Every table of the source with its rows and whether it is mapped, archived or excluded;
     for archived tables, the rows the target's legacy_archive holds (None before archiving)."""
     urls = endpoints(settings)
-    with _source_snapshot(urls.source_url) as snapshot:
-        entries = source_inventory(snapshot.conn, settings.exclude)
     archived: dict[str, int] = {}
+    recorded: dict[str, Any] | None = None
     try:
         with connect(urls.target_url, purpose="target") as target:
             archived = archived_counts(target)
+            recorded = last_archive(target) if applied_version(target) else None
     except MigrationError:
         pass  # no target yet: the inventory is the source's alone
-    return [TableEntry(e.table, e.rows, e.status, archived.get(e.table)) for e in entries]
+    with _source_snapshot(urls.source_url) as snapshot:
+        entries = source_inventory(snapshot.conn, settings.exclude)
+        masked = masked_columns(snapshot.conn, recorded, entries,
+                                keep_secrets=settings.archive_secrets)
+    return [TableEntry(e.table, e.rows, e.status, archived.get(e.table), masked.get(e.table, ()))
+            for e in entries]
 
 
 def anomalies(settings: Settings) -> list[Finding]:
@@ -581,22 +588,22 @@ def _drop_database(admin_url: str, name: str) -> None:
             sql.Identifier(name)))
 
 
-def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """The reference API over edu_v2, until interrupted."""
+def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
+          reporter: Reporter | None = None) -> None:
+    """The reference API over edu_v2, until interrupted. Requests and password checks run as
+    two login roles of the API's own, created (or brought back in line) first; the target URL's
+    user, the owner of edu_v2, serves nothing."""
     import socket
 
     import uvicorn
 
     from edu_migrate.web.app import create_app
+    from edu_migrate.web.logins import prepare_api_logins
 
+    reporter = reporter or Reporter()
     urls = endpoints(settings)
     with connect(urls.target_url, purpose="target") as conn:
         require_schema(conn)
-        row = conn.execute("SELECT current_user, pg_has_role('edu_admin', 'MEMBER')").fetchone()
-    if row is None or not row[1]:
-        user = row[0] if row else "the target user"
-        raise PreconditionFailed(f"{user} cannot switch to the roles edu_app and edu_admin",
-                                 f"GRANT edu_admin TO {user}, or serve as the schema's owner")
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -604,7 +611,10 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> N
         except OSError as exc:
             raise MigrationError(f"cannot listen on {host}:{port}: {exc.strerror}",
                                  "choose another --port or --host") from exc
-    uvicorn.run(create_app(urls.target_url), host=host, port=port, log_level="info")
+    logins = prepare_api_logins(urls.target_url)
+    reporter.line(f"Serving {masked(urls.target_url)}: {logins.describe()}")
+    uvicorn.run(create_app(urls.target_url, logins=logins), host=host, port=port,
+                log_level="info")
 
 
 def _account(role: str, credentials: str) -> Account:

@@ -21,7 +21,7 @@ from edu_migrate.config import Settings, load_settings
 from edu_migrate.console import ConsoleReporter
 from edu_migrate.errors import MigrationError
 from edu_migrate.pg.urls import masked, redacted
-from edu_migrate.reporting import open_run_log
+from edu_migrate.reporting import loggable_command, open_run_log
 
 HELP = """Move the legacy LMS database **edu** into **edu_v2**: phased, validated, resumable.
 
@@ -58,9 +58,13 @@ JsonOpt = Annotated[str | None, typer.Option(
     metavar="FILE", show_default=False)]
 
 
+# Options whose value holds a password (USER:PASS): the run log shows the user name only.
+SECRET_OPTIONS = frozenset({"--student", "--teacher", "--admin"})
+
+
 def _settings(config: Path | None = None, **overrides: Any) -> Settings:
     settings = load_settings(overrides, config)
-    open_run_log(settings.log_dir, redacted(" ".join(sys.argv[1:])))
+    open_run_log(settings.log_dir, loggable_command(sys.argv[1:], SECRET_OPTIONS))
     return settings
 
 
@@ -185,6 +189,10 @@ def migrate(
     force: Annotated[bool, typer.Option(
         "--force", help="Start even when a blocking preflight check fails (logged).")] = False,
     as_of: AsOfOpt = None,
+    archive_secrets: Annotated[bool | None, typer.Option(
+        "--archive-secrets", help="Archive the unmapped tables' password, token, session-key "
+        "and IP columns as they are; by default they are archived empty (masked).",
+        show_default=False)] = None,
     source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
     json_file: JsonOpt = None,
 ) -> None:
@@ -194,7 +202,7 @@ def migrate(
     if not phase and not all_phases:
         raise MigrationError("say which phases to run", "use --phase N or --all")
     settings = _settings(config, source_url=source, target_url=target, batch_size=batch_size,
-                         workers=workers)
+                         workers=workers, archive_secrets=archive_secrets or None)
     result = api.migrate(settings, None if all_phases else phase, reporter=_reporter(),
                          force=force, freeze_source=freeze_source, as_of=as_of)
     out.print(f"\nDone in {result.seconds:.1f}s")
@@ -261,16 +269,18 @@ def validate(source: SourceOpt = None, target: TargetOpt = None, config: ConfigO
 def inventory(source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
               json_file: JsonOpt = None) -> None:
     """Every table of the source: its rows, and whether the migration maps it, archives it into
-    legacy_archive, or excludes it (`exclude` patterns); archived rows once archived."""
+    legacy_archive, or excludes it (`exclude` patterns); archived rows once archived, and the
+    columns archived empty because they hold secrets (`migrate --archive-secrets` keeps them)."""
     settings = _settings(config, source_url=source, target_url=target)
     entries = api.inventory(settings)
     table = Table(title="Tables of the source (schema public)")
     for column, justify in (("table", "left"), ("rows", "right"), ("status", "left"),
-                            ("in legacy_archive", "right")):
+                            ("in legacy_archive", "right"), ("masked (secrets)", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for entry in entries:
         archived = "" if entry.archived_rows is None else f"{entry.archived_rows:,}"
-        table.add_row(entry.table, f"{entry.rows:,}", entry.status, archived)
+        table.add_row(entry.table, f"{entry.rows:,}", entry.status, archived,
+                      ", ".join(entry.masked))
     out.print(table)
     counts = {status: sum(1 for e in entries if e.status == status)
               for status in ("mapped", "archived", "excluded")}
@@ -526,8 +536,10 @@ def serve(
     target: TargetOpt = None, config: ConfigOpt = None,
 ) -> None:
     """The reference API over edu_v2 (FastAPI), with row-level security doing the access control.
-    OpenAPI at /openapi.json, interactive docs at /docs."""
-    api.serve(_settings(config, target_url=target), host=host, port=port)
+    OpenAPI at /openapi.json, interactive docs at /docs. Creates the API's own login roles
+    first (<database>_api for requests, <database>_login for password checks) and says so;
+    the target URL's user must own edu_v2 and may create roles."""
+    api.serve(_settings(config, target_url=target), host=host, port=port, reporter=_reporter())
 
 
 CredentialsOpt = Annotated[str | None, typer.Option(
@@ -800,7 +812,8 @@ def main() -> None:
     except psycopg.Error as exc:
         if debug:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = redacted(str(exc).strip().splitlines()[0]) if str(exc).strip() \
+            else type(exc).__name__
         hint = ("raise statement_timeout for the migration (e.g. PGOPTIONS='-c "
                 "statement_timeout=0') and run again"
                 if isinstance(exc, psycopg.errors.QueryCanceled)

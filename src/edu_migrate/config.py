@@ -23,6 +23,7 @@ ENV_VARS: Mapping[str, str] = {
     "home": "EDU_MIGRATE_HOME",
     "log_dir": "EDU_LOG_DIR",
     "backup_dir": "EDU_BACKUP_DIR",
+    "archive_secrets": "EDU_ARCHIVE_SECRETS",
 }
 
 
@@ -40,6 +41,8 @@ class Settings(BaseModel):
     home: Path = Field(Path(".edu-migrate"), description="folder of the embedded server and state")
     log_dir: Path = Field(Path("logs"), description="folder of the run logs")
     backup_dir: Path = Field(Path("backups"), description="folder of the backups")
+    archive_secrets: bool = Field(
+        False, description="archive credential and session-secret columns instead of masking")
 
     @field_validator("exclude", mode="before")
     @classmethod

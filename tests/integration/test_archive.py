@@ -4,7 +4,10 @@ reported, and checked by validate and the report."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
+import pytest
 
 from edu_migrate import api
 from edu_migrate.config import Settings
@@ -101,3 +104,46 @@ def test_validation_fails_while_unmapped_tables_are_neither_archived_nor_exclude
     excluded = settings.model_copy(update={"exclude": tuple(UNMAPPED_TABLES)})
     assert api.validate(excluded).passed
     assert api.report(excluded).verdict == "PASS"
+
+
+def test_archive_masks_credentials_and_session_secrets_unless_asked(
+        settings: Settings, tmp_path: Path) -> None:
+    prepared(settings, scale=0.01)
+    source, target = str(settings.source_url), str(settings.target_url)
+    with psycopg.connect(source, autocommit=True) as conn:
+        # Named innocently, shaped like secrets: found by their values.
+        conn.execute("CREATE TABLE api_clients (id integer, label text, credential text)")
+        conn.execute("INSERT INTO api_clients SELECT n, 'client ' || n, md5(n::text) "
+                     "FROM generate_series(1, 20) n")
+    result = api.migrate(settings)
+    assert result.archive is not None
+    assert result.archive.masked == {"api_clients": ["credential"],
+                                     "login_logs": ["ip_address"],
+                                     "user_sessions": ["session_key", "ip_address"],
+                                     "users_old": ["password"]}
+    for table, column in (("users_old", "password"), ("user_sessions", "session_key"),
+                          ("user_sessions", "ip_address"), ("api_clients", "credential")):
+        assert scalar(target, f"SELECT count({column}) FROM legacy_archive.{table}") == 0
+        assert scalar(source, f"SELECT count({column}) FROM public.{table}") > 0
+    assert table_digest(target, "legacy_archive.news") == table_digest(source, "public.news")
+    assert scalar(target, "SELECT count(label) FROM legacy_archive.api_clients") == 20
+    # No application role reads the archive.
+    for role in ("edu_app", "edu_admin"):
+        with psycopg.connect(target) as conn:
+            conn.execute(f"SET ROLE {role}")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT count(*) FROM legacy_archive.users_old")
+    # inventory and the report say what was masked.
+    entries = {e.table: e for e in api.inventory(settings)}
+    assert entries["users_old"].masked == ("password",)
+    assert entries["news"].masked == ()
+    report_md = tmp_path / "report.md"
+    api.report(settings, md=report_md)
+    assert "users_old" in report_md.read_text("utf-8")
+    assert "'password'" in report_md.read_text("utf-8")
+    # --archive-secrets keeps them.
+    kept = api.migrate(settings.model_copy(update={"archive_secrets": True}))
+    assert kept.archive is not None and kept.archive.masked == {}
+    assert table_digest(target, "legacy_archive.users_old") == \
+        table_digest(source, "public.users_old")
+    assert api.inventory(settings)[0].masked == ()

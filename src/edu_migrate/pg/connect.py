@@ -10,14 +10,21 @@ import psycopg
 from psycopg import sql
 
 from edu_migrate.errors import ConnectionFailed
-from edu_migrate.pg.urls import database_name, masked, parse, with_database
+from edu_migrate.pg.urls import (
+    database_name,
+    driver_message,
+    masked,
+    parse,
+    redacted,
+    with_database,
+)
 
 APPLICATION_NAME = "edu-migrate"
 CONNECTION_CHECK_SINCE = 140000
 
 
 def _reason(exc: psycopg.OperationalError) -> tuple[str, str]:
-    text = str(exc).strip()
+    text = redacted(str(exc).strip())
     last = [line for line in text.splitlines() if line.strip()]
     detail = last[-1] if last else text
     lowered = text.lower()
@@ -30,7 +37,9 @@ def _reason(exc: psycopg.OperationalError) -> tuple[str, str]:
     if "connection refused" in lowered or "could not connect" in lowered or "timeout" in lowered:
         return ("the server is not reachable",
                 "check host and port, and that PostgreSQL is running")
-    return (detail.removeprefix("FATAL:  "), "check the URL and the server")
+    # Anything else may quote the connection string it could not use (a malformed host, say):
+    # its quoted parts are left out.
+    return (driver_message(detail).removeprefix("FATAL:  "), "check the URL and the server")
 
 
 @contextmanager

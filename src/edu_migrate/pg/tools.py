@@ -1,5 +1,6 @@
-"""PostgreSQL's own client programs (pg_dump, pg_restore), run without a password on their
-command line: the password travels in the child's environment only."""
+"""PostgreSQL's own client programs (pg_dump, pg_restore, psql), run without a secret on their
+command line, where any user of the machine could read it: the password travels in the child's
+environment, other secret parameters (sslpassword) in a service file only the owner can read."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,25 +18,47 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from edu_migrate.errors import MigrationError
 from edu_migrate.pg.embedded import find_bin_dir
-from edu_migrate.pg.urls import masked
+from edu_migrate.pg.urls import masked, redacted
 
 log = logging.getLogger("edu_migrate")
 
+# Connection parameters that are secrets besides the password: they go to a service file.
+SECRET_PARAMETERS = ("sslpassword",)
+SERVICE = "edu_migrate"
+
+
 @dataclass(frozen=True)
 class ClientCall:
-    """A conninfo without the password, and the environment that carries it."""
+    """A conninfo without any secret, and the environment that carries them."""
 
     conninfo: str
     env: dict[str, str]
 
 
-def client_call(url: str) -> ClientCall:
+@contextmanager
+def client_call(url: str) -> Iterator[ClientCall]:
+    """The conninfo and environment for a client program; a service file holding the other
+    secrets exists (mode 0600, in a private folder) until the block ends."""
     params = {key: str(value) for key, value in conninfo_to_dict(url).items()}
     password = params.pop("password", None)
     env = dict(os.environ)
     if password is not None:
         env["PGPASSWORD"] = password
-    return ClientCall(make_conninfo(**params), env)
+    secret = {key: params.pop(key) for key in SECRET_PARAMETERS if key in params}
+    if not secret:
+        yield ClientCall(make_conninfo(**params), env)
+        return
+    if any("\n" in value or "\r" in value for value in secret.values()):
+        raise MigrationError("a secret connection parameter holds a line break",
+                             "remove it from the URL")
+    with tempfile.TemporaryDirectory(prefix="edu-migrate-") as folder:
+        service_file = Path(folder) / "pg_service.conf"
+        descriptor = os.open(service_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(f"[{SERVICE}]\n" + "".join(f"{key}={value}\n"
+                                                    for key, value in secret.items()))
+        env["PGSERVICEFILE"] = str(service_file)
+        yield ClientCall(make_conninfo(**params, service=SERVICE), env)
 
 
 def _major_of(version_text: str) -> int:
@@ -63,19 +87,19 @@ def run_client(program: Path, args: list[str], url: str | None, *,
                what: str) -> subprocess.CompletedProcess[str]:
     """Run a client program (against `url` when given); a failure becomes one line naming
     `what`, and the program's own output goes to the run log."""
-    command = [str(program), *args]
-    env = dict(os.environ)
-    if url is not None:
-        call = client_call(url)
-        command += ["--dbname", call.conninfo]
-        env = call.env
-    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if url is None:
+        result = subprocess.run([str(program), *args], capture_output=True, text=True,
+                                check=False)
+    else:
+        with client_call(url) as call:
+            result = subprocess.run([str(program), *args, "--dbname", call.conninfo],
+                                    env=call.env, capture_output=True, text=True, check=False)
     if result.stderr.strip():
         log.info("%s: %s", program.name, result.stderr.strip())
     if result.returncode != 0:
         lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
         errors = [line for line in lines if "error:" in line]
-        reason = (errors or lines or [f"exit status {result.returncode}"])[0]
+        reason = redacted((errors or lines or [f"exit status {result.returncode}"])[0])
         where = f" on {masked(url)}" if url is not None else ""
         raise MigrationError(f"{what} failed{where}: {reason}",
                              "the program's full output is in the run log")
@@ -107,8 +131,8 @@ def restore_archive(archive: Path, url: str, server_version: int, options: list[
     connection, so that the newest pg_restore can restore into every server from 15 on."""
     pg_restore = client_program("pg_restore", server_version)
     psql = client_program("psql", server_version)
-    call = client_call(url)
-    with tempfile.TemporaryFile() as restore_errors, tempfile.TemporaryFile() as psql_errors:
+    with client_call(url) as call, tempfile.TemporaryFile() as restore_errors, \
+            tempfile.TemporaryFile() as psql_errors:
         script = subprocess.Popen([str(pg_restore), *options, "--file=-", str(archive)],
                                   stdout=subprocess.PIPE, stderr=restore_errors)
         runner = subprocess.Popen(
@@ -138,5 +162,5 @@ def restore_archive(archive: Path, url: str, server_version: int, options: list[
                 lines = [line.strip() for line in text.splitlines() if line.strip()]
                 reason = next((line for line in lines if "error" in line.lower()),
                               lines[0] if lines else f"{name} exit status {code}")
-                raise MigrationError(f"{what} failed on {masked(url)}: {reason}",
+                raise MigrationError(f"{what} failed on {masked(url)}: {redacted(reason)}",
                                      "nothing was restored; the full output is in the run log")

@@ -16,7 +16,7 @@ def parse(url: str, *, purpose: str) -> dict[str, str]:
         return {key: str(value) for key, value in conninfo_to_dict(url).items()}
     except psycopg.ProgrammingError as exc:
         raise MigrationError(
-            f"the {purpose} URL is malformed: {str(exc).splitlines()[0]}",
+            f"the {purpose} URL is malformed: {driver_message(exc)}",
             "write it as postgresql://user@host:port/dbname",
         ) from exc
 
@@ -45,11 +45,28 @@ def masked(url: str | None) -> str:
     return f"postgresql://{auth}{host}:{port}/{dbname}"
 
 
-_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@")
-_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]+)", re.IGNORECASE)
+# The password of a URL runs from the colon after the user name to the next @ of the same
+# line, spaces included: a password with a space is still a password.
+_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\n]*?@")
+# Every connection parameter that holds a secret: password, sslpassword (the key's passphrase).
+_KEYWORD_PASSWORD = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]+)",
+                               re.IGNORECASE)
 
 
 def redacted(text: str) -> str:
     """Free text (a command line, a message) with every password in a URL or a conninfo
     string replaced by ***."""
     return _KEYWORD_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
+# What a driver quotes of the text it could not parse: that text may be the password.
+_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
+
+
+def driver_message(exc: BaseException | str) -> str:
+    """The first line of a driver's error with every quoted fragment of the connection string
+    left out: libpq quotes the part it could not parse, which may be a password (`%zz`) or a
+    host."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return redacted(_QUOTED.sub('"…"', first))

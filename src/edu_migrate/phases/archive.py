@@ -9,12 +9,19 @@ schema `legacy_archive` with the same column names and types and filled by a bin
 the run's source snapshot. Each table is dropped and recreated in one transaction, so running the
 step again gives the same result. Types the target cannot know (the source's own enums and
 domains) are archived as text.
+
+Secrets stay behind: a column that holds credentials or session secrets, known by its name
+(password, token, session_key, ip_address, …) or by the shape of its values (hex digests, bcrypt
+and argon2 hashes, long random tokens), is archived empty (NULL) unless `archive_secrets` opts
+in. The columns masked are recorded in migration.run_log and shown by `inventory` and the report.
+The archive schema is granted to no application role.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
@@ -27,6 +34,21 @@ from edu_migrate.reporting import Reporter
 
 ARCHIVE_SCHEMA = "legacy_archive"
 MAPPED, ARCHIVED, EXCLUDED = "mapped", "archived", "excluded"
+APPLICATION_ROLES = ("edu_app", "edu_admin", "edu_auth")
+
+# A column named like a credential or a session secret (IP addresses ride along with sessions).
+SECRET_NAME = re.compile(
+    r"(^|_)(pass(word|wd)?|pwd|pw|hash(ed)?|secret|token|salt|otp|api_?key|session_?(key|id)"
+    r"|sid|ip|ip_?addr(ess)?|remote_?addr)($|_)", re.IGNORECASE)
+# Values shaped like a digest, a password hash or a random token: hex of 32, 40 or 64 digits,
+# bcrypt, argon2, crypt(3), or 32+ characters of base64/url-safe alphabet without a space.
+SECRET_VALUE = (r"^([0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}"
+                r"|\$2[abxy]?\$[0-9]{2}\$[./A-Za-z0-9]{53}|\$argon2(id|i|d)\$.+|\$[156]\$.+"
+                r"|[A-Za-z0-9_+/=-]{32,})$")
+# A column is secret by its values when this share of a sample of them has the shape.
+SECRET_SHARE = 0.8
+SAMPLE_ROWS = 1000
+TEXT_TYPES = re.compile(r"^(text|character varying|character|bytea)\b")
 
 SOURCE_TABLES = """
 SELECT c.relname, c.relname LIKE ANY(%(exclude)s::text[])
@@ -59,6 +81,8 @@ class TableEntry:
     rows: int
     status: str
     archived_rows: int | None = None
+    # Columns archived empty because they hold secrets (or would be, before archiving).
+    masked: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +92,8 @@ class TableEntry:
 class ArchiveResult:
     archived: dict[str, int]
     excluded: list[str]
+    masked: dict[str, list[str]] = field(default_factory=dict)
+    secrets_kept: bool = False
 
 
 def source_inventory(source: psycopg.Connection, exclude: Sequence[str]) -> list[TableEntry]:
@@ -80,6 +106,24 @@ def source_inventory(source: psycopg.Connection, exclude: Sequence[str]) -> list
         status = MAPPED if name in LEGACY_COLUMNS else EXCLUDED if excluded else ARCHIVED
         entries.append(TableEntry(name, int(row[0]) if row else 0, status))
     return entries
+
+
+def secret_columns(source: psycopg.Connection, table: str) -> list[str]:
+    """The columns of a source table that hold credentials or session secrets, by name or by
+    the shape of a sample of their values."""
+    found = []
+    for name, kind in source.execute(SOURCE_COLUMNS, {"table": table}).fetchall():
+        if SECRET_NAME.search(name):
+            found.append(str(name))
+        elif TEXT_TYPES.match(kind):
+            row = source.execute(sql.SQL(
+                "SELECT count(*) FILTER (WHERE v::text ~ %s), count(*) FROM "
+                "(SELECT {} AS v FROM public.{} WHERE {} IS NOT NULL LIMIT %s) s").format(
+                sql.Identifier(name), sql.Identifier(table), sql.Identifier(name)),
+                [SECRET_VALUE, SAMPLE_ROWS]).fetchone()
+            if row and row[1] and row[0] >= SECRET_SHARE * row[1]:
+                found.append(str(name))
+    return found
 
 
 def archived_counts(target: psycopg.Connection) -> dict[str, int]:
@@ -101,14 +145,17 @@ def last_archive(target: psycopg.Connection) -> dict[str, Any] | None:
     return dict(row[0]) if row else None
 
 
-def _archive_table(snapshot: SourceSnapshot, target: psycopg.Connection, table: str) -> int:
+def _archive_table(snapshot: SourceSnapshot, target: psycopg.Connection, table: str,
+                   masked: Sequence[str]) -> int:
     columns = snapshot.conn.execute(SOURCE_COLUMNS, {"table": table}).fetchall()
     archived = sql.Identifier(ARCHIVE_SCHEMA, table)
     target.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(archived))
     target.execute(sql.SQL("CREATE TABLE {} ({})").format(archived, sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in columns)))
     select = sql.SQL(", ").join(
-        sql.SQL("{}::{}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in columns)
+        sql.SQL("NULL::{}").format(sql.SQL(kind)) if name in masked
+        else sql.SQL("{}::{}").format(sql.Identifier(name), sql.SQL(kind))
+        for name, kind in columns)
     with snapshot.conn.cursor() as out_cur, target.cursor() as in_cur:
         copy_out_sql = sql.SQL("COPY (SELECT {} FROM public.{}) TO STDOUT (FORMAT binary)").format(
             select, sql.Identifier(table))
@@ -140,18 +187,21 @@ def _unchanged(snapshot: SourceSnapshot, target: psycopg.Connection, table: str)
 
 
 def archive_unmapped(snapshot: SourceSnapshot, target_url: str, exclude: Sequence[str],
-                     reporter: Reporter, *, skip_unchanged: bool = False) -> ArchiveResult:
-    """Copy every unmapped, not excluded source table into legacy_archive; record the step.
-    `skip_unchanged` (a sync's refresh): copy only the tables whose rows differ from the
-    archived ones."""
+                     reporter: Reporter, *, keep_secrets: bool = False,
+                     skip_unchanged: bool = False) -> ArchiveResult:
+    """Copy every unmapped, not excluded source table into legacy_archive, its secret columns
+    empty unless `keep_secrets`; record the step. `skip_unchanged` (a sync's refresh): copy only
+    the tables whose rows differ from the archived ones."""
     entries = source_inventory(snapshot.conn, exclude)
-    result = ArchiveResult({}, [e.table for e in entries if e.status == EXCLUDED])
+    result = ArchiveResult({}, [e.table for e in entries if e.status == EXCLUDED],
+                           secrets_kept=keep_secrets)
     reporter.line("=" * 60)
     reporter.line("ARCHIVING UNMAPPED TABLES")
     reporter.line("=" * 60)
     with connect(target_url, purpose="target") as target:
         target.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
             sql.Identifier(ARCHIVE_SCHEMA)))
+        _grant_to_no_application_role(target)
         target.commit()
         for entry in entries:
             if entry.status != ARCHIVED:
@@ -159,12 +209,16 @@ def archive_unmapped(snapshot: SourceSnapshot, target_url: str, exclude: Sequenc
             if skip_unchanged and _unchanged(snapshot, target, entry.table):
                 result.archived[entry.table] = entry.rows
                 continue
+            secret = [] if keep_secrets else secret_columns(snapshot.conn, entry.table)
             with reporter.progress(f"archive {entry.table}", entry.rows) as advance:
-                rows = _archive_table(snapshot, target, entry.table)
+                rows = _archive_table(snapshot, target, entry.table, secret)
                 target.commit()
                 advance(rows)
             result.archived[entry.table] = rows
-            reporter.line(f"✓ Archived {entry.table}: {rows} rows")
+            if secret:
+                result.masked[entry.table] = secret
+            reporter.line(f"✓ Archived {entry.table}: {rows} rows"
+                          + (f"; masked (secrets): {', '.join(secret)}" if secret else ""))
         for stale in sorted(set(archived_counts(target)) - set(result.archived)):
             target.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(ARCHIVE_SCHEMA, stale)))
             reporter.line(f"  dropped {ARCHIVE_SCHEMA}.{stale}: no longer an archived table")
@@ -172,6 +226,33 @@ def archive_unmapped(snapshot: SourceSnapshot, target_url: str, exclude: Sequenc
             reporter.line(f"! Excluded {table} (matches exclude = {list(exclude)}): not archived")
         target.execute("INSERT INTO migration.run_log (event, detail) VALUES ('archive', %s)",
                        [Jsonb({"archived": result.archived, "excluded": result.excluded,
-                               "patterns": list(exclude)})])
+                               "patterns": list(exclude), "masked": result.masked,
+                               "secrets_kept": keep_secrets})])
         target.commit()
     return result
+
+
+def _grant_to_no_application_role(target: psycopg.Connection) -> None:
+    """The archive holds old personal data: no application role reads it, whatever a DBA
+    granted before."""
+    roles = [r[0] for r in target.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+                                          [list(APPLICATION_ROLES)])]
+    for grantee in ["PUBLIC", *roles]:
+        who = sql.SQL(grantee) if grantee == "PUBLIC" else sql.Identifier(grantee)
+        target.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM {}").format(
+            sql.Identifier(ARCHIVE_SCHEMA), who))
+        target.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}").format(
+            sql.Identifier(ARCHIVE_SCHEMA), who))
+
+
+def masked_columns(source: psycopg.Connection, recorded: dict[str, Any] | None,
+                   entries: Sequence[TableEntry], *,
+                   keep_secrets: bool) -> dict[str, tuple[str, ...]]:
+    """Per archived table, its masked columns: as the last archive step (`recorded`) masked
+    them, else as the next one will (found in the source, unless `keep_secrets`)."""
+    if recorded is not None and "masked" in recorded:
+        return {table: tuple(columns) for table, columns in recorded["masked"].items()}
+    if keep_secrets:
+        return {}
+    return {e.table: tuple(found) for e in entries if e.status == ARCHIVED
+            for found in [secret_columns(source, e.table)] if found}

@@ -1,7 +1,8 @@
 """The audit trail around the tool's own bulk work.
 
-Row triggers (audit_row_change, see schema V005) record each change an application makes. A phase
-loads millions of rows: it pauses those triggers inside its own transaction, so a crash or a
+Row triggers (audit_row_change, see schemas V005 and V006) record each change an application
+makes, and marks_hold_together (V006) refuses marks that do not hold together. A phase loads
+millions of rows of history: it pauses those triggers inside its own transaction, so a crash or a
 rollback restores them with everything else, and records one event for the whole load instead.
 """
 
@@ -16,28 +17,31 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 ROW_TRIGGER = "audit_row_change"
+# The row triggers a bulk load of history pauses.
+PAUSED_TRIGGERS = (ROW_TRIGGER, "marks_hold_together")
 
 
-def _audited(conn: psycopg.Connection, tables: Sequence[str]) -> list[str]:
+def _paused(conn: psycopg.Connection, tables: Sequence[str]) -> list[tuple[str, str]]:
     rows = conn.execute(
-        "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public' AND t.tgname = %s AND c.relname = ANY(%s) ORDER BY 1",
-        [ROW_TRIGGER, list(tables)]).fetchall()
-    return [str(row[0]) for row in rows]
+        "WHERE n.nspname = 'public' AND t.tgname = ANY(%s) AND c.relname = ANY(%s) "
+        "ORDER BY 1, 2", [list(PAUSED_TRIGGERS), list(tables)]).fetchall()
+    return [(str(row[0]), str(row[1])) for row in rows]
 
 
 @contextmanager
 def row_audit_paused(conn: psycopg.Connection, tables: Sequence[str]) -> Iterator[None]:
-    """No per-row audit rows for `tables` until the block ends, in this transaction only."""
-    audited = _audited(conn, tables)
-    for table in audited:
+    """No per-row audit rows and no per-row mark checks for `tables` until the block ends, in
+    this transaction only."""
+    paused = _paused(conn, tables)
+    for table, trigger in paused:
         conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(
-            sql.Identifier(table), sql.Identifier(ROW_TRIGGER)))
+            sql.Identifier(table), sql.Identifier(trigger)))
     yield
-    for table in audited:
+    for table, trigger in paused:
         conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(
-            sql.Identifier(table), sql.Identifier(ROW_TRIGGER)))
+            sql.Identifier(table), sql.Identifier(trigger)))
 
 
 def record_bulk_event(conn: psycopg.Connection, operation: str, tables: Sequence[str],

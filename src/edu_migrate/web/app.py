@@ -2,7 +2,11 @@
 
 Row-level security does the access control. The queries below select and shape rows; none of
 them filters by the caller: a student's `GET /students/` returns one student because the
-database shows them only themselves.
+database shows them only themselves, and a teacher's returns the name, number and e-mail of
+their students because that is all the database's taught_students directory holds.
+
+Logins are limited (edu_migrate.web.throttle) and each costs the same whoever the account is
+(edu_migrate.security.passwords).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 
 from edu_migrate import __version__
+from edu_migrate.security.passwords import HashingBusy
 from edu_migrate.web.database import (
     AccountDisabled,
     Database,
@@ -28,7 +33,9 @@ from edu_migrate.web.database import (
     NotSignedIn,
     Session,
 )
-from edu_migrate.web.tokens import TokenIssuer
+from edu_migrate.web.logins import ApiLogins, prepare_api_logins
+from edu_migrate.web.throttle import LoginLimits, LoginThrottle
+from edu_migrate.web.tokens import TokenClaims, TokenIssuer
 
 PREFIX = "/api/v1"
 MAX_PAGE = 200
@@ -39,16 +46,29 @@ SELECT u.id, u.username, u.email, u.role, p.first_name, p.last_name
 FROM users u LEFT JOIN persons p ON p.user_id = u.id
 WHERE u.id = current_user_id()
 """
+# The student records the caller may read whole (their own; all for an administrator), then the
+# directory entries of the students they teach and may not read whole.
 STUDENT_COLUMNS = """
-SELECT s.id, s.student_number, s.status, s.admission_year, s.gpa::float8 AS gpa, s.group_name,
-       p.first_name, p.last_name, o.name AS program
-FROM students s
-LEFT JOIN persons p ON p.id = s.person_id
-LEFT JOIN organization_units o ON o.id = s.program_id
+SELECT * FROM (
+    SELECT s.id, s.student_number, s.status, s.admission_year, s.gpa::float8 AS gpa,
+           s.group_name, p.first_name, p.last_name, o.name AS program, u.email
+    FROM students s
+    LEFT JOIN persons p ON p.id = s.person_id
+    LEFT JOIN organization_units o ON o.id = s.program_id
+    LEFT JOIN users u ON u.id = s.user_id
+    UNION ALL
+    SELECT t.id, t.student_number, NULL, NULL, NULL, NULL, t.first_name, t.last_name, NULL,
+           t.email
+    FROM taught_students t WHERE NOT EXISTS (SELECT FROM students s WHERE s.id = t.id)
+) x
 """
-STUDENTS_PAGE = STUDENT_COLUMNS + "ORDER BY s.student_number, s.id LIMIT %s OFFSET %s"
-STUDENT_BY_ID = STUDENT_COLUMNS + "WHERE s.id = %s"
-STUDENTS_TOTAL = "SELECT count(*) AS n FROM students"
+STUDENTS_PAGE = STUDENT_COLUMNS + "ORDER BY x.student_number, x.id LIMIT %s OFFSET %s"
+STUDENT_BY_ID = STUDENT_COLUMNS + "WHERE x.id = %s"
+STUDENTS_TOTAL = """
+SELECT (SELECT count(*) FROM students)
+     + (SELECT count(*) FROM taught_students t
+        WHERE NOT EXISTS (SELECT FROM students s WHERE s.id = t.id)) AS n
+"""
 COURSES_PAGE = """
 SELECT c.id, c.code, c.name, c.credit_hours::float8 AS credit_hours
 FROM courses c ORDER BY c.code LIMIT %s OFFSET %s
@@ -130,15 +150,18 @@ class UserOut(BaseModel):
 
 
 class StudentOut(BaseModel):
+    """A teacher gets id, number, name and e-mail of their students; the rest is null."""
+
     id: UUID
     student_number: str
-    status: str
+    status: str | None
     admission_year: int | None
     gpa: float | None
     group_name: str | None
     first_name: str | None
     last_name: str | None
     program: dict[str, str] | None
+    email: str | None
 
 
 class CourseOut(BaseModel):
@@ -205,34 +228,36 @@ def _services(request: Request) -> tuple[Database, TokenIssuer]:
     return state.database, state.tokens
 
 
-def _user_of(request: Request, credentials: HTTPAuthorizationCredentials | None,
-             *, required: bool) -> UUID | None:
+def _claims_of(request: Request, credentials: HTTPAuthorizationCredentials | None,
+               *, required: bool) -> TokenClaims | None:
     if credentials is None:
         if required:
             raise _unauthenticated("not signed in")
         return None
-    user_id = _services(request)[1].user_of(credentials.credentials)
-    if user_id is None:
+    claims = _services(request)[1].claims_of(credentials.credentials)
+    if claims is None:
         raise _unauthenticated("invalid or expired token")
-    return user_id
+    return claims
 
 
 def signed_in(request: Request, credentials: Credentials) -> Iterator[Session]:
     """A database session as the signed-in user."""
-    yield from _session(request, _user_of(request, credentials, required=True))
+    yield from _session(request, _claims_of(request, credentials, required=True))
 
 
 def anyone(request: Request, credentials: Credentials) -> Iterator[Session]:
     """A database session as the signed-in user, or anonymous."""
-    yield from _session(request, _user_of(request, credentials, required=False))
+    yield from _session(request, _claims_of(request, credentials, required=False))
 
 
-def _session(request: Request, user_id: UUID | None) -> Iterator[Session]:
+def _session(request: Request, claims: TokenClaims | None) -> Iterator[Session]:
     try:
-        with _services(request)[0].session(user_id) as conn:
+        with _services(request)[0].session(claims.user_id if claims else None,
+                                           claims.issued_at if claims else None) as conn:
             yield conn
     except NotSignedIn:
-        raise _unauthenticated("the account is gone or disabled") from None
+        raise _unauthenticated("the account is gone or disabled, or the token was revoked"
+                               ) from None
 
 
 SignedIn = Annotated[Session, Depends(signed_in)]
@@ -253,16 +278,31 @@ router = APIRouter(prefix=PREFIX)
 
 @router.post("/auth/login", responses={
     401: {"model": Problem, "description": "Unknown username or wrong password"},
-    403: {"model": Problem, "description": "The account is disabled"}})
+    403: {"model": Problem, "description": "The account is disabled"},
+    429: {"model": Problem, "description": "Too many failed logins for this username or from "
+                                           "this client; see Retry-After"},
+    503: {"model": Problem, "description": "Too many logins at once; see Retry-After"}})
 def login(body: LoginRequest, request: Request) -> TokenResponse:
     """Exchange a username and password (legacy MD5 and bcrypt passwords work) for a token."""
     database, tokens = _services(request)
+    throttle: LoginThrottle = request.app.state.throttle
+    client = request.client.host if request.client else "unknown"
+    wait = throttle.attempt(body.username, client)
+    if wait is not None:
+        raise HTTPException(429, "too many failed logins: try again later",
+                            headers={"Retry-After": str(wait)})
     try:
         user_id = database.authenticate(body.username, body.password)
     except LoginRefused:
         raise _unauthenticated("wrong username or password") from None
     except AccountDisabled:
+        throttle.succeeded(body.username, client)  # the password was right
         raise HTTPException(403, "the account is disabled") from None
+    except HashingBusy:
+        throttle.succeeded(body.username, client)  # no password was checked
+        raise HTTPException(503, "too many logins at once: try again shortly",
+                            headers={"Retry-After": "1"}) from None
+    throttle.succeeded(body.username, client)
     return TokenResponse(access_token=tokens.issue(user_id))
 
 
@@ -334,10 +374,12 @@ def update_grade(grade_id: UUID, body: MarkUpdate, conn: SignedIn) -> MarkOut:
     return MarkOut(**_rows(conn, MARK_BY_ID, [grade_id])[0])
 
 
-def create_app(target_url: str, *, tokens: TokenIssuer | None = None) -> FastAPI:
-    """The API over the edu_v2 database at `target_url`, whose user must be a member of
-    edu_admin (the role that applied the schema is)."""
-    database = Database(target_url)
+def create_app(target_url: str, *, tokens: TokenIssuer | None = None,
+               logins: ApiLogins | None = None,
+               login_limits: LoginLimits | None = None) -> FastAPI:
+    """The API over the edu_v2 database at `target_url`, whose user owns it: the API's own
+    login roles (`logins`, prepared from `target_url` when not given) serve the requests."""
+    database = Database(logins or prepare_api_logins(target_url))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -350,6 +392,7 @@ def create_app(target_url: str, *, tokens: TokenIssuer | None = None) -> FastAPI
     app = FastAPI(title="edu_v2 reference API", version=__version__, lifespan=lifespan)
     app.state.database = database
     app.state.tokens = tokens or TokenIssuer()
+    app.state.throttle = LoginThrottle(login_limits)
     app.include_router(router)
     # The dashboards sign in through `login` above, so they are imported once this module is.
     from edu_migrate.web.pages import router as pages
@@ -362,6 +405,18 @@ def create_app(target_url: str, *, tokens: TokenIssuer | None = None) -> FastAPI
         errors = [{key: value for key, value in error.items() if key in ("type", "loc", "msg")}
                   for error in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(psycopg.errors.IntegrityError)
+    async def refused_by_the_database(request: Request,
+                                      exc: psycopg.errors.IntegrityError) -> JSONResponse:
+        # The database's own rules (a mark within its maximum, say) have the last word.
+        detail = exc.diag.message_primary or "the change breaks a rule of the database"
+        return JSONResponse({"detail": detail}, status_code=409)
+
+    @app.exception_handler(psycopg.errors.InsufficientPrivilege)
+    async def forbidden_by_the_database(request: Request,
+                                        exc: psycopg.errors.InsufficientPrivilege) -> JSONResponse:
+        return JSONResponse({"detail": "not allowed for this account"}, status_code=403)
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_unavailable(request: Request, exc: psycopg.OperationalError) -> JSONResponse:

@@ -1,8 +1,11 @@
-"""Bearer tokens: HMAC-signed JWTs that name the user and expire."""
+"""Bearer tokens: HMAC-signed JWTs that name the user, say when they were issued, and expire.
+The database voids a token issued before its account's password, activity or role changed
+(token_still_valid, schema V006)."""
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -10,6 +13,12 @@ import jwt
 
 ALGORITHM = "HS256"
 DEFAULT_LIFETIME = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: UUID
+    issued_at: datetime
 
 
 class TokenIssuer:
@@ -22,14 +31,17 @@ class TokenIssuer:
 
     def issue(self, user_id: UUID) -> str:
         now = datetime.now(UTC)
-        return jwt.encode({"sub": str(user_id), "iat": now, "exp": now + self.lifetime},
-                          self._secret, algorithm=ALGORITHM)
+        # The issue time to the microsecond: a token issued right after a password change
+        # must not look older than the change.
+        return jwt.encode({"sub": str(user_id), "iat": now.timestamp(),
+                           "exp": now + self.lifetime}, self._secret, algorithm=ALGORITHM)
 
-    def user_of(self, token: str) -> UUID | None:
-        """The user a valid, unexpired token names; None for anything else."""
+    def claims_of(self, token: str) -> TokenClaims | None:
+        """Who a valid, unexpired token names and when it was issued; None for anything else."""
         try:
             claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM],
-                                options={"require": ["sub", "exp"]})
-            return UUID(str(claims["sub"]))
-        except (jwt.InvalidTokenError, ValueError):
+                                options={"require": ["sub", "exp", "iat"]})
+            return TokenClaims(UUID(str(claims["sub"])),
+                               datetime.fromtimestamp(float(claims["iat"]), UTC))
+        except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError, OSError):
             return None
