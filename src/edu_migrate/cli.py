@@ -560,7 +560,8 @@ def cutover_check(
     page: Annotated[list[str] | None, typer.Option(
         metavar="ROLE=URL", show_default=False,
         help="A dashboard of your own to check instead of `serve`'s, e.g. "
-        "student=https://lms.example.edu/me (repeat for teacher, admin); implies --browser.",
+        "student=https://lms.example.edu/me (repeat for teacher, admin); only the roles given "
+        "are checked. Implies --browser.",
     )] = None,
     screenshots: Annotated[Path | None, typer.Option(
         help="Folder for a screenshot of each dashboard (with --browser).",

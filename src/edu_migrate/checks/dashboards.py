@@ -169,12 +169,17 @@ class _Visit:
         form = page.locator("form", has=password)
         form.locator(USERNAME_BOX).first.fill(self.account.username)
         password.first.fill(self.account.password)
+        form_page = _without_query(page.url)
         with page.expect_navigation(wait_until="load") as navigation:
             password.first.press("Enter")
         self.status = navigation.value.status if navigation.value else 0
         if page.locator("input[type=password]").count():
             return self.check(f"sign-in ({self.account.username})", False,
                               f"{self.status}, the sign-in form came back")
+        if self.status >= 400 and _without_query(page.url) == form_page:
+            # Refused where it was sent, not on the page it led to (that is the page's check).
+            return self.check(f"sign-in ({self.account.username})", False,
+                              f"{self.status} from the sign-in form")
         return self.check(f"sign-in ({self.account.username})", True, "through the page's form")
 
     def _loaded(self, page: Page) -> bool:
