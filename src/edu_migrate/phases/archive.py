@@ -212,6 +212,10 @@ def archive_unmapped(snapshot: SourceSnapshot, target_url: str, exclude: Sequenc
             secret = [] if keep_secrets else secret_columns(snapshot.conn, entry.table)
             with reporter.progress(f"archive {entry.table}", entry.rows) as advance:
                 rows = _archive_table(snapshot, target, entry.table, secret)
+                # Statistics now, not when autovacuum comes round: `health` flags tables
+                # never analysed, and the archive is queried like any other table.
+                target.execute(sql.SQL("ANALYZE {}").format(
+                    sql.Identifier(ARCHIVE_SCHEMA, entry.table)))
                 target.commit()
                 advance(rows)
             result.archived[entry.table] = rows
