@@ -23,6 +23,7 @@ ENV_VARS: Mapping[str, str] = {
     "home": "EDU_MIGRATE_HOME",
     "log_dir": "EDU_LOG_DIR",
     "backup_dir": "EDU_BACKUP_DIR",
+    "mapping_file": "EDU_MAPPING",
 }
 
 
@@ -40,6 +41,10 @@ class Settings(BaseModel):
     home: Path = Field(Path(".edu-migrate"), description="folder of the embedded server and state")
     log_dir: Path = Field(Path("logs"), description="folder of the run logs")
     backup_dir: Path = Field(Path("backups"), description="folder of the backups")
+    mapping_file: Path | None = Field(
+        None, description="TOML file mapping the legacy tables onto the source's own (--mapping)")
+    mapping: dict[str, Any] = Field(
+        default_factory=dict, description="[mapping.<legacy table>] of edu-migrate.toml")
 
     @field_validator("exclude", mode="before")
     @classmethod
@@ -68,7 +73,11 @@ def _read_config_file(path: Path | None) -> dict[str, Any]:
     section = data.get("edu-migrate", data)
     if not isinstance(section, dict):
         raise MigrationError(f"configuration file {candidate}: [edu-migrate] must be a table")
-    return {key.replace("-", "_"): value for key, value in section.items()}
+    settings = {key.replace("-", "_"): value for key, value in section.items()}
+    # [mapping.<legacy table>] sits at the top of the file, beside [edu-migrate] or without it.
+    if "mapping" in data:
+        settings["mapping"] = data["mapping"]
+    return settings
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None,

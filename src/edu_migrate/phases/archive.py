@@ -2,9 +2,10 @@
 
 The old database has hundreds of tables besides the eight the phases read (schedules, news,
 logs, old copies of tables). Nothing of it may vanish without a trace: after the phases, every
-table of the source's schema `public` that is neither mapped nor excluded by a name pattern
-(`exclude` in edu-migrate.toml, EDU_EXCLUDE) is recreated in the target's schema
-`legacy_archive` with the same column names and types and filled by a binary COPY from the
+table of the source's schema `public` (and of each schema the legacy mapping reads from) that is
+neither mapped nor excluded by a name pattern (`exclude` in edu-migrate.toml, EDU_EXCLUDE) is
+recreated in the target's schema `legacy_archive` with the same column names and types (a table
+of another schema as `legacy_archive."schema.table"`) and filled by a binary COPY from the
 run's source snapshot. Each table is dropped and recreated in one transaction, so running the
 step again gives the same result. Types the target cannot know (the source's own enums and
 domains) are archived as text.
@@ -20,18 +21,21 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from edu_migrate.mapping import CANONICAL_SCHEMA, DEFAULT_MAPPING, LegacyMapping
 from edu_migrate.pg.connect import connect
-from edu_migrate.phases.staging import LEGACY_COLUMNS, SourceSnapshot
+from edu_migrate.phases.staging import SourceSnapshot
 from edu_migrate.reporting import Reporter
 
 ARCHIVE_SCHEMA = "legacy_archive"
 MAPPED, ARCHIVED, EXCLUDED = "mapped", "archived", "excluded"
 
 SOURCE_TABLES = """
-SELECT c.relname, c.relname LIKE ANY(%(exclude)s::text[])
+SELECT n.nspname, c.relname,
+       c.relname LIKE ANY(%(exclude)s::text[])
+       OR n.nspname || '.' || c.relname LIKE ANY(%(exclude)s::text[])
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-ORDER BY c.relname
+WHERE n.nspname = ANY(%(schemas)s::text[]) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+ORDER BY n.nspname <> 'public', n.nspname, c.relname
 """
 
 # Column names and types in table order; a type outside pg_catalog (an enum, a domain, an
@@ -44,7 +48,7 @@ SELECT a.attname,
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_type e ON e.oid = t.typelem
-WHERE a.attrelid = ('public.' || quote_ident(%(table)s))::regclass
+WHERE a.attrelid = %(relation)s::regclass
   AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
@@ -52,12 +56,24 @@ ORDER BY a.attnum
 
 @dataclass(frozen=True)
 class TableEntry:
-    """One table of the source, what the migration does with it, and its rows on both sides."""
+    """One table of the source, what the migration does with it, and its rows on both sides.
+    `table` is its name in public, `schema.table` elsewhere, and its name in legacy_archive;
+    `maps` names the legacy tables it holds when it is mapped."""
 
     table: str
     rows: int
     status: str
     archived_rows: int | None = None
+    schema: str = CANONICAL_SCHEMA
+    maps: str | None = None
+
+    @property
+    def relation(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.table.removeprefix(f"{self.schema}."))
+
+    @property
+    def archive_name(self) -> str:
+        return self.table
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,15 +85,20 @@ class ArchiveResult:
     excluded: list[str]
 
 
-def source_inventory(source: psycopg.Connection, exclude: Sequence[str]) -> list[TableEntry]:
-    """Every table of the source's schema public, with its exact row count and its status.
-    Mapped tables are never excluded: the phases need them."""
+def source_inventory(source: psycopg.Connection, exclude: Sequence[str],
+                     mapping: LegacyMapping = DEFAULT_MAPPING) -> list[TableEntry]:
+    """Every table of the source's schema public and of the schemas the mapping reads, with its
+    exact row count and its status. Mapped tables are never excluded: the phases need them."""
     entries = []
-    for name, excluded in source.execute(SOURCE_TABLES, {"exclude": list(exclude)}).fetchall():
-        row = source.execute(sql.SQL("SELECT count(*) FROM public.{}").format(
-            sql.Identifier(name))).fetchone()
-        status = MAPPED if name in LEGACY_COLUMNS else EXCLUDED if excluded else ARCHIVED
-        entries.append(TableEntry(name, int(row[0]) if row else 0, status))
+    for schema, name, excluded in source.execute(SOURCE_TABLES, {
+            "exclude": list(exclude), "schemas": mapping.schemas()}).fetchall():
+        row = source.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier(schema, name))).fetchone()
+        legacy = mapping.legacy_tables_of(schema, name)
+        status = MAPPED if legacy else EXCLUDED if excluded else ARCHIVED
+        shown = name if schema == CANONICAL_SCHEMA else f"{schema}.{name}"
+        entries.append(TableEntry(shown, int(row[0]) if row else 0, status, None, schema,
+                                  ", ".join(legacy) or None))
     return entries
 
 
@@ -100,17 +121,19 @@ def last_archive(target: psycopg.Connection) -> dict[str, Any] | None:
     return dict(row[0]) if row else None
 
 
-def _archive_table(snapshot: SourceSnapshot, target: psycopg.Connection, table: str) -> int:
-    columns = snapshot.conn.execute(SOURCE_COLUMNS, {"table": table}).fetchall()
-    archived = sql.Identifier(ARCHIVE_SCHEMA, table)
+def _archive_table(snapshot: SourceSnapshot, target: psycopg.Connection,
+                   entry: TableEntry) -> int:
+    columns = snapshot.conn.execute(SOURCE_COLUMNS, {
+        "relation": entry.relation.as_string(snapshot.conn)}).fetchall()
+    archived = sql.Identifier(ARCHIVE_SCHEMA, entry.archive_name)
     target.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(archived))
     target.execute(sql.SQL("CREATE TABLE {} ({})").format(archived, sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in columns)))
     select = sql.SQL(", ").join(
         sql.SQL("{}::{}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in columns)
     with snapshot.conn.cursor() as out_cur, target.cursor() as in_cur:
-        copy_out_sql = sql.SQL("COPY (SELECT {} FROM public.{}) TO STDOUT (FORMAT binary)").format(
-            select, sql.Identifier(table))
+        copy_out_sql = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)").format(
+            select, entry.relation)
         with out_cur.copy(copy_out_sql) as copy_out, in_cur.copy(sql.SQL(
                 "COPY {} FROM STDIN (FORMAT binary)").format(archived)) as copy_in:
             for chunk in copy_out:
@@ -121,7 +144,7 @@ def _archive_table(snapshot: SourceSnapshot, target: psycopg.Connection, table: 
 def archive_unmapped(snapshot: SourceSnapshot, target_url: str, exclude: Sequence[str],
                      reporter: Reporter) -> ArchiveResult:
     """Copy every unmapped, not excluded source table into legacy_archive; record the step."""
-    entries = source_inventory(snapshot.conn, exclude)
+    entries = source_inventory(snapshot.conn, exclude, snapshot.mapping)
     result = ArchiveResult({}, [e.table for e in entries if e.status == EXCLUDED])
     reporter.line("=" * 60)
     reporter.line("ARCHIVING UNMAPPED TABLES")
@@ -134,7 +157,7 @@ def archive_unmapped(snapshot: SourceSnapshot, target_url: str, exclude: Sequenc
             if entry.status != ARCHIVED:
                 continue
             with reporter.progress(f"archive {entry.table}", entry.rows) as advance:
-                rows = _archive_table(snapshot, target, entry.table)
+                rows = _archive_table(snapshot, target, entry)
                 target.commit()
                 advance(rows)
             result.archived[entry.table] = rows

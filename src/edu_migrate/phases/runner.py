@@ -22,6 +22,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from edu_migrate.errors import MigrationError, PreconditionFailed
+from edu_migrate.mapping import LegacyMapping
 from edu_migrate.pg.connect import connect
 from edu_migrate.phases import sqlfile
 from edu_migrate.phases.phones import stage_phone_numbers
@@ -206,7 +207,7 @@ def run_phase(phase: Phase, snapshot: SourceSnapshot, target_url: str, *, batch_
     try:
         stage_tables(snapshot, target_url, phase.reads, batch_size=batch_size, workers=workers,
                      reporter=reporter)
-        counts = _transform(phase, target_url, reporter, started)
+        counts = _transform(phase, target_url, reporter, started, snapshot.mapping)
     except (psycopg.Error, MigrationError) as exc:
         _record_failure(target_url, phase, exc)
         if isinstance(exc, MigrationError):
@@ -231,7 +232,21 @@ def _hint_for(exc: psycopg.Error) -> str:
     return "see the log; fix the cause and run the same command again"
 
 
-def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float) -> dict[str, int]:
+def _record_source_tables(conn: psycopg.Connection, phase: Phase,
+                          mapping: LegacyMapping) -> None:
+    """Beside each legacy name, the source table the phase's rows came from. Run before the
+    indexes are rebuilt, so the crosswalk's are not updated row by row."""
+    for table in phase.crosswalk_partitions:
+        conn.execute(sql.SQL("UPDATE {} SET source_relation = %s").format(
+            sql.Identifier("migration", f"crosswalk_{table}")), [mapping[table].shown])
+    conn.execute("UPDATE migration.rejected_rows r SET source_relation = m.relation "
+                 "FROM unnest(%s::text[], %s::text[]) m(legacy, relation) "
+                 "WHERE r.phase = %s AND r.source_table = m.legacy",
+                 [[t.legacy for t in mapping], [t.shown for t in mapping], phase.number])
+
+
+def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float,
+               mapping: LegacyMapping) -> dict[str, int]:
     counts: dict[str, int] = {}
     with connect(target_url, purpose="target") as conn:
         conn.execute("SET temp_buffers = '256MB'")
@@ -251,6 +266,9 @@ def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float
                 if statement.say is not None:
                     reporter.line(statement.say.format(n=n))
                 reporter.step(statement.name, time.perf_counter() - step_started, n)
+            step_started = time.perf_counter()
+            _record_source_tables(conn, phase, mapping)
+            reporter.step("record_source_tables", time.perf_counter() - step_started, 0)
         for table in phase.writes:
             conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
         conn.execute(
