@@ -30,6 +30,8 @@ from edu_migrate.config import Settings
 from edu_migrate.cutover import ROLES, Account, CutoverReport, demo_accounts, run_checks
 from edu_migrate.errors import MigrationError, PreconditionFailed, ValidationFailed
 from edu_migrate.mapping import LegacyMapping, load_mapping
+from edu_migrate.mapping.draft import Draft, draft_mapping
+from edu_migrate.mapping.fit import ColumnSamples, samples, verify
 from edu_migrate.pg.connect import connect, create_database_if_missing
 from edu_migrate.pg.embedded import EmbeddedServer, ServerStatus
 from edu_migrate.pg.freeze import set_frozen
@@ -322,6 +324,43 @@ def anomalies(settings: Settings) -> list[Finding]:
             return find_anomalies(source)
         finally:
             source.rollback()
+
+
+@dataclass
+class MappingCheck:
+    mapping: LegacyMapping
+    samples: list[ColumnSamples]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"origin": self.mapping.origin, "mapping": self.mapping.to_dict(),
+                "samples": [asdict(s) for s in self.samples]}
+
+
+def mapping_check(settings: Settings) -> MappingCheck:
+    """Check the legacy mapping against the source, as preflight does (names, expressions, every
+    value's cast), in one read-only transaction; then a few values of each mapped column."""
+    mapping = legacy_mapping(settings)
+    with connect(source_url(settings), purpose="source", read_only=True) as source:
+        source.rollback()
+        source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            verify(source, mapping)
+            return MappingCheck(mapping, samples(source, mapping))
+        finally:
+            source.rollback()
+
+
+def mapping_draft(settings: Settings, out: Path | None = None) -> Draft:
+    """Propose a mapping from the source's catalogue; written whole to `out` when given."""
+    if out is not None and not out.resolve().parent.is_dir():
+        raise MigrationError(f"cannot write {out}: its folder does not exist",
+                             "create the folder or choose another path")
+    with connect(source_url(settings), purpose="source", read_only=True) as source:
+        drafted = draft_mapping(source)
+        source.rollback()
+    if out is not None:
+        _write_whole(out, drafted.render())
+    return drafted
 
 
 def require_valid(report: ValidationReport) -> None:
