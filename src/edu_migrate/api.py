@@ -285,6 +285,11 @@ def validate(settings: Settings, reporter: Reporter | None = None) -> Validation
     reporter.line("=" * 60)
     reporter.line("VALIDATION RESULTS")
     reporter.line("=" * 60)
+    renamed = {legacy: source for legacy, source in report.source_tables.items()
+               if legacy != source}
+    if renamed:
+        reporter.line("Legacy tables read from the source's own (" + mapping.origin + "): "
+                      + ", ".join(f"{legacy} ← {source}" for legacy, source in renamed.items()))
     for check in report.checks:
         reporter.line(check.line())
     if report.dispositions:
@@ -321,7 +326,7 @@ def anomalies(settings: Settings) -> list[Finding]:
         source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         require_legacy_tables(source, mapping=mapping)
         try:
-            return find_anomalies(source)
+            return find_anomalies(source, mapping)
         finally:
             source.rollback()
 

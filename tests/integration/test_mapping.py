@@ -125,6 +125,7 @@ def test_second_naming_migrates_to_the_same_edu_v2(settings: Settings,
         "lms.auth_user: passwd"}
     assert all(v.startswith("‹hidden") for s in checked.samples if s.column == "password"
                for v in s.values)
+    assert api.anomalies(renamed) == api.anomalies(settings)
     api.migrate(renamed)
     report = api.validate(renamed)
     assert report.passed, [c.line() for c in report.checks if not c.passed]
@@ -144,6 +145,14 @@ def test_second_naming_migrates_to_the_same_edu_v2(settings: Settings,
                           "WHERE source_relation IS NULL") == 0
     assert scalar(target, "SELECT count(*) FROM migration.crosswalk WHERE source_table = "
                           "'organizations' AND source_relation = 'public.organizations'") > 0
+
+    assert renamed.mapping_file is not None
+    md = renamed.mapping_file.with_name("report.md")
+    data = api.report(renamed, md=md)
+    assert data.passed
+    assert "`grades` (read from `lms.qiymetler`)" in md.read_text(encoding="utf-8")
+    assert {c.table for c in data.checksums if c.side == "legacy"} >= {
+        "lms.auth_user", "lms.qiymetler", "courses"}
 
     inventory = {e.table: e for e in api.inventory(renamed)}
     assert inventory["lms.auth_user"].status == "mapped"
@@ -179,7 +188,8 @@ def test_draft_proposes_the_renamed_columns(renamed: Settings, tmp_path: Path) -
     assert proposed["students"][1]["student_no"] == "student_number"
     assert proposed["grades"][1]["value"] == "qiymet"
     text = out.read_text(encoding="utf-8")
-    assert 'is_active = { sql = "CASE WHEN \\"active\\" THEN 1 ELSE 0 END" }' in text
+    assert ('is_active = { sql = "CASE WHEN \\"active\\" THEN 1 WHEN NOT \\"active\\" THEN 0 '
+            'END" }') in text
     # A text date's format it cannot know: a TODO, which the check refuses.
     assert proposed["teachers"][1]["hire_date"] is None
     assert drafted.todo == ["teachers.hire_date"]

@@ -177,14 +177,21 @@ class MappedTable:
         """Every column the migration reads, cast to its staged type, in staged order."""
         return sql.SQL(", ").join(c.staged() for c in self.columns)
 
+    def as_select(self) -> sql.Composed:
+        """A SELECT of the legacy table as the migration sees it: the source table as it is when
+        the mapping is today's names, else its mapped columns under their legacy names."""
+        if self.canonical:
+            return sql.SQL("SELECT * FROM {}").format(self.relation)
+        items = sql.SQL(", ").join(sql.SQL("{} AS {}").format(c.staged(), sql.Identifier(c.name))
+                                   for c in self.columns)
+        return sql.SQL("SELECT {} FROM {}").format(items, self.relation)
+
     def rows(self) -> sql.Composed:
         """The legacy table as the migration sees it, for use in FROM: a subquery with the
         legacy column names, or the source table itself when the mapping is today's names."""
         if self.canonical:
             return sql.SQL("{}").format(self.relation)
-        items = sql.SQL(", ").join(sql.SQL("{} AS {}").format(c.staged(), sql.Identifier(c.name))
-                                   for c in self.columns)
-        return sql.SQL("(SELECT {} FROM {})").format(items, self.relation)
+        return sql.SQL("({})").format(self.as_select())
 
 
 @dataclass(frozen=True)

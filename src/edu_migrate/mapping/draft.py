@@ -28,6 +28,8 @@ ACCEPT = 0.75
 AMBIGUITY = 0.04
 TABLE_ACCEPT = 0.6
 REJECTED_SHOWN = 3
+REJECTED_FROM = 0.5
+WIDEST_ALIGNED = 64
 
 CATALOGUE = """
 SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
@@ -212,7 +214,8 @@ class ColumnProposal:
         name = self.chosen.name
         if _category(self.staged_type) == "integer" and self.source_type == "boolean":
             quoted = '"' + name.replace('"', '""') + '"'
-            return "{ sql = " + json.dumps(f"CASE WHEN {quoted} THEN 1 ELSE 0 END") + " }"
+            return "{ sql = " + json.dumps(
+                f"CASE WHEN {quoted} THEN 1 WHEN NOT {quoted} THEN 0 END") + " }"
         return json.dumps(name, ensure_ascii=False)
 
     def comment(self) -> str:
@@ -286,7 +289,8 @@ class Draft:
             lines.append(f"[mapping.{table.legacy}]")
             lines.append("table = " + json.dumps(table.chosen.name, ensure_ascii=False))
             lines.append(f"[mapping.{table.legacy}.columns]")
-            width = max(len(f"{c.legacy} = {c.toml_value()}") for c in table.columns)
+            width = min(WIDEST_ALIGNED, max(len(f"{c.legacy} = {c.toml_value()}")
+                                             for c in table.columns))
             for column in table.columns:
                 entry = f"{column.legacy} = {column.toml_value()}"
                 lines.append(f"{entry:<{width}}  # {column.comment()}")
@@ -346,7 +350,8 @@ def _propose_columns(legacy: str, table: SourceTable) -> list[ColumnProposal]:
     for column, staged_type in LEGACY_COLUMNS[legacy]:
         cands = ranked[column]
         chosen = taken.get(column)
-        others = [c for c in cands if c is not chosen and c.score >= 0.3][:REJECTED_SHOWN]
+        others = [c for c in cands if c is not chosen and c.score >= REJECTED_FROM]
+        others = others[:REJECTED_SHOWN]
         todo = None
         if chosen is not None and chosen.why != "the primary key" and any(
                 c.score > chosen.score - AMBIGUITY and c.name not in used for c in others):
