@@ -102,7 +102,7 @@ class _TableSpec(BaseModel):
 
     table: str | None = None
     todo: str | None = None
-    columns: dict[str, str | _Spec] = {}
+    columns: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -233,6 +233,19 @@ def _split_relation(text: str, legacy: str) -> tuple[str, str]:
                        "write it as \"table\" or \"schema.table\"")
 
 
+COLUMN_FORMS = ("a column is \"name\", { sql = \"…\" }, { value = … } or { todo = \"…\" } "
+                "(docs/mapping.md)")
+TABLE_FORMS = ("a table takes table = \"schema.table\", todo = \"…\" and "
+               "[mapping.<table>.columns] (docs/mapping.md)")
+
+
+def _entry_error(exc: ValidationError, where: str, hint: str) -> MappingError:
+    first = exc.errors()[0]
+    inner = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return MappingError(f"{where}{'.' + inner if inner else ''}: {message}", hint)
+
+
 def build_mapping(data: Mapping[str, Any], origin: str) -> LegacyMapping:
     """The mapping a file describes, over the defaults; refuses unknown tables and columns,
     malformed entries, and two legacy tables read from one source table."""
@@ -245,10 +258,7 @@ def build_mapping(data: Mapping[str, Any], origin: str) -> LegacyMapping:
         try:
             spec = _TableSpec.model_validate(data.get(legacy, {}))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function"))
-            raise MappingError(f"{origin}: mapping.{legacy}.{where}: {first['msg']}",
-                               "see docs/mapping.md for the forms an entry takes") from exc
+            raise _entry_error(exc, f"{origin}: mapping.{legacy}", TABLE_FORMS) from exc
         wrong = sorted(set(spec.columns) - {name for name, _ in staged_columns})
         if wrong:
             raise MappingError(f"{origin}: mapping.{legacy}.columns.{wrong[0]} is not a column "
@@ -263,7 +273,15 @@ def build_mapping(data: Mapping[str, Any], origin: str) -> LegacyMapping:
         columns = []
         for column, staged_type in staged_columns:
             given = spec.columns.get(column, column)
-            entry = _Spec(column=given) if isinstance(given, str) else given
+            if not isinstance(given, str | dict):
+                raise MappingError(f"{origin}: mapping.{legacy}.columns.{column} = {given!r} is "
+                                   "not a column entry", COLUMN_FORMS)
+            try:
+                entry = _Spec(column=given) if isinstance(given, str) else \
+                    _Spec.model_validate(given)
+            except ValidationError as exc:
+                raise _entry_error(exc, f"{origin}: mapping.{legacy}.columns.{column}",
+                                   COLUMN_FORMS) from exc
             kind = next(k for k in ("column", "sql", "value", "todo")
                         if getattr(entry, k) is not None)
             text = getattr(entry, kind)
