@@ -232,12 +232,23 @@ def _hint_for(exc: psycopg.Error) -> str:
     return "see the log; fix the cause and run the same command again"
 
 
+def _source_tables_by_default(conn: psycopg.Connection, phase: Phase,
+                              mapping: LegacyMapping) -> None:
+    """Before the load: each crosswalk partition of the phase records its source table by
+    default, so that rows written straight into a partition (3 million marks) cost nothing more.
+    Rows routed through the partitioned parent get the parent's default (none) instead."""
+    for table in phase.crosswalk_partitions:
+        conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN source_relation SET DEFAULT {}").format(
+            sql.Identifier("migration", f"crosswalk_{table}"), sql.Literal(mapping[table].shown)))
+
+
 def _record_source_tables(conn: psycopg.Connection, phase: Phase,
                           mapping: LegacyMapping) -> None:
-    """Beside each legacy name, the source table the phase's rows came from. Run before the
-    indexes are rebuilt, so the crosswalk's are not updated row by row."""
+    """After the load: the source table beside each legacy name, for the crosswalk rows that came
+    through the parent and for the rows set aside."""
     for table in phase.crosswalk_partitions:
-        conn.execute(sql.SQL("UPDATE {} SET source_relation = %s").format(
+        conn.execute(sql.SQL("UPDATE {} SET source_relation = %s "
+                             "WHERE source_relation IS NULL").format(
             sql.Identifier("migration", f"crosswalk_{table}")), [mapping[table].shown])
     conn.execute("UPDATE migration.rejected_rows r SET source_relation = m.relation "
                  "FROM unnest(%s::text[], %s::text[]) m(legacy, relation) "
@@ -252,6 +263,7 @@ def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float
         conn.execute("SET temp_buffers = '256MB'")
         _set_session(conn)
         _clear_phase(conn, phase)
+        _source_tables_by_default(conn, phase, mapping)
         for build_lookup in phase.lookups:
             build_lookup(conn)
         with row_audit_paused(conn, phase.writes), \
