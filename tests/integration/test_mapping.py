@@ -20,8 +20,8 @@ from tests.integration.test_cli_errors import assert_one_line_error, run_cli, ur
 from tests.integration.test_migration import BUSINESS_TABLES
 
 # The second naming: most tables renamed and moved to schema lms, columns renamed, the users'
-# flag a boolean, the teachers' hire date kept as DD/MM/YYYY text. organizations and courses
-# keep legacy-edu.md's names, so the mapping leaves them out.
+# flag a boolean, the teachers' hire date kept as DD/MM/YYYY text; courses renamed in public.
+# organizations keeps legacy-edu.md's name, so the mapping leaves it out.
 SECOND_NAMING = """
 CREATE SCHEMA lms;
 ALTER TABLE public.users SET SCHEMA lms;
@@ -48,6 +48,7 @@ ALTER TABLE lms.course_students RENAME TO course_student;
 ALTER TABLE public.grades SET SCHEMA lms;
 ALTER TABLE lms.grades RENAME TO qiymetler;
 ALTER TABLE lms.qiymetler RENAME COLUMN value TO qiymet;
+ALTER TABLE public.courses RENAME TO course_runs;
 """
 
 SECOND_MAPPING = """
@@ -75,6 +76,9 @@ student_no = "student_number"
 table = "lms.teacher"
 [mapping.teachers.columns]
 hire_date = { sql = "to_date(hire_date, 'DD/MM/YYYY')" }
+
+[mapping.courses]
+table = "course_runs"
 
 [mapping.course_students]
 table = "lms.course_student"
@@ -130,7 +134,8 @@ def test_second_naming_migrates_to_the_same_edu_v2(settings: Settings,
     report = api.validate(renamed)
     assert report.passed, [c.line() for c in report.checks if not c.passed]
     assert report.source_tables["users"] == "lms.auth_user"
-    assert report.source_tables["courses"] == "courses"
+    assert report.source_tables["courses"] == "public.course_runs"
+    assert report.source_tables["organizations"] == "organizations"
 
     for table in BUSINESS_TABLES:
         canonical = _business_rows(str(settings.target_url), table)
@@ -152,18 +157,19 @@ def test_second_naming_migrates_to_the_same_edu_v2(settings: Settings,
     assert data.passed
     assert "`grades` (read from `lms.qiymetler`)" in md.read_text(encoding="utf-8")
     assert {c.table for c in data.checksums if c.side == "legacy"} >= {
-        "lms.auth_user", "lms.qiymetler", "courses"}
+        "lms.auth_user", "lms.qiymetler", "public.course_runs", "organizations"}
 
     inventory = {e.table: e for e in api.inventory(renamed)}
     assert inventory["lms.auth_user"].status == "mapped"
     assert inventory["lms.auth_user"].maps == "users"
+    assert inventory["course_runs"].status == "mapped"
     assert inventory["rooms"].status == "archived"
     assert "users" not in inventory
     with psycopg.connect(target) as conn:
         archived = {r[0] for r in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'legacy_archive'")}
     assert "rooms" in archived
-    assert not archived & {"auth_user", "lms.auth_user", "qiymetler", "lms.qiymetler"}
+    assert not archived & {"course_runs", "lms.auth_user", "lms.qiymetler"}
 
 
 def test_draft_proposes_the_renamed_columns(renamed: Settings, tmp_path: Path) -> None:
@@ -177,6 +183,7 @@ def test_draft_proposes_the_renamed_columns(renamed: Settings, tmp_path: Path) -
     assert proposed["course_students"][0] == "lms.course_student"
     assert proposed["grades"][0] == "lms.qiymetler"
     assert proposed["organizations"][0] == "public.organizations"
+    assert proposed["courses"][0] == "public.course_runs"
     assert proposed["users"][1]["username"] == "user_name"
     assert proposed["users"][1]["password"] == "passwd"
     assert proposed["users"][1]["is_active"] == "active"
