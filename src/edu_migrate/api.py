@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,9 @@ from edu_migrate.cutover import ROLES, Account, CutoverReport, demo_accounts, ru
 from edu_migrate.downtime import CutoverResult, Steps
 from edu_migrate.downtime import cutover as run_cutover
 from edu_migrate.errors import MigrationError, PreconditionFailed, ValidationFailed
+from edu_migrate.mapping import LegacyMapping, load_mapping
+from edu_migrate.mapping.draft import Draft, draft_mapping
+from edu_migrate.mapping.fit import ColumnSamples, samples, verify
 from edu_migrate.pg.connect import connect, create_database_if_missing
 from edu_migrate.pg.embedded import EmbeddedServer, ServerStatus
 from edu_migrate.pg.freeze import set_frozen
@@ -202,7 +205,7 @@ def _preflight_for_migration(urls: Endpoints, snapshot: SourceSnapshot) -> None:
         raise PreconditionFailed(
             f"the source server is PostgreSQL {source_version // 10000}; 15 or newer is needed",
             "upgrade the server")
-    require_legacy_tables(snapshot.conn)
+    require_legacy_tables(snapshot.conn, mapping=snapshot.mapping)
     with connect(urls.target_url, purpose="target") as target:
         if target.info.server_version < MINIMUM_SERVER_VERSION:
             raise PreconditionFailed(
@@ -211,9 +214,15 @@ def _preflight_for_migration(urls: Endpoints, snapshot: SourceSnapshot) -> None:
         require_schema(target)
 
 
+def legacy_mapping(settings: Settings) -> LegacyMapping:
+    """The mapping of the legacy tables onto the source's own: --mapping / EDU_MAPPING, else
+    [mapping] of edu-migrate.toml, else the names of legacy-edu.md."""
+    return load_mapping(settings.mapping_file, settings.mapping)
+
+
 @contextmanager
-def _source_snapshot(source_url: str) -> Iterator[SourceSnapshot]:
-    snapshot = SourceSnapshot(source_url)
+def _source_snapshot(source_url: str, mapping: LegacyMapping) -> Iterator[SourceSnapshot]:
+    snapshot = SourceSnapshot(source_url, mapping)
     try:
         yield snapshot
     finally:
@@ -222,15 +231,17 @@ def _source_snapshot(source_url: str) -> Iterator[SourceSnapshot]:
 
 def preflight(settings: Settings) -> PreflightReport:
     """The guide's pre-migration checklist: ✓/✗/! per item."""
+    mapping = legacy_mapping(settings)
     urls = endpoints(settings)
-    return run_preflight(urls.source_url, urls.target_url, settings.backup_dir)
+    return run_preflight(urls.source_url, urls.target_url, settings.backup_dir, mapping)
 
 
 def _require_preflight(urls: Endpoints, settings: Settings, reporter: Reporter,
                        force: bool) -> list[str]:
     """Warn about each '!' finding; refuse on the first '✗' unless forced. Returns the
     overridden findings' lines."""
-    report = run_preflight(urls.source_url, urls.target_url, settings.backup_dir)
+    report = run_preflight(urls.source_url, urls.target_url, settings.backup_dir,
+                           legacy_mapping(settings))
     for finding in report.findings:
         if finding.status == WARN:
             reporter.warn(f"{finding.name}: {finding.detail}")
@@ -265,6 +276,7 @@ def migrate(settings: Settings, phases: Sequence[int] | None = None,
     reporter = reporter or Reporter()
     numbers = _parse_phases(phases)
     requested_as_of = parse_as_of(as_of) if isinstance(as_of, str) else as_of
+    mapping = legacy_mapping(settings)
     urls = endpoints(settings)
     overridden = _require_preflight(urls, settings, reporter, force)
     if freeze_source:
@@ -273,7 +285,7 @@ def migrate(settings: Settings, phases: Sequence[int] | None = None,
                       "`edu-migrate unfreeze-source`")
     result = MigrateResult()
     started = time.perf_counter()
-    with _source_snapshot(urls.source_url) as snapshot:
+    with _source_snapshot(urls.source_url, mapping) as snapshot:
         _preflight_for_migration(urls, snapshot)
         with migration_lock(urls.target_url):
             if overridden:
@@ -313,7 +325,7 @@ def sync(settings: Settings, reporter: Reporter | None = None, *,
     in one transaction. `as_of` defaults to the new snapshot's time."""
     reporter = reporter or Reporter()
     urls = endpoints(settings)
-    with _source_snapshot(urls.source_url) as snapshot:
+    with _source_snapshot(urls.source_url, legacy_mapping(settings)) as snapshot:
         _preflight_for_migration(urls, snapshot)
         with migration_lock(urls.target_url):
             result = run_sync(snapshot, urls.target_url,
@@ -350,8 +362,9 @@ def cutover(settings: Settings, reporter: Reporter | None = None, *,
 def validate(settings: Settings, reporter: Reporter | None = None) -> ValidationReport:
     """The guide's Phase 6. Raises ValidationFailed (after reporting) when a check fails."""
     reporter = reporter or Reporter()
+    mapping = legacy_mapping(settings)
     urls = endpoints(settings)
-    with _source_snapshot(urls.source_url) as snapshot, \
+    with _source_snapshot(urls.source_url, mapping) as snapshot, \
             connect(urls.target_url, purpose="target") as target:
         require_schema(target)
         report = run_validation(snapshot, target, settings.exclude)
@@ -359,6 +372,11 @@ def validate(settings: Settings, reporter: Reporter | None = None) -> Validation
     reporter.line("=" * 60)
     reporter.line("VALIDATION RESULTS")
     reporter.line("=" * 60)
+    renamed = {legacy: source for legacy, source in report.source_tables.items()
+               if legacy != source}
+    if renamed:
+        reporter.line("Legacy tables read from the source's own (" + mapping.origin + "): "
+                      + ", ".join(f"{legacy} ← {source}" for legacy, source in renamed.items()))
     for check in report.checks:
         reporter.line(check.line())
     if report.dispositions:
@@ -372,6 +390,7 @@ def validate(settings: Settings, reporter: Reporter | None = None) -> Validation
 def inventory(settings: Settings) -> list[TableEntry]:
     """Every table of the source with its rows and whether it is mapped, archived or excluded;
     for archived tables, the rows the target's legacy_archive holds (None before archiving)."""
+    mapping = legacy_mapping(settings)
     urls = endpoints(settings)
     archived: dict[str, int] = {}
     recorded: dict[str, Any] | None = None
@@ -381,26 +400,64 @@ def inventory(settings: Settings) -> list[TableEntry]:
             recorded = last_archive(target) if applied_version(target) else None
     except MigrationError:
         pass  # no target yet: the inventory is the source's alone
-    with _source_snapshot(urls.source_url) as snapshot:
-        entries = source_inventory(snapshot.conn, settings.exclude)
+    with _source_snapshot(urls.source_url, mapping) as snapshot:
+        entries = source_inventory(snapshot.conn, settings.exclude, mapping)
         masked = masked_columns(snapshot.conn, recorded, entries,
                                 keep_secrets=settings.archive_secrets)
-    return [TableEntry(e.table, e.rows, e.status, archived.get(e.table), masked.get(e.table, ()))
-            for e in entries]
+    return [replace(e, archived_rows=archived.get(e.archive_name),
+                    masked=masked.get(e.table, ())) for e in entries]
 
 
 def anomalies(settings: Settings) -> list[Finding]:
     """The anomalies of the source, per kind a count, sample ids and the migration's rule.
     Reads the source only, in one read-only transaction."""
+    mapping = legacy_mapping(settings)
     urls = endpoints(settings)
     with connect(urls.source_url, purpose="source", read_only=True) as source:
         source.rollback()
         source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        require_legacy_tables(source)
+        require_legacy_tables(source, mapping=mapping)
         try:
-            return find_anomalies(source)
+            return find_anomalies(source, mapping)
         finally:
             source.rollback()
+
+
+@dataclass
+class MappingCheck:
+    mapping: LegacyMapping
+    samples: list[ColumnSamples]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"origin": self.mapping.origin, "mapping": self.mapping.to_dict(),
+                "samples": [asdict(s) for s in self.samples]}
+
+
+def mapping_check(settings: Settings) -> MappingCheck:
+    """Check the legacy mapping against the source, as preflight does (names, expressions, every
+    value's cast), in one read-only transaction; then a few values of each mapped column."""
+    mapping = legacy_mapping(settings)
+    with connect(source_url(settings), purpose="source", read_only=True) as source:
+        source.rollback()
+        source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            verify(source, mapping)
+            return MappingCheck(mapping, samples(source, mapping))
+        finally:
+            source.rollback()
+
+
+def mapping_draft(settings: Settings, out: Path | None = None) -> Draft:
+    """Propose a mapping from the source's catalogue; written whole to `out` when given."""
+    if out is not None and not out.resolve().parent.is_dir():
+        raise MigrationError(f"cannot write {out}: its folder does not exist",
+                             "create the folder or choose another path")
+    with connect(source_url(settings), purpose="source", read_only=True) as source:
+        drafted = draft_mapping(source)
+        source.rollback()
+    if out is not None:
+        _write_whole(out, drafted.render())
+    return drafted
 
 
 def require_valid(report: ValidationReport) -> None:
@@ -550,12 +607,13 @@ def report(settings: Settings, *, html: Path | None = None, md: Path | None = No
         if path is not None and not path.resolve().parent.is_dir():
             raise MigrationError(f"cannot write {path}: its folder does not exist",
                                  "create the folder or choose another path")
+    mapping = legacy_mapping(settings)
     urls = endpoints(settings)
     with connect(urls.target_url, purpose="target") as target:
         schema_version = require_schema(target)
         require_a_run(target, masked(urls.target_url))
-        with _source_snapshot(urls.source_url) as snapshot:
-            require_legacy_tables(snapshot.conn,
+        with _source_snapshot(urls.source_url, mapping) as snapshot:
+            require_legacy_tables(snapshot.conn, mapping=mapping,
                                   hint="point --source at the database the migration read")
             data = collect(snapshot, target, urls.target_url,
                            source_url_shown=masked(urls.source_url),

@@ -39,6 +39,11 @@ app = typer.Typer(help=HELP, rich_markup_mode="markdown", no_args_is_help=True,
 db_app = typer.Typer(help="Manage the embedded PostgreSQL server.", no_args_is_help=True)
 schema_app = typer.Typer(help="The edu_v2 schema.", no_args_is_help=True)
 config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
+mapping_app = typer.Typer(help="""Map the legacy tables onto your source's own, when it differs
+from legacy-edu.md (docs/mapping.md): `mapping draft --out mapping.toml`, edit, then
+`mapping check --mapping mapping.toml`, then `preflight --mapping mapping.toml`.""",
+                          no_args_is_help=True)
+app.add_typer(mapping_app, name="mapping")
 app.add_typer(db_app, name="db")
 app.add_typer(schema_app, name="schema")
 app.add_typer(config_app, name="config")
@@ -53,6 +58,10 @@ TargetOpt = Annotated[str | None, typer.Option(
     "--target", help="libpq URL of edu_v2 (env EDU_TARGET_URL).", show_default=False)]
 ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", help="Configuration file (default ./edu-migrate.toml).", show_default=False)]
+MappingOpt = Annotated[Path | None, typer.Option(
+    "--mapping", help="TOML file mapping the legacy tables and columns onto the source's own "
+    "(env EDU_MAPPING; default: [mapping] of edu-migrate.toml, else legacy-edu.md's names).",
+    metavar="FILE", show_default=False)]
 JsonOpt = Annotated[str | None, typer.Option(
     "--json", help="Also write the result as JSON to FILE ('-' for standard output).",
     metavar="FILE", show_default=False)]
@@ -194,7 +203,7 @@ def migrate(
         "and IP columns as they are; by default they are archived empty (masked).",
         show_default=False)] = None,
     source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
-    json_file: JsonOpt = None,
+    mapping: MappingOpt = None, json_file: JsonOpt = None,
 ) -> None:
     """Run migration phases: 1 users & persons, 2 students & staff, 3 organizations & terms,
     4 courses & offerings, 5 enrollments & grades. Done phases are skipped."""
@@ -202,7 +211,8 @@ def migrate(
     if not phase and not all_phases:
         raise MigrationError("say which phases to run", "use --phase N or --all")
     settings = _settings(config, source_url=source, target_url=target, batch_size=batch_size,
-                         workers=workers, archive_secrets=archive_secrets or None)
+                         workers=workers, archive_secrets=archive_secrets or None,
+                         mapping_file=mapping)
     result = api.migrate(settings, None if all_phases else phase, reporter=_reporter(),
                          force=force, freeze_source=freeze_source, as_of=as_of)
     out.print(f"\nDone in {result.seconds:.1f}s")
@@ -255,11 +265,11 @@ def cutover(
 
 @app.command()
 def validate(source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
-             json_file: JsonOpt = None) -> None:
+             mapping: MappingOpt = None, json_file: JsonOpt = None) -> None:
     """Phase 6: counts, orphans, foreign keys and the accounting of every legacy row.
     Exits 0 only when every check passes."""
     _json_owns_stdout(json_file)
-    settings = _settings(config, source_url=source, target_url=target)
+    settings = _settings(config, source_url=source, target_url=target, mapping_file=mapping)
     report = api.validate(settings, reporter=_reporter())
     _write_json(json_file, report.to_dict())
     api.require_valid(report)
@@ -267,20 +277,22 @@ def validate(source: SourceOpt = None, target: TargetOpt = None, config: ConfigO
 
 @app.command()
 def inventory(source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
-              json_file: JsonOpt = None) -> None:
+              mapping: MappingOpt = None, json_file: JsonOpt = None) -> None:
     """Every table of the source: its rows, and whether the migration maps it, archives it into
     legacy_archive, or excludes it (`exclude` patterns); archived rows once archived, and the
     columns archived empty because they hold secrets (`migrate --archive-secrets` keeps them)."""
-    settings = _settings(config, source_url=source, target_url=target)
+    settings = _settings(config, source_url=source, target_url=target, mapping_file=mapping)
     entries = api.inventory(settings)
-    table = Table(title="Tables of the source (schema public)")
+    schemas = sorted({e.schema for e in entries}, key=lambda s: (s != "public", s))
+    table = Table(title=f"Tables of the source (schema {', '.join(schemas) or 'public'})")
     for column, justify in (("table", "left"), ("rows", "right"), ("status", "left"),
                             ("in legacy_archive", "right"), ("masked (secrets)", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for entry in entries:
         archived = "" if entry.archived_rows is None else f"{entry.archived_rows:,}"
-        table.add_row(entry.table, f"{entry.rows:,}", entry.status, archived,
-                      ", ".join(entry.masked))
+        status = entry.status if entry.maps in (None, entry.table) \
+            else f"{entry.status} as {entry.maps}"
+        table.add_row(entry.table, f"{entry.rows:,}", status, archived, ", ".join(entry.masked))
     out.print(table)
     counts = {status: sum(1 for e in entries if e.status == status)
               for status in ("mapped", "archived", "excluded")}
@@ -350,13 +362,13 @@ def status(target: TargetOpt = None, source: SourceOpt = None, config: ConfigOpt
 
 @app.command()
 def preflight(source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
-              json_file: JsonOpt = None) -> None:
+              mapping: MappingOpt = None, json_file: JsonOpt = None) -> None:
     """Before migrating. The guide's checklist: ✓ ready, ! look at it, ✗ blocks `migrate`. Then
     the anomalies of the source, per kind a count, sample ids and what the migration will do
     with them (repair, merge or set aside). Only reads the source. Exits 1 when a blocking
     check fails."""
     _json_owns_stdout(json_file)
-    settings = _settings(config, source_url=source, target_url=target)
+    settings = _settings(config, source_url=source, target_url=target, mapping_file=mapping)
     report = api.preflight(settings)
     styles = {"ok": "green", "warn": "yellow", "fail": "red"}
     out.print("=" * 60)
@@ -505,7 +517,7 @@ def report(
         "--md", help="Write the Markdown report to FILE.", metavar="FILE",
         show_default=False)] = None,
     source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
-    json_file: JsonOpt = None,
+    mapping: MappingOpt = None, json_file: JsonOpt = None,
 ) -> None:
     """The sign-off report: run metadata, validation, accounting of every legacy row, rows set
     aside, checksums, plots and the approval block. With no file named, writes report.html.
@@ -513,7 +525,7 @@ def report(
     _json_owns_stdout(json_file)
     if html is None and md is None and json_file is None:
         html = Path("report.html")
-    settings = _settings(config, source_url=source, target_url=target)
+    settings = _settings(config, source_url=source, target_url=target, mapping_file=mapping)
     data = api.report(settings, html=html, md=md)
     style = "bold green" if data.passed else "bold red"
     out.print(f"[{style}]{data.verdict}[/]: {len(data.validation.checks) - len(data.checks_failed)}"
@@ -788,6 +800,54 @@ def compare_queries(
     out.print(table)
     _write_json(json_file, report.to_dict())
     api.require_no_slowdown(report)
+
+
+@mapping_app.command("draft")
+def mapping_draft(
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="Write the drafted mapping to FILE (default: print it).", metavar="FILE",
+        show_default=False)] = None,
+    source: SourceOpt = None, config: ConfigOpt = None,
+) -> None:
+    """Propose a mapping from the source's catalogue: per legacy table the source table, per
+    column the source column (names, synonyms in English, Azerbaijani and Russian, types), with a
+    confidence and the rejected candidates. What it cannot map is a TODO, which preflight
+    refuses. Only reads the source's catalogue."""
+    settings = _settings(config, source_url=source)
+    drafted = api.mapping_draft(settings, out_file)
+    if out_file is None:
+        sys.stdout.write(drafted.render())
+        return
+    out.print(f"✓ Wrote {out_file}: {len(drafted.renamed())} columns under other names",
+              markup=False)
+    for line in drafted.renamed():
+        out.print(f"  {line}", markup=False)
+    if drafted.todo:
+        out.print(f"! {len(drafted.todo)} TODO to map by hand: {', '.join(drafted.todo)}",
+                  markup=False, soft_wrap=True)
+    out.print(f"Next: read {out_file}, then `edu-migrate mapping check --mapping {out_file}`",
+              markup=False)
+
+
+@mapping_app.command("check")
+def mapping_check(source: SourceOpt = None, config: ConfigOpt = None,
+                  mapping: MappingOpt = None, json_file: JsonOpt = None) -> None:
+    """Check the mapping against the source, as preflight does: every table and column exists,
+    every expression runs, every value casts to its staged type (else: the table, the column, a
+    row id and what was found). Then three values of each mapped column. Only reads."""
+    _json_owns_stdout(json_file)
+    settings = _settings(config, source_url=source, mapping_file=mapping)
+    checked = api.mapping_check(settings)
+    table = Table(title=f"Legacy mapping: {checked.mapping.origin}")
+    for column in ("legacy column", "staged as", "read from", "sample values"):
+        table.add_column(column)
+    for found in checked.samples:
+        table.add_row(f"{found.legacy_table}.{found.column}", found.staged_type, found.source,
+                      " | ".join(found.values))
+    out.print(table)
+    out.print(f"✓ The mapping fits the source: {len(checked.mapping.tables)} tables, "
+              f"{len(checked.samples)} columns, every value casts", markup=False)
+    _write_json(json_file, checked.to_dict())
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -24,6 +24,7 @@ ENV_VARS: Mapping[str, str] = {
     "log_dir": "EDU_LOG_DIR",
     "backup_dir": "EDU_BACKUP_DIR",
     "archive_secrets": "EDU_ARCHIVE_SECRETS",
+    "mapping_file": "EDU_MAPPING",
 }
 
 
@@ -43,6 +44,10 @@ class Settings(BaseModel):
     backup_dir: Path = Field(Path("backups"), description="folder of the backups")
     archive_secrets: bool = Field(
         False, description="archive credential and session-secret columns instead of masking")
+    mapping_file: Path | None = Field(
+        None, description="TOML file mapping the legacy tables onto the source's own (--mapping)")
+    mapping: dict[str, Any] = Field(
+        default_factory=dict, description="[mapping.<legacy table>] of edu-migrate.toml")
 
     @field_validator("exclude", mode="before")
     @classmethod
@@ -71,7 +76,11 @@ def _read_config_file(path: Path | None) -> dict[str, Any]:
     section = data.get("edu-migrate", data)
     if not isinstance(section, dict):
         raise MigrationError(f"configuration file {candidate}: [edu-migrate] must be a table")
-    return {key.replace("-", "_"): value for key, value in section.items()}
+    settings = {key.replace("-", "_"): value for key, value in section.items()}
+    # [mapping.<legacy table>] sits at the top of the file, beside [edu-migrate] or without it.
+    if "mapping" in data:
+        settings["mapping"] = data["mapping"]
+    return settings
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None,

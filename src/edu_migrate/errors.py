@@ -27,3 +27,8 @@ class PreconditionFailed(MigrationError):
 
 class ValidationFailed(MigrationError):
     exit_code = 1
+
+
+class MappingError(PreconditionFailed):
+    """The legacy mapping does not fit the source: a missing table or column, an expression that
+    fails, a value that does not cast, a TODO left in it."""

@@ -12,7 +12,7 @@ from edu_migrate.pg.urls import masked
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("EDU_SOURCE_URL", "EDU_TARGET_URL", "EDU_BATCH_SIZE", "EDU_WORKERS",
-                 "EDU_EXCLUDE", "EDU_MIGRATE_HOME", "EDU_MIGRATE_CONFIG"):
+                 "EDU_EXCLUDE", "EDU_MIGRATE_HOME", "EDU_MIGRATE_CONFIG", "EDU_MAPPING"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
 

@@ -8,7 +8,10 @@ rules are in docs/dirty-data.md and the phase files).
 
 Everything here reads the source in one read-only transaction, with plain SQL the source
 already understands (the migration's parsing functions live in the target). Per table, the
-row-level checks share one scan: one aggregate per check, filtered by its condition.
+row-level checks share one scan: one aggregate per check, filtered by its condition. The checks
+name the legacy tables as legacy-edu.md does; each statement defines those names (a WITH query
+per table) as the legacy mapping reads them, so they run unchanged on a source that names its
+tables and columns otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from edu_migrate.mapping import DEFAULT_MAPPING, LegacyMapping
 from edu_migrate.phases.phones import to_e164
 
 SAMPLE_SIZE = 5
@@ -146,9 +150,9 @@ REFERENCES: tuple[tuple[str, str, str, bool, str], ...] = (
 def _orphan_checks() -> list[RowCheck]:
     checks = []
     for table, column, parent, nullable, rule in REFERENCES:
-        missing = f"t.{column} NOT IN (SELECT id FROM public.{parent})"
+        missing = f"t.{column} NOT IN (SELECT id FROM {parent})"
         if table == "organizations":
-            missing = f"nullif(t.{column}, 0) NOT IN (SELECT id FROM public.{parent})"
+            missing = f"nullif(t.{column}, 0) NOT IN (SELECT id FROM {parent})"
         condition = missing if nullable else f"(t.{column} IS NULL OR {missing})"
         checks.append(RowCheck(table, f"{column} pointing at no {parent} row", condition, rule))
     return checks
@@ -217,7 +221,7 @@ VALUE_CHECKS: tuple[RowCheck, ...] = (
              f"{fold('t.status')} IS NULL OR {fold('t.status')} NOT IN ({STUDENT_STATUSES})",
              "set aside: 'unrecognised value: status'"),
     RowCheck("students", "org_id pointing at a unit that is not a program",
-             "t.org_id IN (SELECT id FROM public.organizations WHERE type_id <> 4)",
+             "t.org_id IN (SELECT id FROM organizations WHERE type_id <> 4)",
              "set aside: 'org_id is a …, not a program'"),
     RowCheck("teachers", "positions outside the list",
              f"{fold('t.position')} IS NULL OR {fold('t.position')} NOT IN ({POSITIONS})",
@@ -258,7 +262,7 @@ VALUE_CHECKS: tuple[RowCheck, ...] = (
 
 def _later_duplicates(table: str, key: str, where: str = "true") -> str:
     return (f"SELECT id FROM (SELECT t.id, row_number() OVER (PARTITION BY {key} ORDER BY t.id) "
-            f"AS n FROM public.{table} t WHERE {where}) d WHERE n > 1")
+            f"AS n FROM {table} t WHERE {where}) d WHERE n > 1")
 
 
 QUERY_CHECKS: tuple[QueryCheck, ...] = (
@@ -279,30 +283,30 @@ QUERY_CHECKS: tuple[QueryCheck, ...] = (
                "repaired: renamed '<number>-<legacy id>'"),
     QueryCheck("organizations", "units whose parent chain never reaches a university (cycles)",
                """WITH RECURSIVE placed AS (
-                      SELECT id FROM public.organizations
+                      SELECT id FROM organizations
                       WHERE type_id = 1 AND coalesce(parent_id, 0) = 0
                       UNION
-                      SELECT o.id FROM public.organizations o JOIN placed p ON o.parent_id = p.id
+                      SELECT o.id FROM organizations o JOIN placed p ON o.parent_id = p.id
                       WHERE o.type_id <> 1 AND o.parent_id <> o.id)
-                  SELECT o.id FROM public.organizations o
+                  SELECT o.id FROM organizations o
                   WHERE o.id NOT IN (SELECT id FROM placed) AND coalesce(o.parent_id, 0) <> 0
-                    AND o.parent_id IN (SELECT id FROM public.organizations)
+                    AND o.parent_id IN (SELECT id FROM organizations)
                     AND o.parent_id <> o.id""",
                "set aside: 'parent chain does not reach a university (cycle)'"),
     QueryCheck("courses", "runs whose code is written differently from other runs of its course",
-               f"""SELECT t.id FROM public.courses t
+               f"""SELECT t.id FROM courses t
                    JOIN (SELECT {code_key('code')} AS k, mode() WITHIN GROUP (ORDER BY code) AS c
-                         FROM public.courses GROUP BY 1 HAVING count(DISTINCT code) > 1) v
+                         FROM courses GROUP BY 1 HAVING count(DISTINCT code) > 1) v
                      ON v.k = {code_key('t.code')}
                    WHERE t.code <> v.c""",
                "merged: one catalogue course per normalised code"),
     QueryCheck("courses", "runs whose names or credits disagree with other runs of their course",
-               f"""SELECT t.id FROM public.courses t
+               f"""SELECT t.id FROM courses t
                    JOIN (SELECT {code_key('code')} AS k,
                                 mode() WITHIN GROUP (ORDER BY ({clean('name_az')},
                                     {clean('name_ru')}, {clean('name_en')},
                                     {as_decimal('credits')})::text) AS majority
-                         FROM public.courses t GROUP BY 1) v ON v.k = {code_key('t.code')}
+                         FROM courses t GROUP BY 1) v ON v.k = {code_key('t.code')}
                    WHERE ({clean('t.name_az')}, {clean('t.name_ru')}, {clean('t.name_en')},
                           {as_decimal('t.credits')})::text <> v.majority""",
                "merged: the value most runs agree on is kept, each disagreement recorded"),
@@ -316,7 +320,15 @@ def _row_checks() -> list[RowCheck]:
     return [*_orphan_checks(), *VALUE_CHECKS]
 
 
-def _run_row_checks(source: psycopg.Connection, table: str,
+def _legacy_names(mapping: LegacyMapping, statement: sql.Composed) -> sql.Composed:
+    """The statement, with each legacy table's name standing for its rows as the mapping reads
+    them (a WITH query that is not referenced is not run)."""
+    return sql.SQL("WITH {} {}").format(sql.SQL(", ").join(
+        sql.SQL("{} AS ({})").format(sql.Identifier(t.legacy), t.as_select()) for t in mapping),
+        statement)
+
+
+def _run_row_checks(source: psycopg.Connection, mapping: LegacyMapping, table: str,
                     checks: Sequence[RowCheck]) -> list[Finding]:
     aggregates = sql.SQL(", ").join(
         sql.SQL("count(*) FILTER (WHERE coalesce({c}, false)), "
@@ -324,30 +336,31 @@ def _run_row_checks(source: psycopg.Connection, table: str,
         .format(c=sql.SQL(check.condition), n=sql.Literal(SAMPLE_SIZE)) for check in checks)
     derived = sql.SQL(DERIVED.get(table, "true AS plain"))
     # OFFSET 0 keeps the derived columns computed once per row, however often the checks use them.
-    row = source.execute(sql.SQL(
-        "SELECT {} FROM (SELECT t.*, {} FROM public.{} t OFFSET 0) t").format(
-            aggregates, derived, sql.Identifier(table))).fetchone()
+    row = source.execute(_legacy_names(mapping, sql.SQL(
+        "SELECT {} FROM (SELECT t.*, {} FROM {} t OFFSET 0) t").format(
+            aggregates, derived, sql.Identifier(table)))).fetchone()
     assert row is not None
     return [Finding(check.table, check.kind, int(row[2 * i]), list(row[2 * i + 1] or []),
                     check.rule) for i, check in enumerate(checks)]
 
 
-def _run_query_check(source: psycopg.Connection, check: QueryCheck) -> Finding:
-    row = source.execute(sql.SQL(
+def _run_query_check(source: psycopg.Connection, mapping: LegacyMapping,
+                     check: QueryCheck) -> Finding:
+    row = source.execute(_legacy_names(mapping, sql.SQL(
         "SELECT count(*), (array_agg(id ORDER BY id))[1:{n}] FROM ({q}) f").format(
-            n=sql.Literal(SAMPLE_SIZE), q=sql.SQL(check.query))).fetchone()
+            n=sql.Literal(SAMPLE_SIZE), q=sql.SQL(check.query)))).fetchone()
     assert row is not None
     return Finding(check.table, check.kind, int(row[0]), list(row[1] or []), check.rule)
 
 
-def _phone_finding(source: psycopg.Connection) -> Finding:
+def _phone_finding(source: psycopg.Connection, mapping: LegacyMapping) -> Finding:
     """Phones are judged by the phonenumbers library, as the migration does: one call per
     distinct spelling of a small table."""
     bad: list[int] = []
     valid: dict[str, bool] = {}
-    for person_id, phone in source.execute(
-            "SELECT id, phone FROM public.persons WHERE nullif(btrim(phone), '') IS NOT NULL "
-            "ORDER BY id"):
+    for person_id, phone in source.execute(_legacy_names(mapping, sql.SQL(
+            "SELECT id, phone FROM persons WHERE nullif(btrim(phone), '') IS NOT NULL "
+            "ORDER BY id").format())):
         if phone not in valid:
             valid[phone] = to_e164(phone) is not None
         if not valid[phone]:
@@ -356,7 +369,8 @@ def _phone_finding(source: psycopg.Connection) -> Finding:
                    bad[:SAMPLE_SIZE], "repaired: dropped")
 
 
-def find_anomalies(source: psycopg.Connection) -> list[Finding]:
+def find_anomalies(source: psycopg.Connection,
+                   mapping: LegacyMapping = DEFAULT_MAPPING) -> list[Finding]:
     """Every finding, table by table in the order the phases read them."""
     by_table: dict[str, list[RowCheck]] = {}
     for check in _row_checks():
@@ -364,9 +378,9 @@ def find_anomalies(source: psycopg.Connection) -> list[Finding]:
     findings: list[Finding] = []
     for table in ("users", "persons", "organizations", "students", "teachers", "courses",
                   "course_students", "grades"):
-        findings.extend(_run_row_checks(source, table, by_table.get(table, [])))
-        findings.extend(_run_query_check(source, check) for check in QUERY_CHECKS
+        findings.extend(_run_row_checks(source, mapping, table, by_table.get(table, [])))
+        findings.extend(_run_query_check(source, mapping, check) for check in QUERY_CHECKS
                         if check.table == table)
         if table == "persons":
-            findings.append(_phone_finding(source))
+            findings.append(_phone_finding(source, mapping))
     return findings

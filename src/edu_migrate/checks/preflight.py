@@ -22,10 +22,11 @@ from psycopg.conninfo import conninfo_to_dict
 
 from edu_migrate.backup import recent_backups
 from edu_migrate.errors import MigrationError, PreconditionFailed
+from edu_migrate.mapping import DEFAULT_MAPPING, LegacyMapping
+from edu_migrate.mapping.fit import verify
 from edu_migrate.pg.connect import connect
 from edu_migrate.pg.freeze import is_frozen
 from edu_migrate.pg.urls import database_name, masked, with_database
-from edu_migrate.phases.staging import LEGACY_COLUMNS, missing_legacy_columns
 from edu_migrate.schema import LATEST_VERSION, applied_version, foreign_tables
 
 MINIMUM_SERVER_VERSION = 150000
@@ -61,10 +62,12 @@ class PreflightContext:
     """What the checks look at; each side is connected once, and a failed connection is kept
     as the error that the connection checks report."""
 
-    def __init__(self, source_url: str, target_url: str, backup_dir: Path) -> None:
+    def __init__(self, source_url: str, target_url: str, backup_dir: Path,
+                 mapping: LegacyMapping = DEFAULT_MAPPING) -> None:
         self.source_url = source_url
         self.target_url = target_url
         self.backup_dir = backup_dir
+        self.mapping = mapping
         self._stack = ExitStack()
         self._connections: dict[str, psycopg.Connection | MigrationError] = {}
 
@@ -163,14 +166,21 @@ def legacy_tables(ctx: PreflightContext) -> Finding:
     conn = ctx.source()
     if conn is None:
         return _not_checked("legacy tables", "source")
-    missing = missing_legacy_columns(conn)
-    if missing:
-        listed = ", ".join(missing[:8]) + (" …" if len(missing) > 8 else "")
-        return Finding("legacy tables", FAIL, f"the source lacks {listed}", PreconditionFailed(
-            f"the source is not the legacy database: it lacks {listed}",
-            "point --source at edu, or run `edu-migrate generate` for a demo"))
-    return Finding("legacy tables", OK, f"all {len(LEGACY_COLUMNS)} mapped tables and their "
-                                        "columns are there")
+    try:
+        verify(conn, ctx.mapping)
+    except MigrationError as exc:
+        return Finding("legacy tables", FAIL, exc.message, exc)
+    detail = f"all {len(ctx.mapping.tables)} mapped tables and their columns are there"
+    if not ctx.mapping.canonical:
+        detail += f", as {ctx.mapping.origin} maps them; every value casts"
+    return Finding("legacy tables", OK, detail)
+
+
+def _relations(ctx: PreflightContext) -> list[str]:
+    """The source tables the mapping reads, quoted for regclass."""
+    conn = ctx.source()
+    assert conn is not None
+    return sorted({t.relation.as_string(conn) for t in ctx.mapping if t.todo is None})
 
 
 def source_privileges(ctx: PreflightContext) -> Finding:
@@ -178,9 +188,8 @@ def source_privileges(ctx: PreflightContext) -> Finding:
     if conn is None:
         return _not_checked("source privileges", "source")
     rows = conn.execute(
-        "SELECT t FROM unnest(%s::text[]) t WHERE to_regclass('public.' || quote_ident(t)) "
-        "IS NOT NULL AND NOT has_table_privilege('public.' || quote_ident(t), 'SELECT')",
-        [list(LEGACY_COLUMNS)]).fetchall()
+        "SELECT t FROM unnest(%s::text[]) t WHERE to_regclass(t) IS NOT NULL "
+        "AND NOT has_table_privilege(t, 'SELECT')", [_relations(ctx)]).fetchall()
     if rows:
         names = ", ".join(r[0] for r in rows)
         return Finding("source privileges", FAIL,
@@ -292,8 +301,8 @@ def disk_space(ctx: PreflightContext) -> Finding:
     if source is None:
         return _not_checked("disk space", "source")
     row = source.execute(
-        "SELECT coalesce(sum(pg_total_relation_size(to_regclass('public.' || quote_ident(t)))), "
-        "0) FROM unnest(%s::text[]) t", [list(LEGACY_COLUMNS)]).fetchone()
+        "SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0) "
+        "FROM unnest(%s::text[]) t", [_relations(ctx)]).fetchone()
     need = DISK_NEED_FACTOR * int(row[0] if row else 0)
     shown_need = f"{need / 1e9:,.2f} GB needed ({DISK_NEED_FACTOR}× the mapped tables)"
     if target is None:
@@ -379,7 +388,8 @@ class PreflightReport:
         return {"ready": self.ready, "findings": [f.to_dict() for f in self.findings]}
 
 
-def run_preflight(source_url: str, target_url: str, backup_dir: Path) -> PreflightReport:
-    with PreflightContext(source_url, target_url, backup_dir) as ctx:
+def run_preflight(source_url: str, target_url: str, backup_dir: Path,
+                  mapping: LegacyMapping = DEFAULT_MAPPING) -> PreflightReport:
+    with PreflightContext(source_url, target_url, backup_dir, mapping) as ctx:
         findings = [finding for provider in FINDING_PROVIDERS for finding in provider(ctx)]
     return PreflightReport(findings)

@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from edu_migrate.checks.anomalies import code_key
+from edu_migrate.mapping import LegacyMapping
 from edu_migrate.phases.archive import (
     ARCHIVED,
     EXCLUDED,
@@ -65,6 +66,8 @@ class Disposition:
 class ValidationReport:
     checks: list[Check]
     dispositions: list[Disposition] = field(default_factory=list)
+    # Each legacy table and the source table it was read from (legacy-edu.md's or the mapping's).
+    source_tables: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -73,7 +76,8 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "checks": [asdict(c) | {"line": c.line()}
                                                    for c in self.checks],
-                "dispositions": [asdict(d) for d in self.dispositions]}
+                "dispositions": [asdict(d) for d in self.dispositions],
+                "source_tables": self.source_tables}
 
 
 DISPOSITIONS = """
@@ -139,12 +143,14 @@ ORPHAN_QUERIES: dict[str, str] = {
         "WHERE a.id IS NULL",
 }
 
+# The legacy side reads each legacy table as the mapping gives it ({students}: its rows).
 LEGACY_ORPHAN_QUERIES: dict[str, tuple[str, str]] = {
     "Orphaned Students": (
-        "SELECT count(*) FROM students s LEFT JOIN users u ON s.user_id = u.id WHERE u.id IS NULL",
+        "SELECT count(*) FROM {students} s LEFT JOIN {users} u ON s.user_id = u.id "
+        "WHERE u.id IS NULL",
         "SELECT count(*) FROM students s LEFT JOIN users u ON s.user_id = u.id WHERE u.id IS NULL"),
     "Orphaned Enrollments": (
-        "SELECT count(*) FROM course_students e LEFT JOIN students s ON e.student_id = s.id "
+        "SELECT count(*) FROM {course_students} e LEFT JOIN {students} s ON e.student_id = s.id "
         "WHERE s.id IS NULL",
         "SELECT count(*) FROM course_enrollments ce LEFT JOIN students s ON ce.student_id = s.id "
         "WHERE s.id IS NULL"),
@@ -238,10 +244,15 @@ class Accounting:
 FINGERPRINT = "count(*), coalesce(sum(id), 0), coalesce(sum(hashint8extended(id, 0)), 0)"
 
 
+def _legacy_ids(mapping: LegacyMapping, table: str) -> sql.Composed:
+    source = mapping[table]
+    return sql.SQL("SELECT {}::bigint AS id FROM {}").format(source.id.expression,
+                                                              source.relation)
+
+
 def _fingerprint_of_legacy(snapshot: SourceSnapshot, table: str) -> tuple[int, ...]:
-    row = snapshot.conn.execute(sql.SQL(
-        "SELECT " + FINGERPRINT + " FROM (SELECT id::bigint AS id FROM public.{}) t").format(
-            sql.Identifier(table))).fetchone()
+    row = snapshot.conn.execute(sql.SQL("SELECT " + FINGERPRINT + " FROM ({}) t").format(
+        _legacy_ids(snapshot.mapping, table))).fetchone()
     assert row is not None
     return tuple(int(value) for value in row)
 
@@ -284,8 +295,8 @@ def _stream_and_compare(snapshot: SourceSnapshot, target: psycopg.Connection,
     target.execute("CREATE TEMP TABLE IF NOT EXISTS legacy_ids (id bigint)")
     target.execute("TRUNCATE legacy_ids")
     with snapshot.conn.cursor() as out_cur, target.cursor() as in_cur:
-        query = sql.SQL("COPY (SELECT id::bigint FROM public.{}) TO STDOUT (FORMAT binary)")
-        with out_cur.copy(query.format(sql.Identifier(table))) as out, \
+        query = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)")
+        with out_cur.copy(query.format(_legacy_ids(snapshot.mapping, table))) as out, \
                 in_cur.copy("COPY legacy_ids (id) FROM STDIN (FORMAT binary)") as into:
             for chunk in out:
                 into.write(chunk)
@@ -314,7 +325,7 @@ def archive_checks(snapshot: SourceSnapshot, target: psycopg.Connection,
     with as many rows as the source has. Before the archive step has run they are not, and
     the check fails: no legacy table may be left behind unnoticed."""
     archived = archived_counts(target)
-    entries = source_inventory(snapshot.conn, exclude)
+    entries = source_inventory(snapshot.conn, exclude, snapshot.mapping)
     wanted = [e for e in entries if e.status == ARCHIVED]
     checks = [Check(f"Archived {e.table}", archived.get(e.table) == e.rows, e.rows,
                     archived.get(e.table, 0)) for e in wanted]
@@ -333,11 +344,13 @@ def archive_checks(snapshot: SourceSnapshot, target: psycopg.Connection,
 def validate(snapshot: SourceSnapshot, target: psycopg.Connection,
              exclude: Sequence[str] = ()) -> ValidationReport:
     source = snapshot.conn
+    mapping = snapshot.mapping
+    legacy_rows = {t.legacy: t.rows() for t in mapping}
     checks: list[Check] = []
     accounting = {table: account_for(snapshot, target, table) for table in ACCOUNTING_NAMES}
     for count in COUNT_CHECKS:
-        old = _scalar(source, sql.SQL("SELECT count(*) FROM public.{}").format(
-            sql.Identifier(count.legacy_table)))
+        old = _scalar(source, sql.SQL("SELECT count(*) FROM {}").format(
+            mapping[count.legacy_table].relation))
         new = _scalar(target, sql.SQL("SELECT count(*) FROM {}").format(
             sql.Identifier(count.target_table)))
         acc = accounting[count.legacy_table]
@@ -347,7 +360,9 @@ def validate(snapshot: SourceSnapshot, target: psycopg.Connection,
         if acc.merged:
             detail["Merged"] = acc.merged
         checks.append(Check(count.name, new == old - acc.set_aside - acc.merged, old, new, detail))
-    catalogue_old = _scalar(source, f"SELECT count(DISTINCT {code_key('code')}) FROM courses")
+    catalogue_old = _scalar(source, sql.SQL(
+        f"SELECT count(DISTINCT {code_key('code')}) FROM {{}} courses").format(
+            legacy_rows["courses"]))
     catalogue_new = _scalar(target, "SELECT count(*) FROM courses")
     catalogue_aside = _scalar(target, "SELECT count(DISTINCT migration.normalise_course_code("
                                       "detail ->> 'code')) FROM migration.rejected_rows r "
@@ -357,7 +372,7 @@ def validate(snapshot: SourceSnapshot, target: psycopg.Connection,
     checks.append(Check("Course Count", catalogue_new == catalogue_old - catalogue_aside,
                         catalogue_old, catalogue_new))
     for name, (old_query, new_query) in LEGACY_ORPHAN_QUERIES.items():
-        old = _scalar(source, old_query)
+        old = _scalar(source, sql.SQL(old_query).format(**legacy_rows))
         new = _scalar(target, new_query)
         checks.append(Check(name, new == 0, old, new))
     for name, query in ORPHAN_QUERIES.items():
@@ -374,4 +389,5 @@ def validate(snapshot: SourceSnapshot, target: psycopg.Connection,
             detail["Unknown"] = acc.unknown
         checks.append(Check(ACCOUNTING_NAMES[table], acc.holds, acc.old, None, detail))
     checks.extend(archive_checks(snapshot, target, exclude))
-    return ValidationReport(checks, dispositions(target))
+    return ValidationReport(checks, dispositions(target),
+                            {t.legacy: t.source_name for t in mapping})

@@ -3,12 +3,13 @@
 The old database has hundreds of tables besides the eight the phases read (schedules, news,
 logs, old copies of tables). Nothing of it may vanish without a trace: once every phase is
 done (by `migrate --all`, or by the `migrate --phase N` that runs the last one; validation fails
-until then), every table of the source's schema `public` that is neither mapped nor excluded
-by a name pattern (`exclude` in edu-migrate.toml, EDU_EXCLUDE) is recreated in the target's
-schema `legacy_archive` with the same column names and types and filled by a binary COPY from
-the run's source snapshot. Each table is dropped and recreated in one transaction, so running the
-step again gives the same result. Types the target cannot know (the source's own enums and
-domains) are archived as text.
+until then), every table of the source's schema `public` (and of each schema the legacy mapping
+reads from) that is neither mapped nor excluded by a name pattern (`exclude` in edu-migrate.toml,
+EDU_EXCLUDE) is recreated in the target's schema `legacy_archive` with the same column names and
+types (a table of another schema as `legacy_archive."schema.table"`) and filled by a binary COPY
+from the run's source snapshot. Each table is dropped and recreated in one transaction, so
+running the step again gives the same result. Types the target cannot know (the source's own
+enums and domains) are archived as text.
 
 Secrets stay behind: a column that holds credentials or session secrets, known by its name
 (password, token, session_key, ip_address, …) or by the shape of its values (hex digests, bcrypt
@@ -28,8 +29,9 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from edu_migrate.mapping import CANONICAL_SCHEMA, DEFAULT_MAPPING, LegacyMapping
 from edu_migrate.pg.connect import connect
-from edu_migrate.phases.staging import LEGACY_COLUMNS, SourceSnapshot
+from edu_migrate.phases.staging import SourceSnapshot
 from edu_migrate.reporting import Reporter
 
 ARCHIVE_SCHEMA = "legacy_archive"
@@ -51,10 +53,12 @@ SAMPLE_ROWS = 1000
 TEXT_TYPES = re.compile(r"^(text|character varying|character|bytea)\b")
 
 SOURCE_TABLES = """
-SELECT c.relname, c.relname LIKE ANY(%(exclude)s::text[])
+SELECT n.nspname, c.relname,
+       c.relname LIKE ANY(%(exclude)s::text[])
+       OR n.nspname || '.' || c.relname LIKE ANY(%(exclude)s::text[])
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-ORDER BY c.relname
+WHERE n.nspname = ANY(%(schemas)s::text[]) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+ORDER BY n.nspname <> 'public', n.nspname, c.relname
 """
 
 # Column names and types in table order; a type outside pg_catalog (an enum, a domain, an
@@ -67,7 +71,7 @@ SELECT a.attname,
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_type e ON e.oid = t.typelem
-WHERE a.attrelid = ('public.' || quote_ident(%(table)s))::regclass
+WHERE a.attrelid = %(relation)s::regclass
   AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
@@ -75,14 +79,26 @@ ORDER BY a.attnum
 
 @dataclass(frozen=True)
 class TableEntry:
-    """One table of the source, what the migration does with it, and its rows on both sides."""
+    """One table of the source, what the migration does with it, and its rows on both sides.
+    `table` is its name in public, `schema.table` elsewhere, and its name in legacy_archive;
+    `maps` names the legacy tables it holds when it is mapped."""
 
     table: str
     rows: int
     status: str
     archived_rows: int | None = None
+    schema: str = CANONICAL_SCHEMA
+    maps: str | None = None
     # Columns archived empty because they hold secrets (or would be, before archiving).
     masked: tuple[str, ...] = ()
+
+    @property
+    def relation(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.table.removeprefix(f"{self.schema}."))
+
+    @property
+    def archive_name(self) -> str:
+        return self.table
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,30 +112,36 @@ class ArchiveResult:
     secrets_kept: bool = False
 
 
-def source_inventory(source: psycopg.Connection, exclude: Sequence[str]) -> list[TableEntry]:
-    """Every table of the source's schema public, with its exact row count and its status.
-    Mapped tables are never excluded: the phases need them."""
+def source_inventory(source: psycopg.Connection, exclude: Sequence[str],
+                     mapping: LegacyMapping = DEFAULT_MAPPING) -> list[TableEntry]:
+    """Every table of the source's schema public and of the schemas the mapping reads, with its
+    exact row count and its status. Mapped tables are never excluded: the phases need them."""
     entries = []
-    for name, excluded in source.execute(SOURCE_TABLES, {"exclude": list(exclude)}).fetchall():
-        row = source.execute(sql.SQL("SELECT count(*) FROM public.{}").format(
-            sql.Identifier(name))).fetchone()
-        status = MAPPED if name in LEGACY_COLUMNS else EXCLUDED if excluded else ARCHIVED
-        entries.append(TableEntry(name, int(row[0]) if row else 0, status))
+    for schema, name, excluded in source.execute(SOURCE_TABLES, {
+            "exclude": list(exclude), "schemas": mapping.schemas()}).fetchall():
+        row = source.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier(schema, name))).fetchone()
+        legacy = mapping.legacy_tables_of(schema, name)
+        status = MAPPED if legacy else EXCLUDED if excluded else ARCHIVED
+        shown = name if schema == CANONICAL_SCHEMA else f"{schema}.{name}"
+        entries.append(TableEntry(shown, int(row[0]) if row else 0, status, None, schema,
+                                  ", ".join(legacy) or None))
     return entries
 
 
-def secret_columns(source: psycopg.Connection, table: str) -> list[str]:
+def secret_columns(source: psycopg.Connection, entry: TableEntry) -> list[str]:
     """The columns of a source table that hold credentials or session secrets, by name or by
     the shape of a sample of their values."""
     found = []
-    for name, kind in source.execute(SOURCE_COLUMNS, {"table": table}).fetchall():
+    for name, kind in source.execute(SOURCE_COLUMNS, {
+            "relation": entry.relation.as_string(source)}).fetchall():
         if SECRET_NAME.search(name):
             found.append(str(name))
         elif TEXT_TYPES.match(kind):
             row = source.execute(sql.SQL(
                 "SELECT count(*) FILTER (WHERE v::text ~ %s), count(*) FROM "
-                "(SELECT {} AS v FROM public.{} WHERE {} IS NOT NULL LIMIT %s) s").format(
-                sql.Identifier(name), sql.Identifier(table), sql.Identifier(name)),
+                "(SELECT {} AS v FROM {} WHERE {} IS NOT NULL LIMIT %s) s").format(
+                sql.Identifier(name), entry.relation, sql.Identifier(name)),
                 [SECRET_VALUE, SAMPLE_ROWS]).fetchone()
             if row and row[1] and row[0] >= SECRET_SHARE * row[1]:
                 found.append(str(name))
@@ -145,10 +167,11 @@ def last_archive(target: psycopg.Connection) -> dict[str, Any] | None:
     return dict(row[0]) if row else None
 
 
-def _archive_table(snapshot: SourceSnapshot, target: psycopg.Connection, table: str,
+def _archive_table(snapshot: SourceSnapshot, target: psycopg.Connection, entry: TableEntry,
                    masked: Sequence[str]) -> int:
-    columns = snapshot.conn.execute(SOURCE_COLUMNS, {"table": table}).fetchall()
-    archived = sql.Identifier(ARCHIVE_SCHEMA, table)
+    columns = snapshot.conn.execute(SOURCE_COLUMNS, {
+        "relation": entry.relation.as_string(snapshot.conn)}).fetchall()
+    archived = sql.Identifier(ARCHIVE_SCHEMA, entry.archive_name)
     target.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(archived))
     target.execute(sql.SQL("CREATE TABLE {} ({})").format(archived, sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in columns)))
@@ -157,8 +180,8 @@ def _archive_table(snapshot: SourceSnapshot, target: psycopg.Connection, table: 
         else sql.SQL("{}::{}").format(sql.Identifier(name), sql.SQL(kind))
         for name, kind in columns)
     with snapshot.conn.cursor() as out_cur, target.cursor() as in_cur:
-        copy_out_sql = sql.SQL("COPY (SELECT {} FROM public.{}) TO STDOUT (FORMAT binary)").format(
-            select, sql.Identifier(table))
+        copy_out_sql = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)").format(
+            select, entry.relation)
         with out_cur.copy(copy_out_sql) as copy_out, in_cur.copy(sql.SQL(
                 "COPY {} FROM STDIN (FORMAT binary)").format(archived)) as copy_in:
             for chunk in copy_out:
@@ -176,13 +199,13 @@ def _fingerprint(conn: psycopg.Connection, table: sql.Composed) -> tuple[int, in
     return int(row[0]), int(row[1])
 
 
-def _unchanged(snapshot: SourceSnapshot, target: psycopg.Connection, table: str) -> bool:
-    archived = sql.Identifier(ARCHIVE_SCHEMA, table)
+def _unchanged(snapshot: SourceSnapshot, target: psycopg.Connection, entry: TableEntry) -> bool:
+    archived = sql.Identifier(ARCHIVE_SCHEMA, entry.archive_name)
     exists = target.execute("SELECT to_regclass(%s) IS NOT NULL",
-                            [f"{ARCHIVE_SCHEMA}.{table}"]).fetchone()
+                            [archived.as_string(target)]).fetchone()
     if not exists or not exists[0]:
         return False
-    return _fingerprint(snapshot.conn, sql.SQL("public.{}").format(sql.Identifier(table))) \
+    return _fingerprint(snapshot.conn, sql.SQL("{}").format(entry.relation)) \
         == _fingerprint(target, sql.SQL("{}").format(archived))
 
 
@@ -192,7 +215,7 @@ def archive_unmapped(snapshot: SourceSnapshot, target_url: str, exclude: Sequenc
     """Copy every unmapped, not excluded source table into legacy_archive, its secret columns
     empty unless `keep_secrets`; record the step. `skip_unchanged` (a sync's refresh): copy only
     the tables whose rows differ from the archived ones."""
-    entries = source_inventory(snapshot.conn, exclude)
+    entries = source_inventory(snapshot.conn, exclude, snapshot.mapping)
     result = ArchiveResult({}, [e.table for e in entries if e.status == EXCLUDED],
                            secrets_kept=keep_secrets)
     reporter.line("=" * 60)
@@ -206,16 +229,16 @@ def archive_unmapped(snapshot: SourceSnapshot, target_url: str, exclude: Sequenc
         for entry in entries:
             if entry.status != ARCHIVED:
                 continue
-            if skip_unchanged and _unchanged(snapshot, target, entry.table):
+            if skip_unchanged and _unchanged(snapshot, target, entry):
                 result.archived[entry.table] = entry.rows
                 continue
-            secret = [] if keep_secrets else secret_columns(snapshot.conn, entry.table)
+            secret = [] if keep_secrets else secret_columns(snapshot.conn, entry)
             with reporter.progress(f"archive {entry.table}", entry.rows) as advance:
-                rows = _archive_table(snapshot, target, entry.table, secret)
+                rows = _archive_table(snapshot, target, entry, secret)
                 # Statistics now, not when autovacuum comes round: `health` flags tables
                 # never analysed, and the archive is queried like any other table.
                 target.execute(sql.SQL("ANALYZE {}").format(
-                    sql.Identifier(ARCHIVE_SCHEMA, entry.table)))
+                    sql.Identifier(ARCHIVE_SCHEMA, entry.archive_name)))
                 target.commit()
                 advance(rows)
             result.archived[entry.table] = rows
@@ -259,4 +282,4 @@ def masked_columns(source: psycopg.Connection, recorded: dict[str, Any] | None,
     if keep_secrets:
         return {}
     return {e.table: tuple(found) for e in entries if e.status == ARCHIVED
-            for found in [secret_columns(source, e.table)] if found}
+            for found in [secret_columns(source, e)] if found}

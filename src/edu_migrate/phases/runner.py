@@ -22,6 +22,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from edu_migrate.errors import MigrationError, PreconditionFailed
+from edu_migrate.mapping import LegacyMapping
 from edu_migrate.pg.connect import connect
 from edu_migrate.phases import sqlfile
 from edu_migrate.phases.phones import stage_phone_numbers
@@ -222,7 +223,7 @@ def run_phase(phase: Phase, snapshot: SourceSnapshot, target_url: str, *, batch_
     try:
         stage_tables(snapshot, target_url, phase.reads, batch_size=batch_size, workers=workers,
                      reporter=reporter)
-        counts = _transform(phase, target_url, reporter, started)
+        counts = _transform(phase, target_url, reporter, started, snapshot.mapping)
     except (psycopg.Error, MigrationError) as exc:
         _record_failure(target_url, phase, exc)
         if isinstance(exc, MigrationError):
@@ -245,6 +246,30 @@ def _hint_for(exc: psycopg.Error) -> str:
         return ("the connection was lost or ended by the server; run the same command again "
                 "to resume")
     return "see the log; fix the cause and run the same command again"
+
+
+def _source_tables_by_default(conn: psycopg.Connection, phase: Phase,
+                              mapping: LegacyMapping) -> None:
+    """Before the load: each crosswalk partition of the phase records its source table by
+    default, so that rows written straight into a partition (3 million marks) cost nothing more.
+    Rows routed through the partitioned parent get the parent's default (none) instead."""
+    for table in phase.crosswalk_partitions:
+        conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN source_relation SET DEFAULT {}").format(
+            sql.Identifier("migration", f"crosswalk_{table}"), sql.Literal(mapping[table].shown)))
+
+
+def record_source_tables(conn: psycopg.Connection, phase: Phase,
+                          mapping: LegacyMapping) -> None:
+    """After the load: the source table beside each legacy name, for the crosswalk rows that came
+    through the parent and for the rows set aside."""
+    for table in phase.crosswalk_partitions:
+        conn.execute(sql.SQL("UPDATE {} SET source_relation = %s "
+                             "WHERE source_relation IS NULL").format(
+            sql.Identifier("migration", f"crosswalk_{table}")), [mapping[table].shown])
+    conn.execute("UPDATE migration.rejected_rows r SET source_relation = m.relation "
+                 "FROM unnest(%s::text[], %s::text[]) m(legacy, relation) "
+                 "WHERE r.phase = %s AND r.source_table = m.legacy",
+                 [[t.legacy for t in mapping], [t.shown for t in mapping], phase.number])
 
 
 def run_statements(conn: psycopg.Connection, file_name: str,
@@ -282,17 +307,22 @@ def define_scope(conn: psycopg.Connection, phase: Phase, *, scoped: bool) -> Non
                  "ON COMMIT DROP")
 
 
-def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float) -> dict[str, int]:
+def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float,
+               mapping: LegacyMapping) -> dict[str, int]:
     with connect(target_url, purpose="target") as conn:
         conn.execute("SET temp_buffers = '256MB'")
         set_session(conn)
         _clear_phase(conn, phase)
+        _source_tables_by_default(conn, phase, mapping)
         for build_lookup in phase.lookups:
             build_lookup(conn)
         define_scope(conn, phase, scoped=False)
         with row_audit_paused(conn, phase.writes), \
                 _indexes_rebuilt_after(conn, phase.rebuilt_after_load, reporter):
             counts = run_statements(conn, phase.sql_file, reporter)
+            step_started = time.perf_counter()
+            record_source_tables(conn, phase, mapping)
+            reporter.step("record_source_tables", time.perf_counter() - step_started, 0)
         for table in phase.writes:
             conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
         conn.execute(

@@ -18,43 +18,12 @@ from queue import Empty, SimpleQueue
 import psycopg
 from psycopg import sql
 
-from edu_migrate.errors import PreconditionFailed
+from edu_migrate.mapping import DEFAULT_MAPPING, LEGACY_COLUMNS, LegacyMapping, MappedTable
+from edu_migrate.mapping.fit import missing_names, require_names
 from edu_migrate.pg.connect import connect
 from edu_migrate.reporting import Advance, Reporter
 
 STAGE_SCHEMA = "stage"
-
-# What the migration reads of each legacy table: column and the type it is staged as. Text
-# columns are staged as text whatever their legacy length; numbers keep their legacy types.
-LEGACY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "users": (("id", "bigint"), ("username", "text"), ("email", "text"), ("password", "text"),
-              ("user_type", "smallint"), ("is_active", "smallint"), ("last_login", "timestamp"),
-              ("created_at", "timestamp"), ("updated_at", "timestamp")),
-    "persons": (("id", "bigint"), ("user_id", "bigint"), ("firstname", "text"),
-                ("lastname", "text"), ("patronymic", "text"), ("birthdate", "text"),
-                ("gender", "text"), ("pin", "text"), ("phone", "text"), ("address", "text"),
-                ("created_at", "timestamp")),
-    "organizations": (("id", "bigint"), ("parent_id", "bigint"), ("type_id", "smallint"),
-                      ("code", "text"), ("name_az", "text"), ("name_ru", "text"),
-                      ("name_en", "text"), ("is_active", "smallint")),
-    "students": (("id", "bigint"), ("user_id", "bigint"), ("person_id", "bigint"),
-                 ("org_id", "bigint"), ("student_no", "text"), ("admission_year", "smallint"),
-                 ("status", "text"), ("gpa", "text"), ("group_name", "text"),
-                 ("education_form", "text"), ("created_at", "timestamp")),
-    "teachers": (("id", "bigint"), ("user_id", "bigint"), ("person_id", "bigint"),
-                 ("org_id", "bigint"), ("position", "text"), ("degree", "text"),
-                 ("hire_date", "date"), ("is_active", "smallint")),
-    "courses": (("id", "bigint"), ("code", "text"), ("name_az", "text"), ("name_ru", "text"),
-                ("name_en", "text"), ("credits", "text"), ("org_id", "bigint"),
-                ("teacher_id", "bigint"), ("edu_year", "text"), ("semester", "smallint"),
-                ("section", "text"), ("max_students", "integer"), ("created_at", "timestamp")),
-    "course_students": (("id", "bigint"), ("course_id", "bigint"), ("student_id", "bigint"),
-                        ("status", "text"), ("final_score", "numeric(5,2)"), ("letter", "text"),
-                        ("enrolled_at", "timestamp")),
-    "grades": (("id", "bigint"), ("course_student_id", "bigint"), ("grade_type", "smallint"),
-               ("value", "text"), ("lesson_date", "date"), ("teacher_id", "bigint"),
-               ("created_at", "timestamp")),
-}
 
 # Rows are hashed as text (staging.row_hash_of): every session that renders them fixes the format.
 FIXED_DATESTYLE = "SET datestyle = 'ISO, YMD'"
@@ -73,8 +42,9 @@ class SourceSnapshot:
     """One read-only, repeatable-read transaction on the source, whose snapshot every reader
     imports. Held open for the whole run."""
 
-    def __init__(self, source_url: str) -> None:
+    def __init__(self, source_url: str, mapping: LegacyMapping = DEFAULT_MAPPING) -> None:
         self.source_url = source_url
+        self.mapping = mapping
         self._cm = connect(source_url, purpose="source", read_only=True)
         self.conn: psycopg.Connection = self._cm.__enter__()
         self.conn.execute(FIXED_DATESTYLE)
@@ -117,35 +87,17 @@ class SourceSnapshot:
                 conn.rollback()
 
 
-def missing_legacy_columns(conn: psycopg.Connection,
-                           tables: tuple[str, ...] | None = None) -> list[str]:
-    """'table' or 'table.column' for everything the migration reads that the source lacks."""
-    wanted = {t: LEGACY_COLUMNS[t] for t in (tables or tuple(LEGACY_COLUMNS))}
-    rows = conn.execute(
-        "SELECT table_name, column_name FROM information_schema.columns "
-        "WHERE table_schema = 'public' AND table_name = ANY(%s)", [list(wanted)]).fetchall()
-    present: dict[str, set[str]] = {}
-    for table, column in rows:
-        present.setdefault(table, set()).add(column)
-    missing: list[str] = []
-    for table, columns in wanted.items():
-        if table not in present:
-            missing.append(table)
-            continue
-        missing.extend(f"{table}.{name}" for name, _ in columns if name not in present[table])
-    return missing
-
-
-DEMO_HINT = "point --source at edu, or run `edu-migrate generate` for a demo"
+def missing_legacy_columns(conn: psycopg.Connection, tables: tuple[str, ...] | None = None,
+                           mapping: LegacyMapping = DEFAULT_MAPPING) -> list[str]:
+    """'table' or 'table.column' for everything the mapping reads that the source lacks."""
+    return missing_names(conn, mapping, tables)
 
 
 def require_legacy_tables(conn: psycopg.Connection, tables: tuple[str, ...] | None = None,
-                          hint: str = DEMO_HINT) -> None:
-    """Refuse, naming what is missing, a source that lacks what the migration reads."""
-    missing = missing_legacy_columns(conn, tables)
-    if missing:
-        shown = ", ".join(missing[:8]) + (" …" if len(missing) > 8 else "")
-        raise PreconditionFailed(f"the source is not the legacy database: it lacks {shown}", hint)
+                          hint: str | None = None,
+                          mapping: LegacyMapping = DEFAULT_MAPPING) -> None:
+    """Refuse, naming what is missing, a source that lacks what the mapping reads."""
+    require_names(conn, mapping, tables, hint)
 
 
 def stage_ddl(table: str) -> sql.Composed:
@@ -156,21 +108,11 @@ def stage_ddl(table: str) -> sql.Composed:
         sql.Identifier(STAGE_SCHEMA), sql.Identifier(table), columns)
 
 
-def _source_columns(table: str) -> sql.Composed:
-    """The staged columns as the source computes them: each legacy column cast to its type."""
-    return sql.SQL(", ").join(
-        sql.SQL("{}::{}").format(sql.Identifier(name), sql.SQL(kind))
-        for name, kind in LEGACY_COLUMNS[table])
-
-
-def _source_relation(table: str) -> sql.Composed:
-    return sql.SQL("public.{}").format(sql.Identifier(table))
-
-
-def _select_from_source(table: str, ranged: bool) -> sql.Composed:
-    where = sql.SQL(" WHERE id >= %(low)s AND id < %(high)s") if ranged else sql.SQL("")
+def _select_from_source(source: MappedTable, ranged: bool) -> sql.Composed:
+    where = sql.SQL(" WHERE {0} >= %(low)s AND {0} < %(high)s").format(
+        source.id.expression) if ranged else sql.SQL("")
     return sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT binary)").format(
-        _source_columns(table), _source_relation(table), where)
+        source.select_list(), source.relation, where)
 
 
 def row_hash_of(columns: sql.Composable) -> sql.Composed:
@@ -180,10 +122,10 @@ def row_hash_of(columns: sql.Composable) -> sql.Composed:
     return sql.SQL("hashtextextended(ROW({})::text, 0)").format(columns)
 
 
-def source_row_hashes(table: str) -> sql.Composed:
+def source_row_hashes(source: MappedTable) -> sql.Composed:
     """COPY out (id, row hash) of every row of a legacy table, as the source holds it now."""
-    return sql.SQL("COPY (SELECT id::bigint, {} FROM {}) TO STDOUT (FORMAT binary)").format(
-        row_hash_of(_source_columns(table)), _source_relation(table))
+    return sql.SQL("COPY (SELECT {}, {} FROM {}) TO STDOUT (FORMAT binary)").format(
+        source.id.staged(), row_hash_of(source.select_list()), source.relation)
 
 
 def staged_row_hash(table: str, alias: str) -> sql.Composed:
@@ -192,14 +134,15 @@ def staged_row_hash(table: str, alias: str) -> sql.Composed:
         sql.Identifier(alias, name) for name, _ in LEGACY_COLUMNS[table]))
 
 
-def source_rows_by_id(table: str) -> sql.Composed:
+def source_rows_by_id(source: MappedTable) -> sql.Composed:
     """COPY out the staged columns of the rows whose ids are in the array %(ids)s."""
-    return sql.SQL("COPY (SELECT {} FROM {} WHERE id = ANY(%(ids)s)) TO STDOUT "
-                   "(FORMAT binary)").format(_source_columns(table), _source_relation(table))
+    return sql.SQL("COPY (SELECT {} FROM {} WHERE {} = ANY(%(ids)s)) TO STDOUT "
+                   "(FORMAT binary)").format(source.select_list(), source.relation,
+                                             source.id.expression)
 
 
-def source_rows(table: str) -> sql.Composed:
-    return _select_from_source(table, False)
+def source_rows(source: MappedTable) -> sql.Composed:
+    return _select_from_source(source, False)
 
 
 def copy_into_stage(table: str) -> sql.Composed:
@@ -207,12 +150,12 @@ def copy_into_stage(table: str) -> sql.Composed:
         sql.Identifier(STAGE_SCHEMA), sql.Identifier(table))
 
 
-def _pipe(source: psycopg.Connection, target: psycopg.Connection, table: str,
+def _pipe(source: psycopg.Connection, target: psycopg.Connection, mapped: MappedTable,
           params: dict[str, int] | None) -> int:
     with source.cursor() as out_cur, target.cursor() as in_cur:
-        statement = _select_from_source(table, params is not None)
+        statement = _select_from_source(mapped, params is not None)
         with out_cur.copy(statement, params) as copy_out, \
-                in_cur.copy(copy_into_stage(table)) as copy_in:
+                in_cur.copy(copy_into_stage(mapped.legacy)) as copy_in:
             for chunk in copy_out:
                 copy_in.write(chunk)
         return max(out_cur.rowcount, 0)
@@ -238,20 +181,21 @@ def stage_tables(snapshot: SourceSnapshot, target_url: str, tables: tuple[str, .
                 sql.Identifier(STAGE_SCHEMA), sql.Identifier(table)))
             target.execute(stage_ddl(table))
     for table in tables:
-        require_legacy_tables(snapshot.conn, (table,))
+        mapped = snapshot.mapping[table]
+        require_legacy_tables(snapshot.conn, (table,), mapping=snapshot.mapping)
         bounds = snapshot.conn.execute(sql.SQL(
-            "SELECT count(*), min(id), max(id) FROM public.{}").format(
-                sql.Identifier(table))).fetchone()
+            "SELECT count(*), min({0}), max({0}) FROM {1}").format(
+                mapped.id.expression, mapped.relation)).fetchone()
         assert bounds is not None
         total, low, high = int(bounds[0]), bounds[1], bounds[2]
         with reporter.progress(f"stage {table}", total) as advance:
             if total < PARALLEL_THRESHOLD or low is None or high is None:
                 with connect(target_url, purpose="target") as target:
-                    rows = _pipe(snapshot.conn, target, table, None)
+                    rows = _pipe(snapshot.conn, target, mapped, None)
                     target.commit()
                 advance(rows)
             else:
-                rows = _stage_in_ranges(snapshot, target_url, table, int(low), int(high),
+                rows = _stage_in_ranges(snapshot, target_url, mapped, int(low), int(high),
                                         batch_size, workers, advance)
         with connect(target_url, purpose="target", autocommit=True) as target:
             target.execute(sql.SQL("ANALYZE {}.{}").format(
@@ -261,8 +205,8 @@ def stage_tables(snapshot: SourceSnapshot, target_url: str, tables: tuple[str, .
     return results
 
 
-def _stage_in_ranges(snapshot: SourceSnapshot, target_url: str, table: str, low: int, high: int,
-                     batch_size: int, workers: int, advance: Advance) -> int:
+def _stage_in_ranges(snapshot: SourceSnapshot, target_url: str, mapped: MappedTable, low: int,
+                     high: int, batch_size: int, workers: int, advance: Advance) -> int:
     ranges: SimpleQueue[tuple[int, int]] = SimpleQueue()
     for start in range(low, high + 1, batch_size):
         ranges.put((start, start + batch_size))
@@ -278,7 +222,7 @@ def _stage_in_ranges(snapshot: SourceSnapshot, target_url: str, table: str, low:
                         start, end = ranges.get_nowait()
                     except Empty:
                         break
-                    rows = _pipe(source, target, table, {"low": start, "high": end})
+                    rows = _pipe(source, target, mapped, {"low": start, "high": end})
                     with lock:
                         copied[0] += rows
                         advance(rows)
@@ -286,7 +230,8 @@ def _stage_in_ranges(snapshot: SourceSnapshot, target_url: str, table: str, low:
         except BaseException as exc:  # a worker's failure must stop the run, not vanish
             failures.append(exc)
 
-    threads = [threading.Thread(target=work, name=f"stage-{table}-{n}") for n in range(workers)]
+    threads = [threading.Thread(target=work, name=f"stage-{mapped.legacy}-{n}")
+               for n in range(workers)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -31,6 +31,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from edu_migrate.errors import PreconditionFailed
+from edu_migrate.mapping import LEGACY_COLUMNS, LegacyMapping
 from edu_migrate.pg.connect import connect
 from edu_migrate.phases import sqlfile
 from edu_migrate.phases.runner import (
@@ -39,12 +40,12 @@ from edu_migrate.phases.runner import (
     SCOPED_PHASE,
     define_scope,
     phase_states,
+    record_source_tables,
     run_statements,
     set_session,
 )
 from edu_migrate.phases.staging import (
     FIXED_DATESTYLE,
-    LEGACY_COLUMNS,
     STAGE_SCHEMA,
     SourceSnapshot,
     copy_into_stage,
@@ -130,7 +131,7 @@ def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
                 result.changes[table] = _take_changes(conn, snapshot, table, result.whole,
                                                       batch_size)
                 advance(result.changes[table].total)
-        result.recomputed = _derive_again(conn, result, reporter)
+        result.recomputed = _derive_again(conn, result, snapshot.mapping, reporter)
         _record(conn, result, time.perf_counter() - started)
         conn.commit()
     result.seconds = time.perf_counter() - started
@@ -227,7 +228,8 @@ def _take_changes(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str
     if whole:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage))
         conn.execute(stage_ddl(table))
-        copied = _pipe(snapshot, conn, source_rows(table), copy_into_stage(table))
+        copied = _pipe(snapshot, conn, source_rows(snapshot.mapping[table]),
+                       copy_into_stage(table))
         # Everything is in scope: the rows there are, and every row derived from before.
         conn.execute(sql.SQL(
             "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT id, 'inserted'::text AS change "
@@ -240,7 +242,7 @@ def _take_changes(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str
     keys = sql.Identifier(f"source_keys_{table}")
     conn.execute(sql.SQL("CREATE TEMP TABLE {} (id bigint, row_hash bigint) ON COMMIT DROP")
                  .format(keys))
-    _pipe(snapshot, conn, source_row_hashes(table),
+    _pipe(snapshot, conn, source_row_hashes(snapshot.mapping[table]),
           sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(keys))
     _require_unique_ids(conn, snapshot, table, keys)
     conn.execute(sql.SQL(
@@ -258,7 +260,7 @@ def _take_changes(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str
     wanted = [int(r[0]) for r in conn.execute(sql.SQL(
         "SELECT id FROM {} WHERE change <> 'deleted' ORDER BY id").format(delta))]
     for start in range(0, len(wanted), batch_size):
-        _pipe(snapshot, conn, source_rows_by_id(table), copy_into_stage(table),
+        _pipe(snapshot, conn, source_rows_by_id(snapshot.mapping[table]), copy_into_stage(table),
               {"ids": wanted[start:start + batch_size]})
     conn.execute(sql.SQL("ANALYZE {}").format(delta))
     return TableChanges(inserted=int(counts.get("inserted", 0)),
@@ -268,25 +270,29 @@ def _take_changes(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str
 
 def _require_unique_ids(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
                         keys: sql.Identifier) -> None:
-    """A table whose ids repeat cannot be followed by id: refuse before anything is applied."""
-    row = snapshot.conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-        "AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass(%s) AND i.indisunique "
-        "AND i.indnkeyatts = 1 AND i.indpred IS NULL AND a.attname = 'id')",
-        [f"public.{table}"]).fetchone()
-    if row and row[0]:
-        return
+    """A table whose ids repeat cannot be followed by id: refuse before anything is applied.
+    A unique index on the source's id column settles it without counting."""
+    source = snapshot.mapping[table]
+    if source.id.kind == "column":
+        row = snapshot.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a "
+            "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+            "WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indnkeyatts = 1 "
+            "AND i.indpred IS NULL AND a.attname = %s)",
+            [source.relation.as_string(snapshot.conn), source.id.text]).fetchone()
+        if row and row[0]:
+            return
     twice = conn.execute(sql.SQL("SELECT id FROM {} GROUP BY id HAVING count(*) > 1 LIMIT 1")
                          .format(keys)).fetchone()
     if twice:
         raise PreconditionFailed(
-            f"the source table {table} holds id {twice[0]} more than once: its ids are no "
-            "longer unique, so its rows cannot be followed",
-            f"make {table}.id unique again in the source (nothing was applied), then run "
-            "sync again")
+            f"the source table {source.shown} holds id {twice[0]} more than once: its ids are "
+            "no longer unique, so its rows cannot be followed",
+            f"make the ids of {source.shown} unique again in the source (nothing was applied), "
+            "then run sync again")
 
 
-def _derive_again(conn: psycopg.Connection, result: SyncResult,
+def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyMapping,
                   reporter: Reporter) -> dict[str, int]:
     quiet = Reporter()  # the phases' own lines describe a full run; a sync reports its totals
     statements = {s.name: s for s in sqlfile.load(SYNC_SQL)}
@@ -308,6 +314,7 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult,
             for build_lookup in phase.lookups:
                 build_lookup(conn)
             run_statements(conn, phase.sql_file, quiet)
+            record_source_tables(conn, phase, mapping)
             redone.add(number)
             recomputed[f"phase {number}"] = 1
             reporter.step(f"sync: phase {number} derived again", time.perf_counter() - started, 0)
@@ -326,6 +333,7 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult,
                 sql.Identifier(f"scope_{table}"))).fetchone()
             recomputed[table] = int(row[0]) if row else 0
         run_statements(conn, phase.sql_file, quiet)
+        record_source_tables(conn, phase, mapping)
         # Check the foreign keys now, while every row is back: the audit triggers can only be
         # switched on again when no check is pending.
         conn.execute("SET CONSTRAINTS ALL IMMEDIATE")

@@ -27,7 +27,7 @@ from edu_migrate.errors import PreconditionFailed
 from edu_migrate.pg.connect import connect
 from edu_migrate.phases.as_of import recorded_as_of
 from edu_migrate.phases.runner import PHASES, RUN_ORDER
-from edu_migrate.phases.staging import LEGACY_COLUMNS, SourceSnapshot
+from edu_migrate.phases.staging import SourceSnapshot
 
 SAMPLE_IDS = 5
 
@@ -70,7 +70,8 @@ REPAIRS_QUERY = f"""
            (array_agg(source_id ORDER BY source_id))[1:{SAMPLE_IDS}]
     FROM migration.repairs GROUP BY source_table, column_name, rule
     ORDER BY source_table, count(*) DESC, rule"""
-LEGACY_MARK_VALUES_QUERY = ("SELECT grade_type, value, count(*) FROM public.grades "
+# {grades}: the legacy marks as the mapping reads them.
+LEGACY_MARK_VALUES_QUERY = ("SELECT grade_type, value, count(*) FROM {grades} grades "
                             "GROUP BY grade_type, value")
 # Legacy marks are parsed by the target's own migration.parse_decimal, as phase 5 parses them;
 # 'q/b' (qayıb) is an absence, as in phase 5.
@@ -150,6 +151,7 @@ class TableAccounting:
     set_aside: int
     new_rows: int | None
     holds: bool
+    source_table: str = ""  # the source's own table, when the mapping names another
 
 
 @dataclass(frozen=True)
@@ -366,7 +368,8 @@ def _accounting(report: ValidationReport) -> list[TableAccounting]:
         rows.append(TableAccounting(
             label, table, targets.get(table, ""), check.old, check.detail.get("Migrated", 0),
             check.detail.get("Merged", 0), check.detail.get("Set aside", 0),
-            new_rows.get(table), check.passed))
+            new_rows.get(table), check.passed,
+            report.source_tables.get(table, table)))
     return rows
 
 
@@ -382,15 +385,15 @@ def _groups(target: psycopg.Connection, query: str, with_column: bool) -> list[R
     return groups
 
 
-def checksums(conn: psycopg.Connection, side: str, schema: str,
-              tables: Sequence[str]) -> list[Checksum]:
-    """Row count and content checksum of each table, inside the connection's transaction."""
+def checksums(conn: psycopg.Connection, side: str,
+              tables: Sequence[tuple[str, sql.Identifier]]) -> list[Checksum]:
+    """Row count and content checksum of each (name, table), inside the connection's
+    transaction."""
     for setting in CHECKSUM_SESSION:
         conn.execute(setting)
     found = []
-    for table in tables:
-        row = conn.execute(sql.SQL(CHECKSUM_QUERY).format(
-            sql.Identifier(schema, table))).fetchone()
+    for table, relation in tables:
+        row = conn.execute(sql.SQL(CHECKSUM_QUERY).format(relation)).fetchone()
         assert row is not None
         found.append(Checksum(side, table, int(row[0]), str(row[1])))
     return found
@@ -407,7 +410,8 @@ def _marks(snapshot: SourceSnapshot, target: psycopg.Connection) -> list[MarkDis
                    "(grade_type smallint, value text, n bigint)")
     target.execute("TRUNCATE legacy_mark_values")
     with snapshot.conn.cursor() as out_cur, target.cursor() as in_cur, \
-            out_cur.copy(f"COPY ({LEGACY_MARK_VALUES_QUERY}) TO STDOUT") as out, \
+            out_cur.copy(sql.SQL(f"COPY ({LEGACY_MARK_VALUES_QUERY}) TO STDOUT").format(
+                grades=snapshot.mapping["grades"].rows())) as out, \
             in_cur.copy("COPY legacy_mark_values FROM STDIN") as into:
         for chunk in out:
             into.write(chunk)
@@ -446,9 +450,11 @@ def collect(snapshot: SourceSnapshot, target: psycopg.Connection, target_url: st
     def all_checksums() -> None:
         try:
             with snapshot.reader() as reader:
-                sums.extend(checksums(reader, "legacy", "public", tuple(LEGACY_COLUMNS)))
+                sums.extend(checksums(reader, "legacy", [
+                    (t.source_name, t.relation) for t in snapshot.mapping]))
             with connect(target_url, purpose="target", read_only=True) as own:
-                sums.extend(checksums(own, "edu_v2", "public", TARGET_TABLES))
+                sums.extend(checksums(own, "edu_v2", [
+                    (t, sql.Identifier("public", t)) for t in TARGET_TABLES]))
                 own.rollback()
         except BaseException as exc:  # re-raised below, in the caller's thread
             failures.append(exc)
