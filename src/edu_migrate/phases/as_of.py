@@ -12,7 +12,6 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from edu_migrate.errors import MigrationError, PreconditionFailed
 
@@ -57,9 +56,6 @@ def settle_as_of(conn: psycopg.Connection, requested: datetime | None,
                 "`edu-migrate rollback --all` first to start over")
     chosen = requested if requested is not None else snapshot_time
     conn.execute("UPDATE migration.state SET as_of = %s", [chosen])
-    conn.execute("INSERT INTO migration.run_log (event, detail) VALUES ('as-of', %s)",
-                 [Jsonb({"as_of": chosen.isoformat(),
-                         "from": "--as-of" if requested is not None else "source snapshot"})])
     conn.commit()
     return chosen
 
