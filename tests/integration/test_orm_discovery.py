@@ -31,9 +31,11 @@ def test_sqlalchemy_automap_finds_uuid_keys_and_foreign_keys(settings: Settings)
     api.schema_apply(settings)
     url = str(settings.target_url)
     params = parse(url, purpose="target")
+    # The embedded server's password is in the file its URL names.
+    passfile = {"passfile": params["passfile"]} if "passfile" in params else {}
     engine = sqlalchemy.create_engine(
         f"postgresql+psycopg://{params.get('user', 'postgres')}@{params['host']}:"
-        f"{params['port']}/{params['dbname']}")
+        f"{params['port']}/{params['dbname']}", connect_args=passfile)
     base = automap_base()
     base.prepare(autoload_with=engine)
     tables = base.metadata.tables
@@ -60,7 +62,9 @@ def test_django_inspectdb_finds_uuid_keys_and_foreign_keys(settings: Settings) -
     params = parse(str(settings.target_url), purpose="target")
     database = {"ENGINE": "django.db.backends.postgresql", "NAME": params["dbname"],
                 "USER": params.get("user", "postgres"), "HOST": params["host"],
-                "PORT": params["port"]}
+                "PORT": params["port"],
+                # The embedded server's password is in the file its URL names.
+                "OPTIONS": {"passfile": params["passfile"]} if "passfile" in params else {}}
     if not django_settings.configured:
         django_settings.configure(DATABASES={"default": database}, INSTALLED_APPS=[],
                                   USE_TZ=True)
