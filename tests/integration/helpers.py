@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 
 import psycopg
 from psycopg import sql
 
 from edu_migrate import api
 from edu_migrate.config import Settings
+from edu_migrate.phases.runner import PHASES, RUN_ORDER
 
 
 def prepared(settings: Settings, scale: float = 0.02, seed: int = 7) -> None:
@@ -32,3 +34,31 @@ def table_digest(url: str, table: str) -> str:
         ).format(sql.Identifier(*table.split(".")))).fetchone()
         assert row is not None
         return hashlib.sha1(str(row[0]).encode()).hexdigest()
+
+
+BUSINESS_TABLES = tuple(t for n in RUN_ORDER for t in PHASES[n].writes)
+
+
+def result_rows(url: str) -> dict[str, Counter[str]]:
+    """Every row a run must get right, as text, per table: the business tables, the crosswalk,
+    rejected_rows (but the time each row was set aside, which is bookkeeping) and repairs."""
+    queries = {table: sql.SQL("SELECT t::text FROM {} t").format(sql.Identifier(table))
+               for table in BUSINESS_TABLES}
+    queries["crosswalk"] = sql.SQL("SELECT t::text FROM migration.crosswalk t")
+    queries["rejected_rows"] = sql.SQL(
+        "SELECT (source_table, source_id, reason, detail, phase)::text "
+        "FROM migration.rejected_rows")
+    queries["repairs"] = sql.SQL("SELECT t::text FROM migration.repairs t")
+    with psycopg.connect(url) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        return {name: Counter(r[0] for r in conn.execute(query))
+                for name, query in queries.items()}
+
+
+def differences(left: dict[str, Counter[str]], right: dict[str, Counter[str]]) -> list[str]:
+    found = []
+    for table in left:
+        missing, extra = right[table] - left[table], left[table] - right[table]
+        found += [f"{table}: full has {row}" for row in list(missing.elements())[:3]]
+        found += [f"{table}: sync has {row}" for row in list(extra.elements())[:3]]
+    return found

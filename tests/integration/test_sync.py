@@ -11,7 +11,6 @@ same id secret, and compares the two row by row.
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,14 +28,13 @@ from edu_migrate import api
 from edu_migrate.config import Settings
 from edu_migrate.errors import PreconditionFailed
 from edu_migrate.pg.urls import with_database
-from edu_migrate.phases.runner import PHASES, RUN_ORDER
 from edu_migrate.phases.staging import LEGACY_COLUMNS
+from tests.integration.helpers import differences, result_rows
 
 MIGRATED_AT = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 # A later day, the same moment, and a time before most marks (many fall "in the future").
 AS_OF_TIMES = (datetime(2026, 2, 1, 9, 0, tzinfo=UTC), MIGRATED_AT,
                datetime(2024, 3, 1, 0, 0, tzinfo=UTC))
-BUSINESS_TABLES = tuple(t for n in RUN_ORDER for t in PHASES[n].writes)
 
 
 @dataclass(frozen=True)
@@ -151,30 +149,6 @@ def _apply(conn: psycopg.Connection, change: Change) -> None:
         pass  # a value the legacy column cannot hold: not a change the source could have
 
 
-def _content(url: str) -> dict[str, Counter[str]]:
-    """Every row that sync must get right, as text, per table."""
-    queries = {table: sql.SQL("SELECT t::text FROM {} t").format(sql.Identifier(table))
-               for table in BUSINESS_TABLES}
-    queries["crosswalk"] = sql.SQL("SELECT t::text FROM migration.crosswalk t")
-    queries["rejected_rows"] = sql.SQL(
-        "SELECT (source_table, source_id, reason, detail, phase)::text "
-        "FROM migration.rejected_rows")
-    queries["repairs"] = sql.SQL("SELECT t::text FROM migration.repairs t")
-    with psycopg.connect(url) as conn:
-        conn.execute("SET TIME ZONE 'UTC'")
-        return {name: Counter(r[0] for r in conn.execute(query))
-                for name, query in queries.items()}
-
-
-def _differences(left: dict[str, Counter[str]], right: dict[str, Counter[str]]) -> list[str]:
-    found = []
-    for table in left:
-        missing, extra = right[table] - left[table], left[table] - right[table]
-        found += [f"{table}: full has {row}" for row in list(missing.elements())[:3]]
-        found += [f"{table}: sync has {row}" for row in list(extra.elements())[:3]]
-    return found
-
-
 def _secret(url: str) -> str:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT id_secret FROM migration.state").fetchone()
@@ -219,9 +193,9 @@ def test_sync_equals_a_full_migration_of_the_changed_source(
                          [_secret(synced_settings.target_url)])
         api.migrate(full_settings, force=True, as_of=as_of)
 
-        differences = _differences(_content(full_settings.target_url),
-                                   _content(synced_settings.target_url))
-        assert not differences, "\n".join([f"after {changes}", *differences])
+        found = differences(result_rows(full_settings.target_url),
+                            result_rows(synced_settings.target_url))
+        assert not found, "\n".join([f"after {changes}", *found])
         api.require_valid(api.validate(synced_settings))
     finally:
         _drop(base.admin_url, fresh, synced, source)
@@ -254,7 +228,7 @@ def test_sync_refuses_a_source_whose_ids_repeat_and_applies_nothing(
         settings = _settings(base, source, target, tmp_path)
         with psycopg.connect(settings.target_url) as conn:
             conn.execute("UPDATE migration.state SET source_database = %s", [source])
-        before = _content(settings.target_url)
+        before = result_rows(settings.target_url)
         with psycopg.connect(settings.source_url) as conn:
             conn.execute("ALTER TABLE grades DROP CONSTRAINT grades_pkey")
             conn.execute("UPDATE users SET username = 'changed' WHERE id = (SELECT min(id) "
@@ -263,6 +237,6 @@ def test_sync_refuses_a_source_whose_ids_repeat_and_applies_nothing(
                          "(SELECT min(id) FROM grades)")
         with pytest.raises(PreconditionFailed, match=r"grades holds id .* more than once"):
             api.sync(settings)
-        assert _content(settings.target_url) == before
+        assert result_rows(settings.target_url) == before
     finally:
         _drop(base.admin_url, target, source)

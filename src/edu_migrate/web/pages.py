@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from edu_migrate.web.app import LoginRequest, login
 from edu_migrate.web.database import NotSignedIn, Session
+from edu_migrate.web.tokens import TokenClaims
 
 COOKIE = "edu_session"
 DASHBOARDS = {"student": "/student", "teacher": "/teacher", "admin": "/admin"}
@@ -105,10 +106,12 @@ def _to_login(request: Request, *, forget: bool = False) -> RedirectResponse:
     return response
 
 
-def _cookie_user(request: Request) -> UUID | None:
+def _cookie_claims(request: Request) -> TokenClaims | None:
+    """Who the session cookie's token names and when it was issued (a token issued before a
+    password change or deactivation is refused by the database session)."""
     token = request.cookies.get(COOKIE)
-    user_id: UUID | None = request.app.state.tokens.user_of(token) if token else None
-    return user_id
+    claims: TokenClaims | None = request.app.state.tokens.claims_of(token) if token else None
+    return claims
 
 
 Build = Callable[[Session], dict[str, Any]]
@@ -117,11 +120,11 @@ Build = Callable[[Session], dict[str, Any]]
 def _dashboard(request: Request, role: str | None, template: str, build: Build) -> Response:
     """The page `template` for a signed-in user of `role`, with what `build` reads in the user's
     own database session. Role None sends each user to their own dashboard."""
-    user_id = _cookie_user(request)
-    if user_id is None:
+    claims = _cookie_claims(request)
+    if claims is None:
         return _to_login(request)
     try:
-        with request.app.state.database.session(user_id) as conn:
+        with request.app.state.database.session(claims.user_id, claims.issued_at) as conn:
             me = _one(conn, "whoami")
             if me is None:
                 return _to_login(request, forget=True)
@@ -155,7 +158,7 @@ def home(request: Request) -> Response:
 
 @router.get("/login")
 def login_form(request: Request, next: str | None = None) -> Response:
-    if _cookie_user(request) is not None:
+    if _cookie_claims(request) is not None:
         return _redirect(_safe_next(next) or "/")
     return _render("login.html.j2", {"next": _safe_next(next) or "", "username": ""})
 
