@@ -176,9 +176,9 @@ def _costs(result: dict[str, Any]) -> list[str]:
     costs = result.get("costs")
     if not costs:
         return []
-    lines = [f"Per-mark costs on the {costs[0]['rows']:,} staged marks (bench/costs.py; one core, "
-             f"median of 3; {result.get('slow_path_share', 0):.1%} of the values miss the "
-             "parsing fast path):", "", "| piece | stands for | seconds | µs per mark |",
+    lines = [f"Per-mark costs on the {costs[0]['rows']:,} staged marks (bench/costs.py; one "
+             f"core, one timed SELECT each; {result.get('slow_path_share', 0):.1%} of the values "
+             "miss the parsing fast path):", "", "| piece | stands for | seconds | µs per mark |",
              "|---|---|---|---|"]
     lines += [f"| {c['piece']} | {c['stands_for']} | {c['seconds']:.2f} | "
               f"{c['microseconds_per_row']:.3f} |" for c in costs]
