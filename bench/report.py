@@ -156,6 +156,25 @@ def _profile(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _catch_up_profile(result: dict[str, Any]) -> list[str]:
+    catch_up = result.get("catch_up")
+    if not catch_up:
+        return []
+    parts = [("the day's `sync`", catch_up["day_sync"]["profile"].get("sync", {})),
+             ("the cutover, inside the window",
+              catch_up["cutover"]["profile"].get("inside the window", {}))]
+    lines = ["Where the catch-up spends its time: the slowest steps of its run logs, seconds "
+             "(a `sync: phase N derived again` line includes that phase's own steps; inside the "
+             "window the changed rows are counted without per-table times):", "",
+             "| command | step | seconds |", "|---|---|---|"]
+    for label, steps in parts:
+        slowest = sorted(((k, v) for k, v in steps.items() if v >= STEP_FLOOR),
+                         key=lambda item: -item[1])[:10]
+        lines += [f"| {label} | {name} | {seconds:.2f} |" for name, seconds in slowest]
+    lines.append("")
+    return lines
+
+
 def _queries(result: dict[str, Any]) -> list[str]:
     if not result["everyday_queries"]:
         return []
@@ -176,8 +195,9 @@ def _costs(result: dict[str, Any]) -> list[str]:
     costs = result.get("costs")
     if not costs:
         return []
-    lines = [f"Per-mark costs on the {costs[0]['rows']:,} staged marks (bench/costs.py; one "
-             f"core, one timed SELECT each; {result.get('slow_path_share', 0):.1%} of the values "
+    share = result.get("slow_path_share", 0)
+    lines = [f"Per-mark costs on {costs[0]['rows']:,} of the staged marks (one in four by id; "
+             f"bench/costs.py; one core, one timed SELECT each; {share:.1%} of the values "
              "miss the parsing fast path):", "", "| piece | stands for | seconds | µs per mark |",
              "|---|---|---|---|"]
     lines += [f"| {c['piece']} | {c['stands_for']} | {c['seconds']:.2f} | "
@@ -208,9 +228,12 @@ def render_markdown(payload: dict[str, Any]) -> str:
             lines.append(f"| {name} | " + " | ".join(check(r) for r in results.values()) + " |")
         lines.append("")
     lines += _catch_up_rows(results, scale)
+    lines += [f"Catch-up on {name} failed: {r['catch_up_error']}\n" for name, r in results.items()
+              if r.get("catch_up_error")]
     for name, result in results.items():
         lines += [f"#### {name}: {_server_label(result)}", ""]
-        lines += _profile(result) + _costs(result) + _queries(result)
+        lines += _profile(result) + _catch_up_profile(result) + _costs(result) + \
+            _queries(result)
     return "\n".join(lines)
 
 

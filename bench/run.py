@@ -17,6 +17,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -283,8 +284,9 @@ def rerender(result_file: Path, no_docs: bool) -> int:
 
 
 def bench_one_server(kind: ServerKind, args: argparse.Namespace, with_pgloader: bool,
-                     pgloader_note: str | None, copy_from: ServerStatus | None
-                     ) -> tuple[ServerStatus, dict[str, Any]]:
+                     pgloader_note: str | None, copy_from: ServerStatus | None,
+                     publish: Callable[[dict[str, Any]], None]) -> ServerStatus:
+    """Everything on one server; `publish` gets its results so far after each part."""
     status = kind.server.start()
     say(f"{kind.name} server: {kind.description}, PostgreSQL {status.version} on port "
         f"{status.port}")
@@ -299,11 +301,18 @@ def bench_one_server(kind: ServerKind, args: argparse.Namespace, with_pgloader: 
         say("per-mark costs on the staged marks …")
         payload["costs"] = [vars(c) for c in costs.measure(status.url(TARGET_DB))]
         payload["slow_path_share"] = costs.slow_path_share(status.url(TARGET_DB))
+    publish(payload)
     if not args.no_catch_up:
-        payload["catch_up"] = run_catch_up(
-            status.url(), status.url, work / "catch-up",
-            lambda: server_cpu_seconds(status.data_dir), say).to_dict()
-    return status, payload
+        try:
+            payload["catch_up"] = run_catch_up(
+                status.url(), status.url, work / "catch-up",
+                lambda: server_cpu_seconds(status.data_dir), say).to_dict()
+        except (RuntimeError, psycopg.Error) as exc:
+            # Reported, not fatal: the race's results and the next server still count.
+            payload["catch_up_error"] = str(exc).strip().splitlines()[0]
+            say(f"catch-up failed: {payload['catch_up_error']}")
+        publish(payload)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,22 +352,25 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{started:%Y%m%d_%H%M%S}_scale{args.scale:g}.json"
     first: ServerStatus | None = None
+
+    def publish(name: str, result: dict[str, Any]) -> None:
+        """Written after each part, so that a long run reports what it has measured."""
+        servers[name] = result
+        payload = {"when": started.isoformat(timespec="seconds"), "scale": args.scale,
+                   "runs": args.runs, "servers": servers, "skipped_servers": skipped,
+                   "pgloader_note": pgloader_note}
+        out.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+        if not args.no_docs:
+            update_docs(ROOT / "docs" / "benchmarks.md", render_markdown(payload), args.scale)
+        say(f"{name} server results so far: {out.relative_to(ROOT)}"
+            + ("" if args.no_docs else " and docs/benchmarks.md"))
+
     try:
         for kind in kinds:
             # Each server after the first copies the legacy database from the first.
-            status, servers[kind.name] = bench_one_server(kind, args, with_pgloader,
-                                                          pgloader_note, first)
+            status = bench_one_server(kind, args, with_pgloader, pgloader_note, first,
+                                      lambda result, name=kind.name: publish(name, result))
             first = first or status
-            # Written after each server, so that a long run reports what it has measured.
-            payload = {"when": started.isoformat(timespec="seconds"), "scale": args.scale,
-                       "runs": args.runs, "servers": servers, "skipped_servers": skipped,
-                       "pgloader_note": pgloader_note}
-            out.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-            markdown = render_markdown(payload)
-            if not args.no_docs:
-                update_docs(ROOT / "docs" / "benchmarks.md", markdown, args.scale)
-            say(f"{kind.name} server done: {out.relative_to(ROOT)}"
-                + ("" if args.no_docs else " and docs/benchmarks.md written"))
     finally:
         if not args.keep_server:
             for kind in kinds:
