@@ -33,6 +33,14 @@ def _server_label(result: dict[str, Any]) -> str:
     return f"PostgreSQL {m['postgresql']}, {result['server']['description']} ({shown})"
 
 
+def _server_short(result: dict[str, Any]) -> str:
+    settings = result["machine"]["server_settings"]
+    return (f"PostgreSQL {result['machine']['postgresql'].split()[0]}, "
+            f"{result['server']['description']}; wal_level {settings.get('wal_level', '?')}, "
+            f"shared_buffers {settings.get('shared_buffers', '?')}, fsync "
+            f"{settings.get('fsync', '?')}, jit {settings.get('jit', '?')}")
+
+
 def _cpu_cell(cpu: dict[str, float] | None) -> str:
     if not cpu:
         return "–"
@@ -118,7 +126,7 @@ def _side_by_side(results: dict[str, dict[str, Any]], scale: float) -> list[str]
         return f"{value:.2f} {'✓' if value <= SCALE1_TARGETS['ratio'] else '✗'}"
 
     return ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names),
-            row("server", _server_label),
+            row("server (all settings below)", _server_short),
             row("load average (1 min) when the runs started",
                 lambda r: f"{r['load_average']['min']:.1f}–{r['load_average']['max']:.1f}"),
             row("(a) raw copy-through, binary COPY through one client",

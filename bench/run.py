@@ -126,7 +126,7 @@ def copy_legacy(source_url: str, dest_url: str) -> None:
 SHOWN_SETTINGS = ("shared_buffers", "maintenance_work_mem", "work_mem", "max_wal_size",
                   "checkpoint_timeout", "wal_level", "max_parallel_maintenance_workers",
                   "max_parallel_workers_per_gather", "fsync", "synchronous_commit",
-                  "full_page_writes")
+                  "full_page_writes", "jit")
 
 
 def machine(status: ServerStatus) -> dict[str, Any]:
@@ -147,6 +147,10 @@ def machine(status: ServerStatus) -> dict[str, Any]:
         settings = dict(conn.execute(
             "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s) "
             "ORDER BY name", [list(SHOWN_SETTINGS)]).fetchall())
+        # jit = on means nothing where the server has no llvmjit: say whether it compiles.
+        jit = conn.execute("SELECT pg_jit_available()").fetchone()
+        settings["jit"] = f"{settings.get('jit', '?')} (llvmjit " \
+            f"{'available' if jit and jit[0] else 'not installed'})"
     return {"cores": os.cpu_count(), "memory_gb": round(memory_kb / 1024 / 1024, 1),
             "cpu": cpu, "os": platform.platform(), "python": platform.python_version(),
             "postgresql": version[0] if version else "?", "server_settings": settings}
