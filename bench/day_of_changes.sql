@@ -42,19 +42,23 @@ SET final_score = least(100, coalesce(final_score, 60) + 3),
                   WHEN least(100, coalesce(final_score, 60) + 3) > 50 THEN 'E' ELSE 'F' END
 WHERE id % 397 = 11;
 
--- Late enrollments: one student in 37 joins a run of the last term it was not in.
+-- Late enrollments: one student in 37 joins a run of the last term (picked by its id), unless
+-- already in it. One anti-join over the enrollments, whatever the scale.
 INSERT INTO course_students (id, course_id, student_id, status, final_score, letter, enrolled_at)
-SELECT (SELECT max(id) FROM course_students) + row_number() OVER (ORDER BY s.id),
-       r.id, s.id, 'enrolled', NULL, NULL, timestamp '2025-12-19 10:00' + s.id % 300 * interval '1 second'
-FROM students s
-CROSS JOIN LATERAL (
-    SELECT c.id FROM courses c
-    WHERE c.edu_year = '2025-2026' AND c.semester = 1
-      AND NOT EXISTS (SELECT 1 FROM course_students x WHERE x.course_id = c.id AND x.student_id = s.id)
-    ORDER BY (c.id * 7919 + s.id) % 1009, c.id
-    LIMIT 1
-) r
-WHERE s.id % 37 = 1;
+WITH term_runs AS (
+    SELECT id, row_number() OVER (ORDER BY id) AS n, count(*) OVER () AS runs
+    FROM courses WHERE edu_year = '2025-2026' AND semester = 1
+), picks AS (
+    SELECT s.id AS student_id, r.id AS course_id
+    FROM students s JOIN term_runs r ON r.n = 1 + (s.id * 7919) % r.runs
+    WHERE s.id % 37 = 1
+)
+SELECT (SELECT max(id) FROM course_students) + row_number() OVER (ORDER BY p.student_id),
+       p.course_id, p.student_id, 'enrolled', NULL, NULL,
+       timestamp '2025-12-19 10:00' + p.student_id % 300 * interval '1 second'
+FROM picks p
+WHERE NOT EXISTS (SELECT 1 FROM course_students x
+                  WHERE x.course_id = p.course_id AND x.student_id = p.student_id);
 
 -- Enrollments withdrawn, and their marks with them (what the application does): one in 1,997.
 DELETE FROM grades WHERE course_student_id IN (SELECT id FROM course_students WHERE id % 1997 = 13);
