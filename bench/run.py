@@ -1,10 +1,10 @@
-"""`make bench`: on each server (the tuned embedded one, and the machine's PostgreSQL 15 with
-stock settings), build the legacy database once, then race raw copy-through (a), edu-migrate (b)
+"""`make bench`: on each server (the machine's PostgreSQL 15 with stock settings, then the tuned
+embedded one), with the legacy database built once, race raw copy-through (a), edu-migrate (b)
 and pgloader (c), alternating, several times; time `validate` and the everyday queries; run the
 catch-up scenario (a full run of a live copy, sync of a day of changes, cutover) and the per-mark
 costs; write bench/results/<timestamp>.json and the results block of docs/benchmarks.md.
 
-    python -m bench.run --scale 1 [--runs 3] [--servers tuned,stock] [--keep-server]
+    python -m bench.run --scale 1 [--runs 3] [--servers stock,tuned] [--keep-server]
 """
 
 from __future__ import annotations
