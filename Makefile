@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SCALE  ?= 1
+BENCH_ARGS ?=
 
 .PHONY: setup demo test test-fast lint bench clean
 
@@ -28,7 +29,7 @@ lint: setup
 	$(BIN)/mypy
 
 bench: setup
-	$(BIN)/python -m bench.run --scale $(SCALE)
+	$(BIN)/python -m bench.run --scale $(SCALE) $(BENCH_ARGS)
 
 clean:
 	-$(BIN)/edu-migrate db stop

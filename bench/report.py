@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 SCALE1_TARGETS = {"migrate_seconds": 60.0, "ratio": 2.0, "rss_mb": 200.0, "validate_seconds": 15.0}
+SYNC_SHARE_GOAL = 0.10
+WINDOW_GOALS = {1.0: 10.0, 10.0: 30.0}
+STEP_FLOOR = 0.3
 
 
 def _s(value: float) -> str:
@@ -14,6 +17,8 @@ def _s(value: float) -> str:
 
 
 def _spread(summary: dict[str, float]) -> str:
+    if summary["runs"] == 1:
+        return _s(summary["median"])
     return f"{_s(summary['median'])} ({summary['min']:.1f}–{summary['max']:.1f})"
 
 
@@ -21,82 +26,251 @@ def _verdict(ok: bool) -> str:
     return "✓ met" if ok else "✗ missed"
 
 
-def render_markdown(result: dict[str, Any]) -> str:
+def _server_label(result: dict[str, Any]) -> str:
     m = result["machine"]
-    scale = result["scale"]
-    migrate, raw = result["migrate"], result["raw_copy"]
-    rss = result["migrate_peak_rss_mb"]
-    pgloader = result["pgloader"]
-    lines = [
-        f"### Scale {scale:g}: {result['marks']:,} marks, {raw['runs']} "
-        f"run{'' if raw['runs'] == 1 else 's'} each "
-        f"({result['when']})",
-        "",
-        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB memory, "
-        f"PostgreSQL {m['postgresql']} (the embedded server), Python {m['python']}. "
-        f"Load average (1 min) when the runs started: {result['load_average']['min']:.1f}–"
-        f"{result['load_average']['max']:.1f} (the machine is shared: compare ratios across "
-        "runs, not absolute times across days).",
-        "",
-        "| contender | median (min–max) | peak RSS | vs raw |",
-        "|---|---|---|---|",
-        f"| (a) raw copy-through, binary COPY through one client | {_spread(raw)} | – | 1.00 |",
-        f"| (b) `edu-migrate migrate --all` into a fresh edu_v2 | {_spread(migrate)} | "
-        f"{rss['max']:.0f} MB | {result['ratio_migrate_to_raw']:.2f} |",
-    ]
-    if pgloader:
-        lines.append(f"| (c) pgloader, same tables as they are | {_spread(pgloader)} | "
-                     f"{result['pgloader_peak_rss_mb']['max']:.0f} MB | "
-                     f"{pgloader['median'] / raw['median']:.2f} |")
-    else:
-        lines.append(f"| (c) pgloader | {result['pgloader_note']} | – | – |")
-    lines += [
-        f"| `edu-migrate validate` | {_spread(result['validate'])} | – | – |",
-        "",
-        f"Marks per second, end to end: {result['marks_per_second']:,.0f}.",
-        "",
-    ]
+    settings = m["server_settings"]
+    shown = ", ".join(f"{k} {v}" for k, v in settings.items())
+    return f"PostgreSQL {m['postgresql']}, {result['server']['description']} ({shown})"
+
+
+def _server_short(result: dict[str, Any]) -> str:
+    settings = result["machine"]["server_settings"]
+    return (f"PostgreSQL {result['machine']['postgresql'].split()[0]}, "
+            f"{result['server']['description']}; wal_level {settings.get('wal_level', '?')}, "
+            f"shared_buffers {settings.get('shared_buffers', '?')}, fsync "
+            f"{settings.get('fsync', '?')}, jit {settings.get('jit', '?')}")
+
+
+def _cpu_cell(cpu: dict[str, float] | None) -> str:
+    if not cpu:
+        return "–"
+    return (f"client {cpu['client_seconds']:.1f} s + server {cpu['server_seconds']:.1f} s "
+            f"in {cpu['wall_seconds']:.1f} s: {cpu['utilisation']:.0%} of "
+            f"{cpu['cores']:g} cores")
+
+
+def _catch_up_rows(results: dict[str, dict[str, Any]], scale: float) -> list[str]:
+    names = [n for n in results if results[n].get("catch_up")]
+    if not names:
+        return []
+    window_goal = WINDOW_GOALS.get(scale)
+
+    def row(label: str, cell: Any) -> str:
+        return f"| {label} | " + " | ".join(cell(results[n]["catch_up"]) for n in names) + " |"
+
+    def share(c: dict[str, Any]) -> str:
+        value = c["day_sync"]["seconds"] / c["full_seconds"]
+        return f"{value:.1%} {'✓' if value <= SYNC_SHARE_GOAL else '✗'}"
+
+    def window(c: dict[str, Any]) -> str:
+        value = float(c["cutover"]["result"]["window_seconds"])
+        if window_goal is None:
+            return _s(value)
+        return f"{_s(value)} {'✓' if value <= window_goal else '✗'}"
+
+    def changed(c: dict[str, Any]) -> str:
+        per_table = c["day_sync"]["result"].get("changes", {})
+        listed = ", ".join(f"{t} {sum(v.values()):,}" for t, v in per_table.items()
+                           if sum(v.values()))
+        return f"{c['day_sync']['result'].get('changed_rows', 0):,} ({listed})"
+
+    lines = ["Catch-up on a live copy of `edu` (bench/catchup.py): a full run, a day of changes "
+             "(bench/day_of_changes.sql), a last delta (bench/last_delta.sql) while an "
+             "application session keeps writing:", "",
+             "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names),
+             row("full `migrate --all` of the live copy", lambda c: _s(c["full_seconds"])),
+             row("first `sync`, nothing changed (builds the mirror's indexes)",
+                 lambda c: _s(c["first_sync"]["seconds"])),
+             row("legacy rows the day changed (sync's count)", changed),
+             row("`sync` of the day", lambda c: _s(c["day_sync"]["seconds"])),
+             row(f"sync / full (goal ≤ {SYNC_SHARE_GOAL:.0%})", share),
+             row("`cutover --terminate-writers`, whole command",
+                 lambda c: _s(c["cutover"]["seconds"])),
+             row("cutover rounds before the freeze (rows, seconds)",
+                 lambda c: ", ".join(f"{r['rows']:,} in {r['seconds']:.1f} s"
+                                     for r in c["cutover"]["result"]["rounds"])),
+             row("last delta (rows) and its sync, inside the window",
+                 lambda c: f"{c['cutover']['result']['final_rows']:,} rows, "
+                           f"{_s(c['cutover']['result']['final_sync_seconds'])}"),
+             row("validate, inside the window",
+                 lambda c: _s(c["cutover"]["result"]["validation_seconds"])),
+             row("downtime window, freeze to validated result"
+                 + (f" (goal ≤ {window_goal:g} s)" if window_goal else ""), window),
+             row("CPU of the day's sync",
+                 lambda c: f"client {c['day_sync']['client_cpu_seconds'] or 0:.1f} s + server "
+                           f"{c['day_sync']['server_cpu_seconds'] or 0:.1f} s"),
+             ""]
+    return lines
+
+
+def _side_by_side(results: dict[str, dict[str, Any]], scale: float) -> list[str]:
+    names = list(results)
+
+    def row(label: str, cell: Any) -> str:
+        return f"| {label} | " + " | ".join(cell(results[n]) for n in names) + " |"
+
+    def pgloader(r: dict[str, Any]) -> str:
+        return _spread(r["pgloader"]) if r["pgloader"] else str(r["pgloader_note"])
+
+    def faster(r: dict[str, Any]) -> str:
+        if not r["pgloader"]:
+            return "pgloader not run"
+        ok = r["migrate"]["median"] < r["pgloader"]["median"]
+        return f"{r['migrate']['median'] / r['pgloader']['median']:.2f}× pgloader " \
+               f"{'✓' if ok else '✗'}"
+
+    def ratio(r: dict[str, Any]) -> str:
+        value = r["ratio_migrate_to_raw"]
+        if scale != 1:
+            return f"{value:.2f}"
+        return f"{value:.2f} {'✓' if value <= SCALE1_TARGETS['ratio'] else '✗'}"
+
+    return ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names),
+            row("server (all settings below)", _server_short),
+            row("load average (1 min) when the runs started",
+                lambda r: f"{r['load_average']['min']:.1f}–{r['load_average']['max']:.1f}"),
+            row("(a) raw copy-through, binary COPY through one client",
+                lambda r: _spread(r["raw_copy"])),
+            row("(b) `edu-migrate migrate --all` into a fresh edu_v2",
+                lambda r: _spread(r["migrate"])),
+            row("b/a" + (" (goal ≤ 2.0)" if scale == 1 else ""), ratio),
+            row("(c) pgloader, same tables as they are", pgloader),
+            row("b against c (goal: faster)", faster),
+            row("peak RSS of (b)", lambda r: f"{r['migrate_peak_rss_mb']['max']:.0f} MB"),
+            row("CPU of (b)", lambda r: _cpu_cell(r["cpu"]["migrate"])),
+            row("CPU of (a)", lambda r: _cpu_cell(r["cpu"]["raw"])),
+            row("CPU of (c)", lambda r: _cpu_cell(r["cpu"].get("pgloader"))),
+            row("`edu-migrate validate`", lambda r: _spread(r["validate"])),
+            row("validate passes", lambda r: "✓" if r["validate_passed"] else "✗ a check failed"),
+            row("marks per second, end to end", lambda r: f"{r['marks_per_second']:,.0f}"),
+            ""]
+
+
+def _profile(result: dict[str, Any]) -> list[str]:
+    phases = result["migrate_phases"]
+    lines = ["Phases of (b), median seconds (`migration.phase_runs`; run order 1, 3, 2, 4, 5):",
+             "", "| " + " | ".join(phases) + " |", "|" + "---|" * len(phases),
+             "| " + " | ".join(f"{v:.1f}" for v in phases.values()) + " |", ""]
+    profile: dict[str, dict[str, float]] = result.get("migrate_profile") or {}
+    if profile:
+        lines += [f"Step profile of (b) per phase, median seconds, steps of {STEP_FLOOR} s or "
+                  "more (from the run log; a phase's rebuild total includes its rebuild lines):",
+                  "", "| phase | step | seconds |", "|---|---|---|"]
+        for section, steps in profile.items():
+            heavy = sorted(((k, v) for k, v in steps.items() if v >= STEP_FLOOR),
+                           key=lambda item: -item[1])
+            lines += [f"| {section} | {name} | {seconds:.2f} |" for name, seconds in heavy]
+        lines.append("")
+    return lines
+
+
+def _catch_up_profile(result: dict[str, Any]) -> list[str]:
+    catch_up = result.get("catch_up")
+    if not catch_up:
+        return []
+    parts = [("the day's `sync`", catch_up["day_sync"]["profile"].get("sync", {})),
+             ("the cutover, inside the window",
+              catch_up["cutover"]["profile"].get("inside the window", {}))]
+    lines = ["Where the catch-up spends its time: the slowest steps of its run logs, seconds "
+             "(a `sync: phase N derived again` line includes that phase's own steps; inside the "
+             "window the changed rows are counted without per-table times):", "",
+             "| command | step | seconds |", "|---|---|---|"]
+    for label, steps in parts:
+        slowest = sorted(((k, v) for k, v in steps.items() if v >= STEP_FLOOR),
+                         key=lambda item: -item[1])[:10]
+        lines += [f"| {label} | {name} | {seconds:.2f} |" for name, seconds in slowest]
+    lines.append("")
+    return lines
+
+
+def _queries(result: dict[str, Any]) -> list[str]:
+    if not result["everyday_queries"]:
+        return []
+    lines = ["Everyday LMS queries, median of 25 runs after 3 warm-ups (ms); each subject "
+             "is the busiest of its kind:", "",
+             "| query | edu | edu_v2 | edu_v2 plan uses an index | edu_v2 at least as fast |",
+             "|---|---|---|---|---|"]
+    for q in result["everyday_queries"]:
+        old, new = q["edu"]["median_ms"], q["edu_v2"]["median_ms"]
+        lines.append(f"| {q['query']} | {old:.2f} | {new:.2f} | "
+                     f"{'yes' if q['edu_v2_uses_index'] else 'NO'} | "
+                     f"{'yes' if new <= old else 'NO'} |")
+    lines.append("")
+    return lines
+
+
+def _costs(result: dict[str, Any]) -> list[str]:
+    costs = result.get("costs")
+    if not costs:
+        return []
+    share = result.get("slow_path_share", 0)
+    lines = [f"Per-mark costs on {costs[0]['rows']:,} of the staged marks (one in four by id; "
+             f"bench/costs.py; one core, one timed SELECT each; {share:.1%} of the values "
+             "miss the parsing fast path):", "", "| piece | stands for | seconds | µs per mark |",
+             "|---|---|---|---|"]
+    lines += [f"| {c['piece']} | {c['stands_for']} | {c['seconds']:.2f} | "
+              f"{c['microseconds_per_row']:.3f} |" for c in costs]
+    lines.append("")
+    return lines
+
+
+def render_markdown(payload: dict[str, Any]) -> str:
+    scale = float(payload["scale"])
+    results: dict[str, dict[str, Any]] = payload["servers"]
+    first = next(iter(results.values()))
+    m = first["machine"]
+    lines = [f"### Scale {scale:g}: {first['marks']:,} marks, {payload['runs']} "
+             f"run{'' if payload['runs'] == 1 else 's'} of each contender per server "
+             f"({payload['when']})", "",
+             f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB memory, {m['os']}, "
+             f"Python {m['python']}. The machine is shared: compare ratios within one server's "
+             "runs (its contenders alternate, so they meet the same load), not absolute times "
+             "across days.", ""]
+    for reason in payload.get("skipped_servers") or []:
+        lines += [f"Server skipped: {reason}.", ""]
+    lines += _side_by_side(results, scale)
     if scale == 1:
-        checks = [
-            ("b ≤ 60 s", migrate["median"] <= SCALE1_TARGETS["migrate_seconds"],
-             _s(migrate["median"])),
-            ("b/a ≤ 2.0", result["ratio_migrate_to_raw"] <= SCALE1_TARGETS["ratio"],
-             f"{result['ratio_migrate_to_raw']:.2f}"),
-            ("b faster than c", bool(pgloader) and migrate["median"] < pgloader["median"],
-             f"{migrate['median']:.1f} s vs {pgloader['median']:.1f} s" if pgloader
-             else "pgloader not run"),
-            ("peak RSS ≤ 200 MB", rss["max"] <= SCALE1_TARGETS["rss_mb"], f"{rss['max']:.0f} MB"),
-            ("validate ≤ 15 s", result["validate"]["median"] <= SCALE1_TARGETS["validate_seconds"],
-             _s(result["validate"]["median"])),
-            ("validate passes", result["validate_passed"], "every check ✓"
-             if result["validate_passed"] else "a check failed"),
-        ]
-        lines += ["| target | measured | |", "|---|---|---|"]
-        lines += [f"| {name} | {measured} | {_verdict(ok)} |" for name, ok, measured in checks]
+        lines += ["Goals at scale 1, per server:", "", "| goal | " + " | ".join(results) + " |",
+                  "|---|" + "---|" * len(results)]
+        for name, check in _goal_checks().items():
+            lines.append(f"| {name} | " + " | ".join(check(r) for r in results.values()) + " |")
         lines.append("")
-    lines += ["Phases of (b), median seconds (`migration.phase_runs`; run order 1, 3, 2, 4, 5):",
-              "", "| " + " | ".join(result["migrate_phases"]) + " |",
-              "|" + "---|" * len(result["migrate_phases"]),
-              "| " + " | ".join(f"{v:.1f}" for v in result["migrate_phases"].values()) + " |", ""]
-    heavy = {k: v for k, v in result["migrate_steps"].items() if v >= 0.3}
-    if heavy:
-        lines += ["Steps of (b) taking 0.3 s or more, median seconds (from the run log):", "",
-                  "| step | seconds |", "|---|---|"]
-        lines += [f"| {name} | {seconds:.2f} |" for name, seconds in
-                  sorted(heavy.items(), key=lambda item: -item[1])]
-        lines.append("")
-    if result["everyday_queries"]:
-        lines += ["Everyday LMS queries, median of 25 runs after 3 warm-ups (ms); each subject "
-                  "is the busiest of its kind:", "",
-                  "| query | edu | edu_v2 | edu_v2 plan uses an index | edu_v2 at least as fast |",
-                  "|---|---|---|---|---|"]
-        for q in result["everyday_queries"]:
-            old, new = q["edu"]["median_ms"], q["edu_v2"]["median_ms"]
-            lines.append(f"| {q['query']} | {old:.2f} | {new:.2f} | "
-                         f"{'yes' if q['edu_v2_uses_index'] else 'NO'} | "
-                         f"{'yes' if new <= old else 'NO'} |")
-        lines.append("")
+    lines += _catch_up_rows(results, scale)
+    lines += [f"Catch-up on {name} failed: {r['catch_up_error']}\n" for name, r in results.items()
+              if r.get("catch_up_error")]
+    for name, result in results.items():
+        lines += [f"#### {name}: {_server_label(result)}", ""]
+        lines += _profile(result) + _catch_up_profile(result) + _costs(result) + \
+            _queries(result)
     return "\n".join(lines)
+
+
+def _goal_checks() -> dict[str, Any]:
+    def migrate(r: dict[str, Any]) -> str:
+        value = r["migrate"]["median"]
+        return f"{_s(value)} {_verdict(value <= SCALE1_TARGETS['migrate_seconds'])}"
+
+    def ratio(r: dict[str, Any]) -> str:
+        value = r["ratio_migrate_to_raw"]
+        return f"{value:.2f} {_verdict(value <= SCALE1_TARGETS['ratio'])}"
+
+    def pgloader(r: dict[str, Any]) -> str:
+        if not r["pgloader"]:
+            return "pgloader not run"
+        ok = r["migrate"]["median"] < r["pgloader"]["median"]
+        return f"{r['migrate']['median']:.1f} s vs {r['pgloader']['median']:.1f} s " \
+               f"{_verdict(ok)}"
+
+    def rss(r: dict[str, Any]) -> str:
+        value = r["migrate_peak_rss_mb"]["max"]
+        return f"{value:.0f} MB {_verdict(value <= SCALE1_TARGETS['rss_mb'])}"
+
+    def validate(r: dict[str, Any]) -> str:
+        value = r["validate"]["median"]
+        return f"{_s(value)} {_verdict(value <= SCALE1_TARGETS['validate_seconds'])}"
+
+    return {"b ≤ 60 s": migrate, "b/a ≤ 2.0": ratio, "b faster than c": pgloader,
+            "peak RSS ≤ 200 MB": rss, "validate ≤ 15 s": validate}
 
 
 def update_docs(path: Path, markdown: str, scale: float) -> None:
