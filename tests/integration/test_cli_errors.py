@@ -66,6 +66,14 @@ def test_source_without_legacy_tables(settings: Settings) -> None:
     assert_one_line_error(result, "lacks", "users", "grades")
 
 
+def test_generate_at_a_scale_too_small(settings: Settings) -> None:
+    result = run_cli("generate", "--scale", "0.003", "--source", str(settings.source_url))
+    assert_one_line_error(result, "scale 0.003 is too small", "larger --scale")
+    with psycopg.connect(str(settings.source_url)) as conn:
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert tables.fetchone() == (0,), "a refused generate left tables behind"
+
+
 def test_target_without_schema(settings: Settings) -> None:
     api.generate(settings, scale=0.01)
     with psycopg.connect(str(settings.source_url), autocommit=True) as conn:

@@ -30,6 +30,7 @@ import psycopg
 from faker import Faker
 from psycopg import sql
 
+from edu_migrate.errors import MigrationError
 from edu_migrate.legacy.dirt import InjectedDirt, inject
 
 MAPPED_TABLES: tuple[str, ...] = (
@@ -321,10 +322,10 @@ class Plan:
         counts["persons"] = counts["users"]
         counts["users_old"] = min(counts["users_old"], counts["users"])
         if counts["course_students"] > counts["courses"] * counts["students"]:
-            raise ValueError(
+            raise MigrationError(
                 f"scale {scale} is too small: {counts['course_students']} enrollments cannot be "
-                f"unique over {counts['courses']} course runs × {counts['students']} students"
-            )
+                f"unique over {counts['courses']} course runs × {counts['students']} students",
+                "use a larger --scale, e.g. 0.01")
         units = counts["organizations"] - 1
         faculties = max(1, round(units * BASE_FACULTIES / (BASE_COUNTS["organizations"] - 1)))
         departments = max(1, round(units * BASE_DEPARTMENTS / (BASE_COUNTS["organizations"] - 1)))

@@ -31,7 +31,7 @@ from psycopg.types.json import Jsonb
 
 from edu_migrate.mapping import CANONICAL_SCHEMA, DEFAULT_MAPPING, LegacyMapping
 from edu_migrate.pg.connect import connect
-from edu_migrate.phases.staging import SourceSnapshot
+from edu_migrate.phases.staging import FIXED_DATESTYLE, SourceSnapshot
 from edu_migrate.reporting import Reporter
 
 ARCHIVE_SCHEMA = "legacy_archive"
@@ -205,6 +205,7 @@ def _unchanged(snapshot: SourceSnapshot, target: psycopg.Connection, entry: Tabl
                             [archived.as_string(target)]).fetchone()
     if not exists or not exists[0]:
         return False
+    target.execute(FIXED_DATESTYLE)  # as the source's snapshot session renders dates
     return _fingerprint(snapshot.conn, sql.SQL("{}").format(entry.relation)) \
         == _fingerprint(target, sql.SQL("{}").format(archived))
 

@@ -101,6 +101,10 @@ def set_session(conn: psycopg.Connection) -> None:
     conn.execute("SET LOCAL synchronous_commit = off")
     conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
     conn.execute("SET LOCAL work_mem = '128MB'")
+    # A server with JIT on (PostgreSQL 15 as packaged) compiles the small phases' statements,
+    # whose estimated costs run high before their staged tables are analysed: seconds of
+    # compiling for a few thousand rows (docs/benchmarks.md). None of them gains from it.
+    conn.execute("SET LOCAL jit = off")
     # The phases must see and write every row: if row-level security applied to this role, fail
     # loudly instead of loading a filtered subset (the owner needs superuser or BYPASSRLS).
     conn.execute("SET LOCAL row_security = off")

@@ -45,7 +45,6 @@ from edu_migrate.phases.runner import (
     set_session,
 )
 from edu_migrate.phases.staging import (
-    FIXED_DATESTYLE,
     STAGE_SCHEMA,
     SourceSnapshot,
     copy_into_stage,
@@ -121,7 +120,6 @@ def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
         conn.execute("SELECT set_config('edu_migrate.previous_as_of', %s, true)",
                      [previous.isoformat() if previous else ""])
         conn.execute("SET CONSTRAINTS ALL DEFERRED")
-        conn.execute(FIXED_DATESTYLE.replace("SET ", "SET LOCAL ", 1))
         result.whole = _mirror_lost(conn)
         if result.whole:
             reporter.warn("the staged copy of the source is gone (the target server restarted "
