@@ -298,6 +298,7 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyM
     recomputed: dict[str, int] = {}
     writes = [t for n in RUN_ORDER for t in PHASES[n].writes]
     with row_audit_paused(conn, writes):
+        conn.execute(statements["dependency_outcomes"].text)
         conn.execute(statements["dependencies_before"].text)
         redone: set[int] = set()
         for number in RUN_ORDER:
@@ -318,7 +319,7 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyM
             reporter.step(f"sync: phase {number} derived again", time.perf_counter() - started, 0)
         phase = PHASES[SCOPED_PHASE]
         for name, statement in statements.items():
-            if name == "dependencies_before":
+            if name in ("dependency_outcomes", "dependencies_before"):
                 continue
             if name == "clear_enrollments_in_scope":
                 define_scope(conn, phase, scoped=True)

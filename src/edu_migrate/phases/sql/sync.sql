@@ -7,9 +7,9 @@
 -- out exactly as it is, so it is left alone. Reads delta_<table> (ids inserted, updated or deleted
 -- in the source) and old_<table> (those rows as they were), which the sync has built.
 
--- name: dependencies_before
+-- name: dependency_outcomes
 -- What phase 5 reads of phases 2 and 4, per legacy id: its target, or none when set aside.
-CREATE TEMP TABLE dependencies_before ON COMMIT DROP AS
+CREATE TEMP VIEW dependency_outcomes AS
 SELECT source_table, source_id, target_id FROM migration.crosswalk
 WHERE source_table IN ('students', 'teachers')
    OR (source_table = 'courses' AND target_table = 'course_offerings')
@@ -17,14 +17,11 @@ UNION ALL
 SELECT source_table, source_id, NULL FROM migration.rejected_rows
 WHERE source_table IN ('students', 'teachers', 'courses');
 
+-- name: dependencies_before
+CREATE TEMP TABLE dependencies_before ON COMMIT DROP AS SELECT * FROM dependency_outcomes;
+
 -- name: dependencies_after
-CREATE TEMP TABLE dependencies_after ON COMMIT DROP AS
-SELECT source_table, source_id, target_id FROM migration.crosswalk
-WHERE source_table IN ('students', 'teachers')
-   OR (source_table = 'courses' AND target_table = 'course_offerings')
-UNION ALL
-SELECT source_table, source_id, NULL FROM migration.rejected_rows
-WHERE source_table IN ('students', 'teachers', 'courses');
+CREATE TEMP TABLE dependencies_after ON COMMIT DROP AS SELECT * FROM dependency_outcomes;
 
 -- name: changed_dependencies
 CREATE TEMP TABLE changed_dependencies ON COMMIT DROP AS
