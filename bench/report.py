@@ -114,7 +114,7 @@ def _side_by_side(results: dict[str, dict[str, Any]], scale: float) -> list[str]
 
     def faster(r: dict[str, Any]) -> str:
         if not r["pgloader"]:
-            return "pgloader not run"
+            return "no pgloader result"
         ok = r["migrate"]["median"] < r["pgloader"]["median"]
         return f"{r['migrate']['median'] / r['pgloader']['median']:.2f}× pgloader " \
                f"{'✓' if ok else '✗'}"
@@ -256,7 +256,7 @@ def _goal_checks() -> dict[str, Any]:
 
     def pgloader(r: dict[str, Any]) -> str:
         if not r["pgloader"]:
-            return "pgloader not run"
+            return "no pgloader result"
         ok = r["migrate"]["median"] < r["pgloader"]["median"]
         return f"{r['migrate']['median']:.1f} s vs {r['pgloader']['median']:.1f} s " \
                f"{_verdict(ok)}"
