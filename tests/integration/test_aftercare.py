@@ -204,7 +204,9 @@ def test_tune_apply_sets_the_values_on_a_server_of_its_own(tmp_path: Path) -> No
         before = [f.message for f in api.health(own).findings if f.check == "statements"]
         assert "not loaded" in before[0]
         server.stop()
-        server.start()
+        # The restarted server takes another port when its old one is not free again yet.
+        url = server.start().url("postgres")
+        own = own.model_copy(update={"target_url": url, "source_url": url})
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION pg_stat_statements")
             for _ in range(3):
