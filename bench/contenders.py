@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -51,6 +51,17 @@ def legacy_ddl() -> str:
     return (resources.files("edu_migrate.legacy") / "ddl.sql").read_text(encoding="utf-8")
 
 
+def copy_tables(source: psycopg.Connection, dest: psycopg.Connection,
+                tables: Sequence[str]) -> None:
+    """Binary COPY of each table, as it is, from one connection into the same table of another."""
+    for table in tables:
+        out_query = sql.SQL("COPY {} TO STDOUT (FORMAT binary)").format(sql.Identifier(table))
+        in_query = sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(sql.Identifier(table))
+        with source.cursor().copy(out_query) as out, dest.cursor().copy(in_query) as into:
+            for chunk in out:
+                into.write(chunk)
+
+
 def raw_copy_through(source_url: str, dest_url: str,
                      tables: tuple[str, ...] = MAPPED_TABLES,
                      server_cpu: Callable[[], float] | None = None) -> Measurement:
@@ -62,12 +73,7 @@ def raw_copy_through(source_url: str, dest_url: str,
     client_before = time.process_time()
     started = time.perf_counter()
     with psycopg.connect(source_url) as source, psycopg.connect(dest_url) as dest:
-        for table in tables:
-            out_query = sql.SQL("COPY {} TO STDOUT (FORMAT binary)").format(sql.Identifier(table))
-            in_query = sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(sql.Identifier(table))
-            with source.cursor().copy(out_query) as out, dest.cursor().copy(in_query) as into:
-                for chunk in out:
-                    into.write(chunk)
+        copy_tables(source, dest, tables)
         dest.commit()
     seconds = time.perf_counter() - started
     return Measurement(seconds, client_cpu_seconds=time.process_time() - client_before,

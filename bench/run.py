@@ -31,6 +31,7 @@ from bench.catchup import run_catch_up
 from bench.contenders import (
     MAPPED_TABLES,
     Measurement,
+    copy_tables,
     edu_migrate_all,
     edu_migrate_validate,
     install_pgloader,
@@ -114,12 +115,7 @@ def copy_legacy(source_url: str, dest_url: str) -> None:
         present = {row[0] for row in dest.execute(query)}
         if missing := [t for t in tables if t not in present]:
             raise RuntimeError(f"the legacy DDL lacks {missing}: cannot copy the database")
-        for table in tables:
-            out_query = sql.SQL("COPY {} TO STDOUT (FORMAT binary)").format(sql.Identifier(table))
-            in_query = sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(sql.Identifier(table))
-            with source.cursor().copy(out_query) as out, dest.cursor().copy(in_query) as into:
-                for chunk in out:
-                    into.write(chunk)
+        copy_tables(source, dest, tables)
         dest.commit()
 
 
