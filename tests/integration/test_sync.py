@@ -149,6 +149,25 @@ def _apply(conn: psycopg.Connection, change: Change) -> None:
         pass  # a value the legacy column cannot hold: not a change the source could have
 
 
+# How the mirror's horizon is left before the changes: as the migration recorded it; unknown (a
+# mirror staged by an older version); ahead of the source's transactions (a source restored
+# from a backup). The last two must fall back to comparing every row.
+HORIZONS = {
+    "kept": "SELECT 1",
+    "forgotten": "UPDATE migration.mirror_state SET source_horizon = NULL",
+    "ahead": "UPDATE migration.mirror_state SET source_horizon = source_horizon + 2^40",
+}
+
+
+def _methods(url: str) -> dict[str, str]:
+    """How the last sync found each table's changes."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT changed_rows FROM migration.sync_runs "
+                           "ORDER BY id DESC LIMIT 1").fetchone()
+    assert row is not None
+    return {table: str(changes["method"]) for table, changes in row[0].items()}
+
+
 def _secret(url: str) -> str:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT id_secret FROM migration.state").fetchone()
@@ -160,20 +179,29 @@ def _secret(url: str) -> str:
 @hypothesis_settings(max_examples=12, deadline=None, phases=(Phase.explicit, Phase.generate),
                      suppress_health_check=[HealthCheck.function_scoped_fixture,
                                             HealthCheck.too_slow])
-@given(changes=CHANGES, as_of=st.sampled_from(AS_OF_TIMES))
+@given(changes=CHANGES, as_of=st.sampled_from(AS_OF_TIMES),
+       horizon=st.sampled_from(tuple(HORIZONS)))
 # Changes that each reach one rule across rows, always tried: a second enrollment of the same
 # student in the same run (a merge whose survivor may change), a teacher set aside (the marks
 # they gave), a student and a course run deleted (their enrollments, then marks), an enrollment
 # deleted (its marks: "enrollment missing"), a username taken (a rename), a mark's value.
-@example(changes=[("insert", "course_students", 5, 5, 0, "copy", 0)], as_of=MIGRATED_AT)
-@example(changes=[("update", "teachers", 1, 1, 3, "junk", 7)], as_of=MIGRATED_AT)
+@example(changes=[("insert", "course_students", 5, 5, 0, "copy", 0)], as_of=MIGRATED_AT,
+         horizon="kept")
+@example(changes=[("update", "teachers", 1, 1, 3, "junk", 7)], as_of=MIGRATED_AT,
+         horizon="kept")
 @example(changes=[("delete", "students", 3, 0, 0, "null", 0),
-                  ("delete", "courses", 2, 0, 0, "null", 0)], as_of=AS_OF_TIMES[0])
+                  ("delete", "courses", 2, 0, 0, "null", 0)],
+         as_of=AS_OF_TIMES[0], horizon="kept")
 @example(changes=[("delete", "course_students", 7, 0, 0, "null", 0),
                   ("update", "users", 0, 1, 0, "copy", 0),
-                  ("update", "grades", 11, 0, 2, "junk", 3)], as_of=AS_OF_TIMES[2])
+                  ("update", "grades", 11, 0, 2, "junk", 3)],
+         as_of=AS_OF_TIMES[2], horizon="kept")
+@example(changes=[("delete", "grades", 5, 0, 0, "null", 0),
+                  ("insert", "grades", 9, 9, 1, "junk", 4)], as_of=MIGRATED_AT,
+         horizon="forgotten")
 def test_sync_equals_a_full_migration_of_the_changed_source(
-        base: Base, tmp_path: Path, changes: list[Change], as_of: datetime) -> None:
+        base: Base, tmp_path: Path, changes: list[Change], as_of: datetime,
+        horizon: str) -> None:
     source, synced = _clone(base.admin_url, base.source), _clone(base.admin_url, base.target)
     fresh = f"{synced}_full"
     try:
@@ -181,24 +209,63 @@ def test_sync_equals_a_full_migration_of_the_changed_source(
         with psycopg.connect(synced_settings.target_url) as conn:
             # The clone is the same target, now reading the clone of its source.
             conn.execute("UPDATE migration.state SET source_database = %s", [source])
+            conn.execute(HORIZONS[horizon])
         with psycopg.connect(synced_settings.source_url, autocommit=True) as conn:
             for change in changes:
                 _apply(conn, change)
         api.sync(synced_settings, as_of=as_of)
+        # The changes were found the way the horizon allows: the fast way when it is known.
+        assert set(_methods(synced_settings.target_url).values()) == {
+            "horizon" if horizon == "kept" else "comparison"}
 
-        full_settings = _settings(base, source, fresh, tmp_path)
-        api.schema_apply(full_settings)
-        with psycopg.connect(full_settings.target_url) as conn:
-            conn.execute("UPDATE migration.state SET id_secret = %s",
-                         [_secret(synced_settings.target_url)])
-        api.migrate(full_settings, force=True, as_of=as_of)
-
-        found = differences(result_rows(full_settings.target_url),
-                            result_rows(synced_settings.target_url))
-        assert not found, "\n".join([f"after {changes}", *found])
-        api.require_valid(api.validate(synced_settings))
+        _assert_equals_a_full_migration(base, source, synced_settings, fresh, tmp_path, as_of,
+                                        f"after {changes}")
     finally:
         _drop(base.admin_url, fresh, synced, source)
+
+
+def _assert_equals_a_full_migration(base: Base, source: str, synced: Settings, fresh: str,
+                                    tmp_path: Path, as_of: datetime, after: str) -> None:
+    """A full migration of `source` into `fresh`, with the synced target's id secret, leaves
+    the same rows as the synced target; and the synced target validates."""
+    full_settings = _settings(base, source, fresh, tmp_path)
+    api.schema_apply(full_settings)
+    with psycopg.connect(full_settings.target_url) as conn:
+        conn.execute("UPDATE migration.state SET id_secret = %s", [_secret(synced.target_url)])
+    api.migrate(full_settings, force=True, as_of=as_of)
+    found = differences(result_rows(full_settings.target_url), result_rows(synced.target_url))
+    assert not found, "\n".join([after, *found])
+    api.require_valid(api.validate(synced))
+
+
+def test_sync_finds_what_a_savepoint_wrote_in_a_transaction_open_at_the_snapshot(
+        base: Base, tmp_path: Path) -> None:
+    """A transaction running when the migration took its snapshot writes in a savepoint (a
+    subtransaction: its id is older than the snapshot's next id, yet the snapshot's list of
+    running transactions names only the parent) and commits afterwards. The sync must find
+    those rows: a horizon taken from the snapshot's next id would miss them."""
+    source = _clone(base.admin_url, base.source)
+    target, fresh = f"{source}_dst", f"{source}_full"
+    settings = _settings(base, source, target, tmp_path)
+    try:
+        with psycopg.connect(settings.source_url) as writer:
+            writer.execute("UPDATE users SET last_login = '2026-01-10 08:00' "
+                           "WHERE id = (SELECT min(id) FROM users)")
+            writer.execute("SAVEPOINT marks")
+            writer.execute("UPDATE grades SET value = '9' WHERE id = (SELECT max(id) FROM grades)")
+            writer.execute("INSERT INTO grades SELECT id + 1000000, course_student_id, "
+                           "grade_type, '10', lesson_date, teacher_id, created_at FROM grades "
+                           "WHERE id = (SELECT min(id) FROM grades)")
+            writer.execute("RELEASE SAVEPOINT marks")
+            api.schema_apply(settings)
+            api.migrate(settings, force=True, as_of=MIGRATED_AT)
+            writer.commit()
+        api.sync(settings, as_of=MIGRATED_AT)
+        assert set(_methods(settings.target_url).values()) == {"horizon"}
+        _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, MIGRATED_AT,
+                                        "after a savepoint's writes")
+    finally:
+        _drop(base.admin_url, fresh, target, source)
 
 
 def test_sync_refuses_a_target_with_no_completed_migration(base: Base, tmp_path: Path) -> None:

@@ -50,11 +50,18 @@ class SourceSnapshot:
         self.conn: psycopg.Connection = self._cm.__enter__()
         self.conn.execute(FIXED_DATESTYLE)
         self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        row = self.conn.execute("SELECT pg_export_snapshot(), now()").fetchone()
+        row = self.conn.execute(
+            "SELECT pg_export_snapshot(), now(), "
+            "pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
+            "pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetchone()
         assert row is not None
         self.snapshot_id: str | None = row[0]
         # The snapshot's time: the default as-of time of a run that reads it.
         self.taken_at: datetime = row[1]
+        # The oldest transaction it saw running: every row it does not see was written by this
+        # transaction or a later one (phases/changes.py). And the next transaction id then.
+        self.horizon: int = int(row[2])
+        self.next_xid: int = int(row[3])
 
     def identity(self) -> tuple[str | None, str]:
         """The source cluster's system identifier (None where this role may not read it) and the
@@ -163,12 +170,14 @@ def _pipe(source: psycopg.Connection, target: psycopg.Connection, mapped: Mapped
         return max(out_cur.rowcount, 0)
 
 
-def record_mirror(conn: psycopg.Connection, table: str, rows: int) -> None:
-    """Note how many rows stage.<table> holds: a sync compares, to tell a staged copy that a
-    server crash emptied (stage tables are UNLOGGED) from a source that has no rows."""
-    conn.execute("INSERT INTO migration.mirror_state (table_name, rows) VALUES (%s, %s) "
-                 "ON CONFLICT (table_name) DO UPDATE SET rows = excluded.rows, "
-                 "staged_at = clock_timestamp()", [table, rows])
+def record_mirror(conn: psycopg.Connection, table: str, rows: int, horizon: int) -> None:
+    """Note how many rows stage.<table> holds, and the horizon of the snapshot they come from:
+    a sync compares the count, to tell a staged copy that a server crash emptied (stage tables
+    are UNLOGGED) from a source that has no rows, and reads the rows written since the horizon."""
+    conn.execute("INSERT INTO migration.mirror_state (table_name, rows, source_horizon) "
+                 "VALUES (%s, %s, %s) ON CONFLICT (table_name) DO UPDATE SET "
+                 "rows = excluded.rows, source_horizon = excluded.source_horizon, "
+                 "staged_at = clock_timestamp()", [table, rows, horizon])
 
 
 def stage_tables(snapshot: SourceSnapshot, target_url: str, tables: tuple[str, ...], *,
@@ -179,8 +188,10 @@ def stage_tables(snapshot: SourceSnapshot, target_url: str, tables: tuple[str, .
         target.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
             sql.Identifier(STAGE_SCHEMA)))
         for table in tables:
-            target.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(
-                sql.Identifier(STAGE_SCHEMA), sql.Identifier(table)))
+            # with the counts a sync keeps of the mirror (phases/changes.py)
+            target.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}, {}.{}").format(
+                sql.Identifier(STAGE_SCHEMA), sql.Identifier(table),
+                sql.Identifier(STAGE_SCHEMA), sql.Identifier(f"buckets_{table}")))
             target.execute(stage_ddl(table))
     for table in tables:
         mapped = snapshot.mapping[table]
@@ -202,7 +213,7 @@ def stage_tables(snapshot: SourceSnapshot, target_url: str, tables: tuple[str, .
         with connect(target_url, purpose="target", autocommit=True) as target:
             target.execute(sql.SQL("ANALYZE {}.{}").format(
                 sql.Identifier(STAGE_SCHEMA), sql.Identifier(table)))
-            record_mirror(target, table, rows)
+            record_mirror(target, table, rows, snapshot.horizon)
         results.append(StageResult(table, rows))
     return results
 

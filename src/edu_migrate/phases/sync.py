@@ -34,6 +34,7 @@ from edu_migrate.errors import PreconditionFailed
 from edu_migrate.mapping import LEGACY_COLUMNS, LegacyMapping
 from edu_migrate.pg.connect import connect
 from edu_migrate.phases import sqlfile
+from edu_migrate.phases.changes import TableChanges, take_changes
 from edu_migrate.phases.runner import (
     PHASES,
     RUN_ORDER,
@@ -44,16 +45,7 @@ from edu_migrate.phases.runner import (
     run_statements,
     set_session,
 )
-from edu_migrate.phases.staging import (
-    STAGE_SCHEMA,
-    SourceSnapshot,
-    copy_into_stage,
-    source_row_hashes,
-    source_rows,
-    source_rows_by_id,
-    stage_ddl,
-    staged_row_hash,
-)
+from edu_migrate.phases.staging import STAGE_SCHEMA, SourceSnapshot
 from edu_migrate.reporting import Reporter
 from edu_migrate.security.audit import record_bulk_event, row_audit_paused
 
@@ -66,17 +58,6 @@ MIRROR_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
     "course_students": (("id",), ("student_id", "course_id"), ("course_id",)),
     "grades": (("id",), ("course_student_id",), ("teacher_id",)),
 }
-
-
-@dataclass
-class TableChanges:
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.inserted + self.updated + self.deleted
 
 
 @dataclass
@@ -124,13 +105,15 @@ def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
         if result.whole:
             reporter.warn("the staged copy of the source is gone (the target server restarted "
                           "after a crash): this sync reads every row and derives all again")
+        horizons = _mirror_horizons(conn)
         for table in LEGACY_COLUMNS:
             with reporter.progress(f"changes in {table}", None) as advance:
-                result.changes[table] = _take_changes(conn, snapshot, table, result.whole,
-                                                      batch_size)
+                result.changes[table] = take_changes(
+                    conn, snapshot, table, whole=result.whole, horizon=horizons.get(table),
+                    batch_size=batch_size)
                 advance(result.changes[table].total)
         result.recomputed = _derive_again(conn, result, snapshot.mapping, reporter)
-        _record(conn, result, time.perf_counter() - started)
+        _record(conn, result, snapshot.horizon, time.perf_counter() - started)
         conn.commit()
     result.seconds = time.perf_counter() - started
     return result
@@ -144,8 +127,9 @@ def last_sync(conn: psycopg.Connection) -> dict[str, Any] | None:
         "ORDER BY id DESC LIMIT 1").fetchone()
     if row is None:
         return None
-    applied = {table: sum(changes.values()) for table, changes in row[4].items()
-               if sum(changes.values())}
+    applied = {table: total for table, total in
+               ((t, sum(changes.get(k, 0) for k in ("inserted", "updated", "deleted")))
+                for t, changes in row[4].items()) if total}
     return {"finished_at": row[0].isoformat(), "seconds": round(row[1], 2),
             "as_of": row[2].isoformat() if row[2] else None,
             "snapshot_at": row[3].isoformat(), "rows_applied": applied,
@@ -191,6 +175,13 @@ def _index_mirror(conn: psycopg.Connection, reporter: Reporter) -> None:
     conn.commit()
 
 
+def _mirror_horizons(conn: psycopg.Connection) -> dict[str, int]:
+    """Per legacy table, the horizon of the source snapshot its mirror was last brought to."""
+    return {str(r[0]): int(r[1]) for r in conn.execute(
+        "SELECT table_name, source_horizon FROM migration.mirror_state "
+        "WHERE source_horizon IS NOT NULL").fetchall()}
+
+
 def _mirror_lost(conn: psycopg.Connection) -> bool:
     """True when a stage table that held rows is empty now: a crash emptied the UNLOGGED mirror."""
     recorded: dict[str, int] = {str(r[0]): int(r[1]) for r in conn.execute(
@@ -205,89 +196,6 @@ def _mirror_lost(conn: psycopg.Connection) -> bool:
             if row and row[0]:
                 return True
     return False
-
-
-def _pipe(snapshot: SourceSnapshot, conn: psycopg.Connection, copy_out_of: sql.Composed,
-          copy_into: sql.Composed, params: dict[str, Any] | None = None) -> int:
-    """Stream one COPY out of the snapshot into one COPY of the sync's transaction."""
-    with snapshot.conn.cursor() as out_cur, conn.cursor() as in_cur, \
-            out_cur.copy(copy_out_of, params) as copy_out, in_cur.copy(copy_into) as copy_in:
-        for chunk in copy_out:
-            copy_in.write(chunk)
-    return max(out_cur.rowcount, 0)
-
-
-def _take_changes(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str, whole: bool,
-                  batch_size: int) -> TableChanges:
-    """Bring stage.<table> to the snapshot's rows; leave delta_<table> (the ids that changed)
-    and old_<table> (those rows as the mirror held them) for the scope."""
-    stage = sql.Identifier(STAGE_SCHEMA, table)
-    delta, old = sql.Identifier(f"delta_{table}"), sql.Identifier(f"old_{table}")
-    if whole:
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage))
-        conn.execute(stage_ddl(table))
-        copied = _pipe(snapshot, conn, source_rows(snapshot.mapping[table]),
-                       copy_into_stage(table))
-        # Everything is in scope: the rows there are, and every row derived from before.
-        conn.execute(sql.SQL(
-            "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT id, 'inserted'::text AS change "
-            "FROM {} UNION SELECT source_id, 'deleted' FROM migration.crosswalk "
-            "WHERE source_table = %(t)s UNION SELECT source_id, 'deleted' "
-            "FROM migration.rejected_rows WHERE source_table = %(t)s").format(delta, stage),
-            {"t": table})
-        conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(old, stage))
-        return TableChanges(inserted=copied)
-    keys = sql.Identifier(f"source_keys_{table}")
-    conn.execute(sql.SQL("CREATE TEMP TABLE {} (id bigint, row_hash bigint) ON COMMIT DROP")
-                 .format(keys))
-    _pipe(snapshot, conn, source_row_hashes(snapshot.mapping[table]),
-          sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(keys))
-    _require_unique_ids(conn, snapshot, table, keys)
-    conn.execute(sql.SQL(
-        "CREATE TEMP TABLE {delta} ON COMMIT DROP AS "
-        "SELECT coalesce(k.id, m.id) AS id, CASE WHEN m.id IS NULL THEN 'inserted' "
-        "WHEN k.id IS NULL THEN 'deleted' ELSE 'updated' END AS change "
-        "FROM {keys} k FULL JOIN (SELECT s.id, {hash} AS row_hash FROM {stage} s) m "
-        "ON m.id = k.id WHERE k.row_hash IS DISTINCT FROM m.row_hash").format(
-            delta=delta, keys=keys, hash=staged_row_hash(table, "s"), stage=stage))
-    conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT s.* FROM {} s "
-                         "JOIN {} d USING (id)").format(old, stage, delta))
-    conn.execute(sql.SQL("DELETE FROM {} s USING {} d WHERE s.id = d.id").format(stage, delta))
-    counts: dict[str, int] = {str(r[0]): int(r[1]) for r in conn.execute(
-        sql.SQL("SELECT change, count(*) FROM {} GROUP BY change").format(delta)).fetchall()}
-    wanted = [int(r[0]) for r in conn.execute(sql.SQL(
-        "SELECT id FROM {} WHERE change <> 'deleted' ORDER BY id").format(delta))]
-    for start in range(0, len(wanted), batch_size):
-        _pipe(snapshot, conn, source_rows_by_id(snapshot.mapping[table]), copy_into_stage(table),
-              {"ids": wanted[start:start + batch_size]})
-    conn.execute(sql.SQL("ANALYZE {}").format(delta))
-    return TableChanges(inserted=int(counts.get("inserted", 0)),
-                        updated=int(counts.get("updated", 0)),
-                        deleted=int(counts.get("deleted", 0)))
-
-
-def _require_unique_ids(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
-                        keys: sql.Identifier) -> None:
-    """A table whose ids repeat cannot be followed by id: refuse before anything is applied.
-    A unique index on the source's id column settles it without counting."""
-    source = snapshot.mapping[table]
-    if source.id.kind == "column":
-        row = snapshot.conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a "
-            "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-            "WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indnkeyatts = 1 "
-            "AND i.indpred IS NULL AND a.attname = %s)",
-            [source.relation.as_string(snapshot.conn), source.id.text]).fetchone()
-        if row and row[0]:
-            return
-    twice = conn.execute(sql.SQL("SELECT id FROM {} GROUP BY id HAVING count(*) > 1 LIMIT 1")
-                         .format(keys)).fetchone()
-    if twice:
-        raise PreconditionFailed(
-            f"the source table {source.shown} holds id {twice[0]} more than once: its ids are "
-            "no longer unique, so its rows cannot be followed",
-            f"make the ids of {source.shown} unique again in the source (nothing was applied), "
-            "then run sync again")
 
 
 def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyMapping,
@@ -353,13 +261,15 @@ def _delete_derived(conn: psycopg.Connection, number: int) -> None:
     conn.execute("DELETE FROM migration.repairs WHERE phase = %s", [number])
 
 
-def _record(conn: psycopg.Connection, result: SyncResult, seconds: float) -> None:
+def _record(conn: psycopg.Connection, result: SyncResult, horizon: int, seconds: float) -> None:
     for table, changes in result.changes.items():
         conn.execute(
-            "INSERT INTO migration.mirror_state (table_name, rows) VALUES (%s, %s) "
-            "ON CONFLICT (table_name) DO UPDATE SET rows = CASE WHEN %s THEN excluded.rows "
-            "ELSE migration.mirror_state.rows + %s - %s END, staged_at = clock_timestamp()",
-            [table, changes.inserted, result.whole, changes.inserted, changes.deleted])
+            "INSERT INTO migration.mirror_state (table_name, rows, source_horizon) "
+            "VALUES (%s, %s, %s) ON CONFLICT (table_name) DO UPDATE SET rows = CASE WHEN %s "
+            "THEN excluded.rows ELSE migration.mirror_state.rows + %s - %s END, "
+            "source_horizon = excluded.source_horizon, staged_at = clock_timestamp()",
+            [table, changes.inserted, horizon, result.whole, changes.inserted,
+             changes.deleted])
     changed = {t: asdict(c) for t, c in result.changes.items()}
     conn.execute(
         "INSERT INTO migration.sync_runs (started_at, seconds, as_of, snapshot_at, changed_rows, "

@@ -1,0 +1,300 @@
+"""What changed in a legacy table since the mirror was taken: the rows inserted, updated and
+deleted, found from one snapshot of the source without writing to it.
+
+Two ways, the same answer:
+
+- **Since the horizon** (the usual way). Every row a transaction wrote after the mirror's
+  snapshot carries that transaction's id in its `xmin`, and that id is at least the snapshot's
+  horizon (the oldest transaction it saw running). So the source returns only the rows whose
+  `xmin` is that new (one scan comparing integers, no hashing), and the target keeps those whose
+  staged columns differ from the mirror's. Deletions leave no row to find: the source counts its
+  ids per bucket of 128 consecutive ids, the target compares with the mirror's counts plus the
+  rows just inserted, and only for buckets that disagree are the source's ids read. Used when the
+  source table is a table (not a view) with a unique index on its id column, the horizon is
+  known, and fewer than 2³¹ transactions lie between it and now (`xmin` is 32 bits).
+- **By comparison** (the fallback, and always right). The source hashes every row, the target
+  compares every hash with the mirror's.
+
+A row's `xmin` can only be newer than the horizon, never older, so the first way can return too
+many rows (they are compared and dropped) but never miss one: an update, an insert, a row
+written in a savepoint, a row frozen by VACUUM (its `xmin` is kept) are all seen. A source whose
+transaction counter went back (restored from a backup) is compared the second way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from edu_migrate.errors import PreconditionFailed
+from edu_migrate.phases.staging import (
+    STAGE_SCHEMA,
+    SourceSnapshot,
+    copy_into_stage,
+    source_row_hashes,
+    source_rows,
+    source_rows_by_id,
+    stage_ddl,
+    staged_row_hash,
+)
+
+# A bucket is 2^7 = 128 consecutive ids: a deletion costs reading the source's ids of its bucket.
+BUCKET_BITS = 7
+# xmin is 32 bits: a horizon further back than this cannot be told from a wrapped-around id.
+HORIZON_REACH = 2**31 - 10_000_000
+
+
+@dataclass
+class TableChanges:
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    # how they were found: 'horizon', 'comparison' or 'whole' (the mirror was lost)
+    method: str = "comparison"
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.updated + self.deleted
+
+
+def buckets_table(table: str) -> sql.Identifier:
+    """stage.buckets_<table>: the mirror's row count per bucket of ids."""
+    return sql.Identifier(STAGE_SCHEMA, f"buckets_{table}")
+
+
+def pipe(snapshot: SourceSnapshot, conn: psycopg.Connection, copy_out_of: sql.Composed,
+         copy_into: sql.Composed, params: dict[str, Any] | None = None) -> int:
+    """Stream one COPY out of the snapshot into one COPY of the target's transaction."""
+    with snapshot.conn.cursor() as out_cur, conn.cursor() as in_cur, \
+            out_cur.copy(copy_out_of, params) as copy_out, in_cur.copy(copy_into) as copy_in:
+        for chunk in copy_out:
+            copy_in.write(chunk)
+    return max(out_cur.rowcount, 0)
+
+
+def take_changes(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str, *,
+                 whole: bool, horizon: int | None, batch_size: int) -> TableChanges:
+    """Bring stage.<table> to the snapshot's rows; leave delta_<table> (the ids that changed)
+    and old_<table> (those rows as the mirror held them) for the scope."""
+    if whole:
+        return _take_whole(conn, snapshot, table)
+    if horizon is not None and _horizon_usable(snapshot, table, horizon):
+        return _take_since_horizon(conn, snapshot, table, horizon, batch_size)
+    return _take_by_comparison(conn, snapshot, table, batch_size)
+
+
+def _take_whole(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str) -> TableChanges:
+    stage = sql.Identifier(STAGE_SCHEMA, table)
+    delta, old = sql.Identifier(f"delta_{table}"), sql.Identifier(f"old_{table}")
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(stage, buckets_table(table)))
+    conn.execute(stage_ddl(table))
+    copied = pipe(snapshot, conn, source_rows(snapshot.mapping[table]), copy_into_stage(table))
+    # Everything is in scope: the rows there are, and every row derived from before.
+    conn.execute(sql.SQL(
+        "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT id, 'inserted'::text AS change "
+        "FROM {} UNION SELECT source_id, 'deleted' FROM migration.crosswalk "
+        "WHERE source_table = %(t)s UNION SELECT source_id, 'deleted' "
+        "FROM migration.rejected_rows WHERE source_table = %(t)s").format(delta, stage),
+        {"t": table})
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(old, stage))
+    return TableChanges(inserted=copied, method="whole")
+
+
+def _horizon_usable(snapshot: SourceSnapshot, table: str, horizon: int) -> bool:
+    """The source's rows carry an xmin that can be compared with the horizon, and their ids are
+    unique by an index (so no count of duplicates is needed)."""
+    if not 0 <= snapshot.next_xid - horizon < HORIZON_REACH:
+        return False
+    source = snapshot.mapping[table]
+    if source.id.kind != "column":
+        return False
+    row = snapshot.conn.execute(
+        "SELECT c.relkind IN ('r', 'p') AND EXISTS (SELECT 1 FROM pg_index i "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+        "WHERE i.indrelid = c.oid AND i.indisunique AND i.indnkeyatts = 1 "
+        "AND i.indpred IS NULL AND a.attname = %s) FROM pg_class c WHERE c.oid = %s::regclass",
+        [source.id.text, source.relation.as_string(snapshot.conn)]).fetchone()
+    return bool(row and row[0])
+
+
+def _take_since_horizon(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
+                        horizon: int, batch_size: int) -> TableChanges:
+    source = snapshot.mapping[table]
+    stage = sql.Identifier(STAGE_SCHEMA, table)
+    fetched = sql.Identifier(f"fetched_{table}")
+    delta = sql.Identifier(f"delta_{table}")
+    names: dict[str, sql.Composable] = {"stage": stage, "buckets": buckets_table(table),
+             "fetched": fetched,
+             "counted": sql.Identifier(f"source_buckets_{table}"),
+             "delta": delta, "old": sql.Identifier(f"old_{table}"),
+             "hash_f": staged_row_hash(table, "f"), "hash_m": staged_row_hash(table, "m"),
+             "bits": sql.Literal(BUCKET_BITS)}
+
+    def run(statement: str, params: dict[str, Any] | None = None) -> psycopg.Cursor[Any]:
+        return conn.execute(sql.SQL(statement).format(**names), params)
+
+    _count_mirror_buckets(conn, table)
+    run("CREATE TEMP TABLE {fetched} (LIKE {stage}) ON COMMIT DROP")
+    # The rows written since the horizon. age() measures both xids from the same point, so the
+    # comparison holds across a wrap-around of the 32-bit counter.
+    pipe(snapshot, conn, sql.SQL(
+        "COPY (SELECT {} FROM {} WHERE age(xmin) <= age(%(horizon)s::text::xid)) TO STDOUT "
+        "(FORMAT binary)").format(source.select_list(), source.relation),
+        _copy_into(fetched), {"horizon": str(horizon % 2**32)})
+    run("CREATE TEMP TABLE {counted} (bucket bigint, rows bigint) ON COMMIT DROP")
+    pipe(snapshot, conn, sql.SQL(
+        "COPY (SELECT {id}::bigint >> {bits}, count(*) FROM {rel} GROUP BY 1) TO STDOUT "
+        "(FORMAT binary)").format(id=source.id.expression, bits=names["bits"],
+                                  rel=source.relation),
+        sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(names["counted"]))
+    # Buckets whose ids differ from the mirror's beyond the rows just fetched: a deletion there
+    # (or, in a mirror out of step, a row it lacks). Their ids are read from the source.
+    differing = [int(r[0]) for r in run(
+        "WITH inserted AS (SELECT f.id >> {bits} AS bucket, count(*) AS rows FROM {fetched} f "
+        "  WHERE NOT EXISTS (SELECT 1 FROM {stage} m WHERE m.id = f.id) GROUP BY 1) "
+        "SELECT coalesce(s.bucket, b.bucket) FROM {counted} s FULL JOIN {buckets} b "
+        "USING (bucket) LEFT JOIN inserted i USING (bucket) "
+        "WHERE coalesce(s.rows, 0) <> coalesce(b.rows, 0) + coalesce(i.rows, 0) ORDER BY 1")]
+    run("CREATE TEMP TABLE {delta} ON COMMIT DROP AS "
+        "SELECT f.id, CASE WHEN m.id IS NULL THEN 'inserted' ELSE 'updated' END AS change "
+        "FROM {fetched} f LEFT JOIN {stage} m ON m.id = f.id "
+        "WHERE m.id IS NULL OR {hash_f} IS DISTINCT FROM {hash_m}")
+    if differing:
+        _reconcile_buckets(conn, snapshot, table, names, differing, batch_size)
+    run("CREATE TEMP TABLE {old} ON COMMIT DROP AS SELECT m.* FROM {stage} m "
+        "JOIN {delta} d USING (id)")
+    run("DELETE FROM {stage} m USING {delta} d WHERE m.id = d.id")
+    run("INSERT INTO {stage} SELECT f.* FROM {fetched} f JOIN {delta} d USING (id) "
+        "WHERE d.change <> 'deleted'")
+    counts = _count_delta(conn, delta)
+    _move_mirror_buckets(conn, names)
+    run("ANALYZE {delta}")
+    return TableChanges(inserted=counts.get("inserted", 0), updated=counts.get("updated", 0),
+                        deleted=counts.get("deleted", 0), method="horizon")
+
+
+def _copy_into(relation: sql.Identifier) -> sql.Composed:
+    return sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(relation)
+
+
+def _reconcile_buckets(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
+                       names: dict[str, sql.Composable], differing: list[int],
+                       batch_size: int) -> None:
+    """For the buckets that disagree, compare the source's ids with the mirror's: the mirror's
+    ids the source no longer has were deleted; source ids the mirror lacks and the horizon did
+    not return are fetched as inserted."""
+    source = snapshot.mapping[table]
+    ids = sql.Identifier(f"source_ids_{table}")
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} (id bigint) ON COMMIT DROP").format(ids))
+    # One index range scan per bucket on the source's unique id index.
+    pipe(snapshot, conn, sql.SQL(
+        "COPY (SELECT t.{id}::bigint FROM unnest(%(buckets)s::bigint[]) AS b(bucket) "
+        "JOIN {rel} t ON t.{id} >= b.bucket << {bits} AND t.{id} < (b.bucket + 1) << {bits}) "
+        "TO STDOUT (FORMAT binary)").format(id=source.id.expression, rel=source.relation,
+                                            bits=names["bits"]),
+        sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(ids), {"buckets": differing})
+    conn.execute(sql.SQL("ANALYZE {}").format(ids))
+    conn.execute(sql.SQL(
+        "INSERT INTO {delta} (id, change) SELECT m.id, 'deleted' FROM {stage} m "
+        "JOIN unnest(%(buckets)s::bigint[]) AS b(bucket) ON m.id >= b.bucket << {bits} "
+        "AND m.id < (b.bucket + 1) << {bits} "
+        "WHERE NOT EXISTS (SELECT 1 FROM {ids} s WHERE s.id = m.id)").format(ids=ids, **names),
+        {"buckets": differing})
+    lacking = [int(r[0]) for r in conn.execute(sql.SQL(
+        "SELECT s.id FROM {ids} s WHERE NOT EXISTS (SELECT 1 FROM {stage} m WHERE m.id = s.id) "
+        "AND NOT EXISTS (SELECT 1 FROM {fetched} f WHERE f.id = s.id) ORDER BY 1").format(
+            ids=ids, **names))]
+    for start in range(0, len(lacking), batch_size):
+        pipe(snapshot, conn, source_rows_by_id(source), sql.SQL(
+            "COPY {} FROM STDIN (FORMAT binary)").format(names["fetched"]),
+             {"ids": lacking[start:start + batch_size]})
+    if lacking:
+        conn.execute(sql.SQL("INSERT INTO {delta} (id, change) "
+                             "SELECT unnest(%(ids)s::bigint[]), 'inserted'").format(**names),
+                     {"ids": lacking})
+
+
+def _count_mirror_buckets(conn: psycopg.Connection, table: str) -> None:
+    """stage.buckets_<table>, counted from the mirror the first time (then kept by each sync)."""
+    conn.execute(sql.SQL(
+        "CREATE UNLOGGED TABLE IF NOT EXISTS {buckets} AS "
+        "SELECT id >> {bits} AS bucket, count(*) AS rows FROM {stage} GROUP BY 1").format(
+            buckets=buckets_table(table), bits=sql.Literal(BUCKET_BITS),
+            stage=sql.Identifier(STAGE_SCHEMA, table)))
+    conn.execute(sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (bucket)").format(
+        sql.Identifier(f"buckets_{table}_bucket_idx"), buckets_table(table)))
+
+
+def _move_mirror_buckets(conn: psycopg.Connection, names: dict[str, sql.Composable]) -> None:
+    """The mirror's counts per bucket, after this delta."""
+    conn.execute(sql.SQL(
+        "INSERT INTO {buckets} AS b (bucket, rows) "
+        "SELECT id >> {bits}, sum(CASE change WHEN 'inserted' THEN 1 WHEN 'deleted' THEN -1 "
+        "ELSE 0 END) FROM {delta} GROUP BY 1 "
+        "ON CONFLICT (bucket) DO UPDATE SET rows = b.rows + excluded.rows").format(**names))
+    conn.execute(sql.SQL("DELETE FROM {buckets} WHERE rows = 0").format(**names))
+
+
+def _count_delta(conn: psycopg.Connection, delta: sql.Identifier) -> dict[str, int]:
+    return {str(r[0]): int(r[1]) for r in conn.execute(
+        sql.SQL("SELECT change, count(*) FROM {} GROUP BY change").format(delta)).fetchall()}
+
+
+def _take_by_comparison(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
+                        batch_size: int) -> TableChanges:
+    stage = sql.Identifier(STAGE_SCHEMA, table)
+    delta, old = sql.Identifier(f"delta_{table}"), sql.Identifier(f"old_{table}")
+    keys = sql.Identifier(f"source_keys_{table}")
+    # Counts per bucket are not kept up to date this way: the next sync counts them again.
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(buckets_table(table)))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} (id bigint, row_hash bigint) ON COMMIT DROP")
+                 .format(keys))
+    pipe(snapshot, conn, source_row_hashes(snapshot.mapping[table]),
+         sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(keys))
+    _require_unique_ids(conn, snapshot, table, keys)
+    conn.execute(sql.SQL(
+        "CREATE TEMP TABLE {delta} ON COMMIT DROP AS "
+        "SELECT coalesce(k.id, m.id) AS id, CASE WHEN m.id IS NULL THEN 'inserted' "
+        "WHEN k.id IS NULL THEN 'deleted' ELSE 'updated' END AS change "
+        "FROM {keys} k FULL JOIN (SELECT s.id, {hash} AS row_hash FROM {stage} s) m "
+        "ON m.id = k.id WHERE k.row_hash IS DISTINCT FROM m.row_hash").format(
+            delta=delta, keys=keys, hash=staged_row_hash(table, "s"), stage=stage))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT s.* FROM {} s "
+                         "JOIN {} d USING (id)").format(old, stage, delta))
+    conn.execute(sql.SQL("DELETE FROM {} s USING {} d WHERE s.id = d.id").format(stage, delta))
+    counts = _count_delta(conn, delta)
+    wanted = [int(r[0]) for r in conn.execute(sql.SQL(
+        "SELECT id FROM {} WHERE change <> 'deleted' ORDER BY id").format(delta))]
+    for start in range(0, len(wanted), batch_size):
+        pipe(snapshot, conn, source_rows_by_id(snapshot.mapping[table]), copy_into_stage(table),
+             {"ids": wanted[start:start + batch_size]})
+    conn.execute(sql.SQL("ANALYZE {}").format(delta))
+    return TableChanges(inserted=counts.get("inserted", 0), updated=counts.get("updated", 0),
+                        deleted=counts.get("deleted", 0))
+
+
+def _require_unique_ids(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
+                        keys: sql.Identifier) -> None:
+    """A table whose ids repeat cannot be followed by id: refuse before anything is applied.
+    A unique index on the source's id column settles it without counting."""
+    source = snapshot.mapping[table]
+    if source.id.kind == "column":
+        row = snapshot.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a "
+            "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+            "WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indnkeyatts = 1 "
+            "AND i.indpred IS NULL AND a.attname = %s)",
+            [source.relation.as_string(snapshot.conn), source.id.text]).fetchone()
+        if row and row[0]:
+            return
+    twice = conn.execute(sql.SQL("SELECT id FROM {} GROUP BY id HAVING count(*) > 1 LIMIT 1")
+                         .format(keys)).fetchone()
+    if twice:
+        raise PreconditionFailed(
+            f"the source table {source.shown} holds id {twice[0]} more than once: its ids are "
+            "no longer unique, so its rows cannot be followed",
+            f"make the ids of {source.shown} unique again in the source (nothing was applied), "
+            "then run sync again")
