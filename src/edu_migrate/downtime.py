@@ -76,6 +76,9 @@ def cutover(source_url: str, target_url: str, steps: Steps, reporter: Reporter, 
     previous: int | None = None
     for number in range(1, max_rounds + 1):
         synced = steps.sync(as_of)
+        # Every later round and the last sync keep the first round's as-of time: moving it
+        # would make each of them derive again whatever depends on "now" (phases 1–4 whole).
+        as_of = as_of or synced.as_of
         result.rounds.append(Round(synced.changed_rows, round(synced.seconds, 2)))
         reporter.line(f"Round {number}: {synced.changed_rows:,} changed rows applied in "
                       f"{synced.seconds:.1f}s")

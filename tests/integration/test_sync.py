@@ -238,6 +238,32 @@ def _assert_equals_a_full_migration(base: Base, source: str, synced: Settings, f
     api.require_valid(api.validate(synced))
 
 
+def test_a_login_derives_phase_1_again_and_nothing_that_reads_it(
+        base: Base, tmp_path: Path) -> None:
+    """users.last_login changes phase 1's users, not what phases 2 and 4 read of them: a sync
+    at the same as-of time derives phase 1 again and leaves the rest alone, and still equals a
+    full migration."""
+    source, synced = _clone(base.admin_url, base.source), _clone(base.admin_url, base.target)
+    fresh = f"{synced}_full"
+    try:
+        settings = _settings(base, source, synced, tmp_path)
+        with psycopg.connect(settings.target_url) as conn:
+            conn.execute("UPDATE migration.state SET source_database = %s", [source])
+        with psycopg.connect(settings.source_url) as conn:
+            conn.execute("UPDATE users SET last_login = last_login + interval '1 day' "
+                         "WHERE id IN (SELECT min(id) FROM users UNION SELECT max(id) FROM users)")
+        api.sync(settings, as_of=MIGRATED_AT)
+        with psycopg.connect(settings.target_url) as conn:
+            row = conn.execute("SELECT recomputed FROM migration.sync_runs "
+                               "ORDER BY id DESC LIMIT 1").fetchone()
+        assert row is not None
+        assert row[0] == {"phase 1": 1, "course_students": 0, "grades": 0}
+        _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, MIGRATED_AT,
+                                        "after two logins")
+    finally:
+        _drop(base.admin_url, fresh, synced, source)
+
+
 def test_sync_finds_what_a_savepoint_wrote_in_a_transaction_open_at_the_snapshot(
         base: Base, tmp_path: Path) -> None:
     """A transaction running when the migration took its snapshot writes in a savepoint (a

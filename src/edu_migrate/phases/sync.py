@@ -50,6 +50,9 @@ from edu_migrate.reporting import Reporter
 from edu_migrate.security.audit import record_bulk_event, row_audit_paused
 
 SYNC_SQL = "sync.sql"
+# What later phases read of phases 1–3, one digest each: a phase is derived again when one it
+# needs came out differently.
+OUTCOMES_SQL = "outcomes.sql"
 
 # Indexes on the mirror that the scope's look-ups need, built by the first sync (not by a full
 # run, which never looks rows up by them).
@@ -208,12 +211,15 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyM
     with row_audit_paused(conn, writes):
         conn.execute(statements["dependency_outcomes"].text)
         conn.execute(statements["dependencies_before"].text)
-        redone: set[int] = set()
+        outcomes = {int(s.name.removeprefix("phase_")): s.text
+                    for s in sqlfile.load(OUTCOMES_SQL)}
+        before = {number: _digest(conn, query) for number, query in outcomes.items()}
+        came_out_differently: set[int] = set()
         for number in RUN_ORDER:
             phase = PHASES[number]
             if number == SCOPED_PHASE:
                 continue
-            if not (result.whole or moved or redone.intersection(phase.needs)
+            if not (result.whole or moved or came_out_differently.intersection(phase.needs)
                     or any(result.changes[t].total for t in phase.reads)):
                 continue
             started = time.perf_counter()
@@ -222,7 +228,8 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyM
                 build_lookup(conn)
             run_statements(conn, phase.sql_file, quiet)
             record_source_tables(conn, phase, mapping)
-            redone.add(number)
+            if number in outcomes and _digest(conn, outcomes[number]) != before[number]:
+                came_out_differently.add(number)
             recomputed[f"phase {number}"] = 1
             reporter.step(f"sync: phase {number} derived again", time.perf_counter() - started, 0)
         phase = PHASES[SCOPED_PHASE]
@@ -245,6 +252,11 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyM
         # switched on again when no check is pending.
         conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
     return recomputed
+
+
+def _digest(conn: psycopg.Connection, query: str) -> str | None:
+    row = conn.execute(query.encode()).fetchone()
+    return None if row is None else row[0]
 
 
 def _delete_derived(conn: psycopg.Connection, number: int) -> None:
