@@ -41,7 +41,7 @@ from edu_migrate.checks.preflight import (
     PreflightReport,
     run_preflight,
 )
-from edu_migrate.checks.validation import ValidationReport
+from edu_migrate.checks.validation import SourceFacts, ValidationReport, source_facts
 from edu_migrate.checks.validation import validate as run_validation
 from edu_migrate.config import Settings
 from edu_migrate.cutover import ROLES, Account, CutoverReport, demo_accounts, run_checks
@@ -353,21 +353,33 @@ def cutover(settings: Settings, reporter: Reporter | None = None, *,
     urls = endpoints(settings)
     fixed = parse_as_of(as_of) if isinstance(as_of, str) else as_of
     steps = Steps(sync=lambda moment: sync(settings, Reporter(), as_of=moment),
-                  validate=lambda: require_valid(validate(settings, Reporter())))
+                  source_facts=lambda: validation_facts(settings),
+                  validate=lambda facts: require_valid(validate(settings, Reporter(),
+                                                                facts=facts)))
     return run_cutover(urls.source_url, urls.target_url, steps, reporter, as_of=fixed,
                        max_rounds=max_rounds, settle_rows=settle_rows,
                        writer_timeout=writer_timeout, terminate_writers=terminate_writers)
 
 
-def validate(settings: Settings, reporter: Reporter | None = None) -> ValidationReport:
-    """The guide's Phase 6. Raises ValidationFailed (after reporting) when a check fails."""
+def validation_facts(settings: Settings) -> SourceFacts:
+    """What validation reads of the source, from a snapshot of its own: a cutover computes
+    it while the last sync runs, the source being frozen."""
+    with _source_snapshot(endpoints(settings).source_url, legacy_mapping(settings)) as snapshot:
+        return source_facts(snapshot, settings.exclude)
+
+
+def validate(settings: Settings, reporter: Reporter | None = None, *,
+             facts: SourceFacts | None = None) -> ValidationReport:
+    """The guide's Phase 6. Raises ValidationFailed (after reporting) when a check fails.
+    `facts`: the source's side, already read (validation_facts) from a source that has not
+    changed since."""
     reporter = reporter or Reporter()
     mapping = legacy_mapping(settings)
     urls = endpoints(settings)
     with _source_snapshot(urls.source_url, mapping) as snapshot, \
             connect(urls.target_url, purpose="target") as target:
         require_schema(target)
-        report = run_validation(snapshot, target, settings.exclude)
+        report = run_validation(snapshot, target, settings.exclude, facts)
         target.rollback()
     reporter.line("=" * 60)
     reporter.line("VALIDATION RESULTS")

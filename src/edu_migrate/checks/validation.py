@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
@@ -18,6 +19,7 @@ from edu_migrate.mapping import LegacyMapping
 from edu_migrate.phases.archive import (
     ARCHIVED,
     EXCLUDED,
+    TableEntry,
     archived_counts,
     last_archive,
     source_inventory,
@@ -257,13 +259,40 @@ def _fingerprint_of_legacy(snapshot: SourceSnapshot, table: str) -> tuple[int, .
     return tuple(int(value) for value in row)
 
 
-def account_for(snapshot: SourceSnapshot, target: psycopg.Connection, table: str) -> Accounting:
+@dataclass(frozen=True)
+class SourceFacts:
+    """All that validation reads of the source. Computed in a session of its own while the
+    target's side is queried; in a cutover, while the last sync runs (the source is frozen)."""
+    # per legacy table: the fingerprint of its ids (its first number is the row count)
+    fingerprints: dict[str, tuple[int, ...]]
+    catalogue: int
+    orphans: dict[str, int]
+    inventory: list[TableEntry]
+
+
+def source_facts(snapshot: SourceSnapshot, exclude: Sequence[str]) -> SourceFacts:
+    legacy_rows = {t.legacy: t.rows() for t in snapshot.mapping}
+    source = snapshot.conn
+    return SourceFacts(
+        fingerprints={table: _fingerprint_of_legacy(snapshot, table)
+                      for table in ACCOUNTING_NAMES},
+        catalogue=_scalar(source, sql.SQL(
+            f"SELECT count(DISTINCT {code_key('code')}) FROM {{}} courses").format(
+                legacy_rows["courses"])),
+        orphans={name: _scalar(source, sql.SQL(old_query).format(**legacy_rows))
+                 for name, (old_query, _) in LEGACY_ORPHAN_QUERIES.items()},
+        inventory=source_inventory(source, exclude, snapshot.mapping))
+
+
+def account_for(snapshot: SourceSnapshot, target: psycopg.Connection, table: str,
+                legacy: tuple[int, ...]) -> Accounting:
     """Every legacy id of `table` against the crosswalk and the rows set aside.
 
     The ids migrated or set aside are fingerprinted in the target and the legacy ids in the
-    source, where they are: when the fingerprints agree (and no id is both migrated and set
-    aside), every legacy id is accounted for and no other. Only when they differ are the legacy
-    ids streamed over, to count exactly which are unaccounted for and which are unknown."""
+    source (`legacy`), where they are: when the fingerprints agree (and no id is both migrated
+    and set aside), every legacy id is accounted for and no other. Only when they differ are the
+    legacy ids streamed over, to count exactly which are unaccounted for and which are
+    unknown."""
     partition = sql.Identifier("migration", f"crosswalk_{table}")
     row = target.execute(sql.SQL("""
         WITH migrated AS (SELECT DISTINCT source_id FROM {partition}),
@@ -281,7 +310,6 @@ def account_for(snapshot: SourceSnapshot, target: psycopg.Connection, table: str
     assert row is not None
     migrated, set_aside, both, merged = (int(value) for value in row[:4])
     accounted = tuple(int(value) for value in row[4:])
-    legacy = _fingerprint_of_legacy(snapshot, table)
     if accounted == legacy and both == 0:
         return Accounting(legacy[0], migrated - merged, merged, set_aside, 0, 0, 0)
     old, unaccounted, unknown = _stream_and_compare(snapshot, target, table)
@@ -319,13 +347,11 @@ def _stream_and_compare(snapshot: SourceSnapshot, target: psycopg.Connection,
     return old, unaccounted, unknown
 
 
-def archive_checks(snapshot: SourceSnapshot, target: psycopg.Connection,
-                   exclude: Sequence[str]) -> list[Check]:
+def archive_checks(target: psycopg.Connection, entries: Sequence[TableEntry]) -> list[Check]:
     """Every unmapped table of the source is either excluded (`exclude`) or in legacy_archive
     with as many rows as the source has. Before the archive step has run they are not, and
     the check fails: no legacy table may be left behind unnoticed."""
     archived = archived_counts(target)
-    entries = source_inventory(snapshot.conn, exclude, snapshot.mapping)
     wanted = [e for e in entries if e.status == ARCHIVED]
     checks = [Check(f"Archived {e.table}", archived.get(e.table) == e.rows, e.rows,
                     archived.get(e.table, 0)) for e in wanted]
@@ -342,17 +368,33 @@ def archive_checks(snapshot: SourceSnapshot, target: psycopg.Connection,
 
 
 def validate(snapshot: SourceSnapshot, target: psycopg.Connection,
-             exclude: Sequence[str] = ()) -> ValidationReport:
-    source = snapshot.conn
-    mapping = snapshot.mapping
-    legacy_rows = {t.legacy: t.rows() for t in mapping}
+             exclude: Sequence[str] = (), facts: SourceFacts | None = None) -> ValidationReport:
+    """The checks, each the source's side against the target's. The source's side (`facts`, or
+    computed here) runs in another thread, on the snapshot's session, while the target's
+    queries run on `target`: the two servers (or two backends of one) work at once."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(source_facts, snapshot, exclude) if facts is None else None
+        target_counts = {count.target_table: _scalar(target, sql.SQL(
+            "SELECT count(*) FROM {}").format(sql.Identifier(count.target_table)))
+            for count in COUNT_CHECKS}
+        catalogue_new = _scalar(target, "SELECT count(*) FROM courses")
+        catalogue_aside = _scalar(target, "SELECT count(DISTINCT migration.normalise_course_code("
+                                          "detail ->> 'code')) FROM migration.rejected_rows r "
+                                          "WHERE source_table = 'courses' AND NOT EXISTS (SELECT "
+                                          "1 FROM courses c WHERE c.code = "
+                                          "migration.normalise_course_code(r.detail ->> 'code'))")
+        target_orphans = {name: _scalar(target, new_query)
+                          for name, (_, new_query) in LEGACY_ORPHAN_QUERIES.items()}
+        orphans = {name: _scalar(target, query) for name, query in ORPHAN_QUERIES.items()}
+        keys = foreign_key_check(target)
+        facts = facts or (pending.result() if pending else None)
+    assert facts is not None
+    accounting = {table: account_for(snapshot, target, table, facts.fingerprints[table])
+                  for table in ACCOUNTING_NAMES}
     checks: list[Check] = []
-    accounting = {table: account_for(snapshot, target, table) for table in ACCOUNTING_NAMES}
     for count in COUNT_CHECKS:
-        old = _scalar(source, sql.SQL("SELECT count(*) FROM {}").format(
-            mapping[count.legacy_table].relation))
-        new = _scalar(target, sql.SQL("SELECT count(*) FROM {}").format(
-            sql.Identifier(count.target_table)))
+        old = facts.fingerprints[count.legacy_table][0]
+        new = target_counts[count.target_table]
         acc = accounting[count.legacy_table]
         detail = {}
         if acc.set_aside:
@@ -360,25 +402,13 @@ def validate(snapshot: SourceSnapshot, target: psycopg.Connection,
         if acc.merged:
             detail["Merged"] = acc.merged
         checks.append(Check(count.name, new == old - acc.set_aside - acc.merged, old, new, detail))
-    catalogue_old = _scalar(source, sql.SQL(
-        f"SELECT count(DISTINCT {code_key('code')}) FROM {{}} courses").format(
-            legacy_rows["courses"]))
-    catalogue_new = _scalar(target, "SELECT count(*) FROM courses")
-    catalogue_aside = _scalar(target, "SELECT count(DISTINCT migration.normalise_course_code("
-                                      "detail ->> 'code')) FROM migration.rejected_rows r "
-                                      "WHERE source_table = 'courses' AND NOT EXISTS (SELECT 1 "
-                                      "FROM courses c WHERE c.code = "
-                                      "migration.normalise_course_code(r.detail ->> 'code'))")
-    checks.append(Check("Course Count", catalogue_new == catalogue_old - catalogue_aside,
-                        catalogue_old, catalogue_new))
-    for name, (old_query, new_query) in LEGACY_ORPHAN_QUERIES.items():
-        old = _scalar(source, sql.SQL(old_query).format(**legacy_rows))
-        new = _scalar(target, new_query)
-        checks.append(Check(name, new == 0, old, new))
-    for name, query in ORPHAN_QUERIES.items():
-        found = _scalar(target, query)
+    checks.append(Check("Course Count", catalogue_new == facts.catalogue - catalogue_aside,
+                        facts.catalogue, catalogue_new))
+    for name, old in facts.orphans.items():
+        checks.append(Check(name, target_orphans[name] == 0, old, target_orphans[name]))
+    for name, found in orphans.items():
         checks.append(Check(name, found == 0, None, found))
-    checks.append(foreign_key_check(target))
+    checks.append(keys)
     for table, acc in accounting.items():
         detail = {"Migrated": acc.migrated, "Merged": acc.merged, "Set aside": acc.set_aside}
         if acc.unaccounted:
@@ -388,6 +418,6 @@ def validate(snapshot: SourceSnapshot, target: psycopg.Connection,
         if acc.unknown:
             detail["Unknown"] = acc.unknown
         checks.append(Check(ACCOUNTING_NAMES[table], acc.holds, acc.old, None, detail))
-    checks.extend(archive_checks(snapshot, target, exclude))
+    checks.extend(archive_checks(target, facts.inventory))
     return ValidationReport(checks, dispositions(target),
-                            {t.legacy: t.source_name for t in mapping})
+                            {t.legacy: t.source_name for t in snapshot.mapping})
