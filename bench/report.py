@@ -70,8 +70,9 @@ def _catch_up_rows(results: dict[str, dict[str, Any]], scale: float) -> list[str
 
     def changed(c: dict[str, Any]) -> str:
         per_table = c["day_sync"]["result"].get("changes", {})
-        listed = ", ".join(f"{t} {sum(v.values()):,}" for t, v in per_table.items()
-                           if sum(v.values()))
+        totals = {t: sum(v.get(k, 0) for k in ("inserted", "updated", "deleted"))
+                  for t, v in per_table.items()}
+        listed = ", ".join(f"{t} {n:,}" for t, n in totals.items() if n)
         return f"{c['day_sync']['result'].get('changed_rows', 0):,} ({listed})"
 
     lines = ["Catch-up on a live copy of `edu` (bench/catchup.py): a full run, a day of changes "

@@ -379,7 +379,9 @@ def validate(settings: Settings, reporter: Reporter | None = None, *,
     with _source_snapshot(urls.source_url, mapping) as snapshot, \
             connect(urls.target_url, purpose="target") as target:
         require_schema(target)
-        report = run_validation(snapshot, target, settings.exclude, facts)
+        report = run_validation(
+            snapshot, target, settings.exclude, facts,
+            second_target=lambda: connect(urls.target_url, purpose="target"))
         target.rollback()
     reporter.line("=" * 60)
     reporter.line("VALIDATION RESULTS")

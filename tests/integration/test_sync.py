@@ -26,7 +26,7 @@ from psycopg import sql
 
 from edu_migrate import api
 from edu_migrate.config import Settings
-from edu_migrate.errors import PreconditionFailed
+from edu_migrate.errors import MigrationError, PreconditionFailed
 from edu_migrate.pg.urls import with_database
 from edu_migrate.phases.staging import LEGACY_COLUMNS
 from tests.integration.helpers import differences, result_rows
@@ -333,3 +333,58 @@ def test_sync_refuses_a_source_whose_ids_repeat_and_applies_nothing(
         assert result_rows(settings.target_url) == before
     finally:
         _drop(base.admin_url, target, source)
+
+
+def _frozen(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SHOW default_transaction_read_only").fetchone()
+    return row is not None and row[0] == "on"
+
+
+def test_cutover_ends_a_writer_open_before_the_freeze_and_equals_a_full_migration(
+        base: Base, tmp_path: Path) -> None:
+    """A session that wrote and has not committed when the source is frozen is ended
+    (--terminate-writers): its write never reaches edu_v2. What had been committed does, and the
+    frozen source migrated afresh gives the same rows."""
+    source, synced = _clone(base.admin_url, base.source), _clone(base.admin_url, base.target)
+    fresh = f"{synced}_full"
+    try:
+        settings = _settings(base, source, synced, tmp_path)
+        with psycopg.connect(settings.target_url) as conn:
+            conn.execute("UPDATE migration.state SET source_database = %s", [source])
+        with psycopg.connect(settings.source_url) as conn:
+            conn.execute("UPDATE grades SET value = '10' WHERE id = (SELECT min(id) FROM grades)")
+        writer = psycopg.connect(settings.source_url)
+        writer.execute("UPDATE grades SET value = '0' WHERE id = (SELECT max(id) FROM grades)")
+        result = api.cutover(settings, as_of=MIGRATED_AT, terminate_writers=True)
+        with pytest.raises(psycopg.OperationalError):
+            writer.execute("SELECT 1")
+        writer.close()
+        assert result.writers_terminated == 1
+        assert _frozen(settings.source_url)
+        with psycopg.connect(settings.target_url) as conn:
+            row = conn.execute("SELECT detail -> 'window_seconds' FROM migration.run_log "
+                               "WHERE event = 'cutover'").fetchone()
+        assert row is not None and float(row[0]) == result.window_seconds
+        _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, MIGRATED_AT,
+                                        "after a cutover")
+    finally:
+        _drop(base.admin_url, fresh, synced, source)
+
+
+def test_a_cutover_that_fails_validation_unfreezes_the_source(
+        base: Base, tmp_path: Path) -> None:
+    """The abort path: a mark's crosswalk row lost in the target makes validation fail inside
+    the window; the cutover says so in one error and leaves the source writable."""
+    source, synced = _clone(base.admin_url, base.source), _clone(base.admin_url, base.target)
+    try:
+        settings = _settings(base, source, synced, tmp_path)
+        with psycopg.connect(settings.target_url) as conn:
+            conn.execute("UPDATE migration.state SET source_database = %s", [source])
+            conn.execute("DELETE FROM migration.crosswalk_grades WHERE source_id = "
+                         "(SELECT min(source_id) FROM migration.crosswalk_grades)")
+        with pytest.raises(MigrationError, match="cutover aborted, the source is writable"):
+            api.cutover(settings, as_of=MIGRATED_AT, terminate_writers=True)
+        assert not _frozen(settings.source_url)
+    finally:
+        _drop(base.admin_url, synced, source)

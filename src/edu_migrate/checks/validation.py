@@ -4,8 +4,9 @@ accounting of every legacy row (migrated, merged or set aside; never both, never
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
@@ -284,15 +285,18 @@ def source_facts(snapshot: SourceSnapshot, exclude: Sequence[str]) -> SourceFact
         inventory=source_inventory(source, exclude, snapshot.mapping))
 
 
-def account_for(snapshot: SourceSnapshot, target: psycopg.Connection, table: str,
-                legacy: tuple[int, ...]) -> Accounting:
-    """Every legacy id of `table` against the crosswalk and the rows set aside.
+@dataclass(frozen=True)
+class Accounted:
+    """The target's side of one legacy table's accounting."""
+    migrated: int
+    set_aside: int
+    both: int
+    merged: int
+    fingerprint: tuple[int, ...]
 
-    The ids migrated or set aside are fingerprinted in the target and the legacy ids in the
-    source (`legacy`), where they are: when the fingerprints agree (and no id is both migrated
-    and set aside), every legacy id is accounted for and no other. Only when they differ are the
-    legacy ids streamed over, to count exactly which are unaccounted for and which are
-    unknown."""
+
+def accounted_ids(target: psycopg.Connection, table: str) -> Accounted:
+    """The ids of `table` migrated or set aside, fingerprinted in the target."""
     partition = sql.Identifier("migration", f"crosswalk_{table}")
     row = target.execute(sql.SQL("""
         WITH migrated AS (SELECT DISTINCT source_id FROM {partition}),
@@ -309,8 +313,21 @@ def account_for(snapshot: SourceSnapshot, target: psycopg.Connection, table: str
     """).format(partition=partition), {"t": table}).fetchone()
     assert row is not None
     migrated, set_aside, both, merged = (int(value) for value in row[:4])
-    accounted = tuple(int(value) for value in row[4:])
-    if accounted == legacy and both == 0:
+    return Accounted(migrated, set_aside, both, merged, tuple(int(value) for value in row[4:]))
+
+
+def account_for(snapshot: SourceSnapshot, target: psycopg.Connection, table: str,
+                legacy: tuple[int, ...], accounted: Accounted) -> Accounting:
+    """Every legacy id of `table` against the crosswalk and the rows set aside.
+
+    The ids migrated or set aside are fingerprinted in the target (`accounted`) and the legacy
+    ids in the source (`legacy`), where they are: when the fingerprints agree (and no id is both
+    migrated and set aside), every legacy id is accounted for and no other. Only when they
+    differ are the legacy ids streamed over, to count exactly which are unaccounted for and
+    which are unknown."""
+    migrated, merged, set_aside, both = (accounted.migrated, accounted.merged,
+                                         accounted.set_aside, accounted.both)
+    if accounted.fingerprint == legacy and both == 0:
         return Accounting(legacy[0], migrated - merged, merged, set_aside, 0, 0, 0)
     old, unaccounted, unknown = _stream_and_compare(snapshot, target, table)
     return Accounting(old, migrated - merged, merged, set_aside, unaccounted, both, unknown)
@@ -367,34 +384,61 @@ def archive_checks(target: psycopg.Connection, entries: Sequence[TableEntry]) ->
     return checks
 
 
+@dataclass(frozen=True)
+class TargetCounts:
+    """The target's side of the counts and the orphan checks."""
+    rows: dict[str, int]
+    catalogue: int
+    catalogue_aside: int
+    legacy_orphans: dict[str, int]
+    orphans: dict[str, int]
+    keys: Check
+
+
+def target_counts(target: psycopg.Connection) -> TargetCounts:
+    return TargetCounts(
+        rows={count.target_table: _scalar(target, sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier(count.target_table))) for count in COUNT_CHECKS},
+        catalogue=_scalar(target, "SELECT count(*) FROM courses"),
+        catalogue_aside=_scalar(target, "SELECT count(DISTINCT migration.normalise_course_code("
+                                        "detail ->> 'code')) FROM migration.rejected_rows r "
+                                        "WHERE source_table = 'courses' AND NOT EXISTS (SELECT "
+                                        "1 FROM courses c WHERE c.code = "
+                                        "migration.normalise_course_code(r.detail ->> 'code'))"),
+        legacy_orphans={name: _scalar(target, new_query)
+                        for name, (_, new_query) in LEGACY_ORPHAN_QUERIES.items()},
+        orphans={name: _scalar(target, query) for name, query in ORPHAN_QUERIES.items()},
+        keys=foreign_key_check(target))
+
+
 def validate(snapshot: SourceSnapshot, target: psycopg.Connection,
-             exclude: Sequence[str] = (), facts: SourceFacts | None = None) -> ValidationReport:
-    """The checks, each the source's side against the target's. The source's side (`facts`, or
-    computed here) runs in another thread, on the snapshot's session, while the target's
-    queries run on `target`: the two servers (or two backends of one) work at once."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(source_facts, snapshot, exclude) if facts is None else None
-        target_counts = {count.target_table: _scalar(target, sql.SQL(
-            "SELECT count(*) FROM {}").format(sql.Identifier(count.target_table)))
-            for count in COUNT_CHECKS}
-        catalogue_new = _scalar(target, "SELECT count(*) FROM courses")
-        catalogue_aside = _scalar(target, "SELECT count(DISTINCT migration.normalise_course_code("
-                                          "detail ->> 'code')) FROM migration.rejected_rows r "
-                                          "WHERE source_table = 'courses' AND NOT EXISTS (SELECT "
-                                          "1 FROM courses c WHERE c.code = "
-                                          "migration.normalise_course_code(r.detail ->> 'code'))")
-        target_orphans = {name: _scalar(target, new_query)
-                          for name, (_, new_query) in LEGACY_ORPHAN_QUERIES.items()}
-        orphans = {name: _scalar(target, query) for name, query in ORPHAN_QUERIES.items()}
-        keys = foreign_key_check(target)
-        facts = facts or (pending.result() if pending else None)
+             exclude: Sequence[str] = (), facts: SourceFacts | None = None,
+             second_target: Callable[[], AbstractContextManager[psycopg.Connection]] | None = None
+             ) -> ValidationReport:
+    """The checks, each the source's side against the target's, read at once: the source's
+    side (`facts`, or read here on the snapshot's session), the target's counts and orphans
+    (on `second_target`, a further session of the target, when given) and the accounting of
+    every legacy id (on `target`), each in a thread of its own."""
+
+    def counted() -> TargetCounts:
+        if second_target is None:
+            return target_counts(target)
+        with second_target() as conn:
+            return target_counts(conn)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        reading = pool.submit(source_facts, snapshot, exclude) if facts is None else None
+        counting = pool.submit(counted) if second_target is not None else None
+        accounted = {table: accounted_ids(target, table) for table in ACCOUNTING_NAMES}
+        counts = counting.result() if counting else counted()
+        facts = facts or (reading.result() if reading else None)
     assert facts is not None
-    accounting = {table: account_for(snapshot, target, table, facts.fingerprints[table])
-                  for table in ACCOUNTING_NAMES}
+    accounting = {table: account_for(snapshot, target, table, facts.fingerprints[table],
+                                     accounted[table]) for table in ACCOUNTING_NAMES}
     checks: list[Check] = []
     for count in COUNT_CHECKS:
         old = facts.fingerprints[count.legacy_table][0]
-        new = target_counts[count.target_table]
+        new = counts.rows[count.target_table]
         acc = accounting[count.legacy_table]
         detail = {}
         if acc.set_aside:
@@ -402,13 +446,14 @@ def validate(snapshot: SourceSnapshot, target: psycopg.Connection,
         if acc.merged:
             detail["Merged"] = acc.merged
         checks.append(Check(count.name, new == old - acc.set_aside - acc.merged, old, new, detail))
-    checks.append(Check("Course Count", catalogue_new == facts.catalogue - catalogue_aside,
-                        facts.catalogue, catalogue_new))
+    catalogue_passed = counts.catalogue == facts.catalogue - counts.catalogue_aside
+    checks.append(Check("Course Count", catalogue_passed, facts.catalogue, counts.catalogue))
     for name, old in facts.orphans.items():
-        checks.append(Check(name, target_orphans[name] == 0, old, target_orphans[name]))
-    for name, found in orphans.items():
+        found = counts.legacy_orphans[name]
+        checks.append(Check(name, found == 0, old, found))
+    for name, found in counts.orphans.items():
         checks.append(Check(name, found == 0, None, found))
-    checks.append(keys)
+    checks.append(counts.keys)
     for table, acc in accounting.items():
         detail = {"Migrated": acc.migrated, "Merged": acc.merged, "Set aside": acc.set_aside}
         if acc.unaccounted:

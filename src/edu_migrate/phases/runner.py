@@ -294,17 +294,23 @@ def run_statements(conn: psycopg.Connection, file_name: str,
 
 
 def define_scope(conn: psycopg.Connection, phase: Phase, *, scoped: bool) -> None:
-    """The legacy rows a phase's rules run over, as views scoped_<table> for this session: every
-    staged row, or (`scoped`, in a sync) those whose ids are in scope_<table>. Only phase 5 is
-    ever run over part of its rows; phases 1–4 read their staged tables whole."""
+    """The legacy rows a phase's rules run over, as scoped_<table> for this session: a view of
+    every staged row, or (`scoped`, in a sync) a table of those whose ids are in scope_<table>,
+    copied once so that no rule scans the whole mirror to find them. Only phase 5 is ever run
+    over part of its rows; phases 1–4 read their staged tables whole."""
     if phase.number != SCOPED_PHASE:
         return
     for table in phase.reads:
-        where = (sql.SQL(" WHERE s.id IN (SELECT id FROM {})").format(
-            sql.Identifier(f"scope_{table}")) if scoped else sql.SQL(""))
-        conn.execute(sql.SQL("CREATE OR REPLACE TEMP VIEW {} AS SELECT s.* FROM {}.{} s{}").format(
-            sql.Identifier(f"scoped_{table}"), sql.Identifier(STAGE_SCHEMA),
-            sql.Identifier(table), where))
+        scoped_table = sql.Identifier(f"scoped_{table}")
+        staged = sql.Identifier(STAGE_SCHEMA, table)
+        if not scoped:
+            conn.execute(sql.SQL("CREATE OR REPLACE TEMP VIEW {} AS SELECT s.* FROM {} s").format(
+                scoped_table, staged))
+            continue
+        conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT s.* FROM {} s "
+                             "JOIN {} k ON k.id = s.id").format(
+            scoped_table, staged, sql.Identifier(f"scope_{table}")))
+        conn.execute(sql.SQL("ANALYZE {}").format(scoped_table))
     # The assessments whose marks this run removed before deriving them again: none in a full
     # run, which starts from empty tables.
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS touched_assessments (id uuid) "

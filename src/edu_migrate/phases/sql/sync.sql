@@ -42,9 +42,10 @@ WITH seed AS (
     SELECT s.id FROM stage.course_students s
     JOIN changed_dependencies d ON d.source_table = 'courses' AND d.source_id = s.course_id
     UNION
-    -- a missing enrollment time is the as-of time
+    -- a missing enrollment time is the as-of time; (SELECT …) asks once, and when the as-of
+    -- time stayed, the scan is not made at all
     SELECT s.id FROM stage.course_students s
-    WHERE s.enrolled_at IS NULL AND migration.as_of_moved()
+    WHERE (SELECT migration.as_of_moved()) AND s.enrolled_at IS NULL
 ), touched_groups AS (
     SELECT s.student_id, s.course_id FROM stage.course_students s JOIN seed USING (id)
     UNION
@@ -66,7 +67,7 @@ JOIN changed_dependencies d ON d.source_table = 'teachers' AND d.source_id = g.t
 UNION
 -- a mark with no time of its own takes the as-of time; one dated after it is set aside
 SELECT g.id FROM stage.grades g
-WHERE migration.as_of_moved()
+WHERE (SELECT migration.as_of_moved())
   AND ((g.created_at IS NULL AND g.lesson_date IS NULL)
        OR g.lesson_date > (least(migration.previous_as_of(), migration.as_of())
                            AT TIME ZONE 'Asia/Baku')::date);
