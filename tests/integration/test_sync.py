@@ -388,3 +388,32 @@ def test_a_cutover_that_fails_validation_unfreezes_the_source(
         assert not _frozen(settings.source_url)
     finally:
         _drop(base.admin_url, synced, source)
+
+
+def test_a_sync_copies_no_unchanged_archived_table_again(base: Base, tmp_path: Path) -> None:
+    """The archive keeps secret columns empty; a sync compares the source's rows as the archive
+    keeps them, so a table nobody wrote to is not copied again (it used to be, every sync, for
+    each table with a masked column), and its masked columns stay on record."""
+    source, synced = _clone(base.admin_url, base.source), _clone(base.admin_url, base.target)
+
+    def archive_state() -> tuple[dict[str, int], dict[str, list[str]]]:
+        with psycopg.connect(with_database(base.admin_url, synced)) as conn:
+            tables = {str(name): int(oid) for name, oid in conn.execute(
+                "SELECT c.relname, c.oid FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = 'legacy_archive' "
+                "AND c.relkind = 'r'")}
+            row = conn.execute("SELECT detail -> 'masked' FROM migration.run_log "
+                               "WHERE event = 'archive' ORDER BY id DESC LIMIT 1").fetchone()
+        assert row is not None
+        return tables, row[0]
+
+    try:
+        settings = _settings(base, source, synced, tmp_path)
+        with psycopg.connect(settings.target_url) as conn:
+            conn.execute("UPDATE migration.state SET source_database = %s", [source])
+        tables, masked = archive_state()
+        assert masked, "the dirty database has archived tables with secret columns"
+        api.sync(settings, as_of=MIGRATED_AT)
+        assert archive_state() == (tables, masked)
+    finally:
+        _drop(base.admin_url, synced, source)

@@ -167,18 +167,26 @@ def last_archive(target: psycopg.Connection) -> dict[str, Any] | None:
     return dict(row[0]) if row else None
 
 
-def _archive_table(snapshot: SourceSnapshot, target: psycopg.Connection, entry: TableEntry,
-                   masked: Sequence[str]) -> int:
-    columns = snapshot.conn.execute(SOURCE_COLUMNS, {
-        "relation": entry.relation.as_string(snapshot.conn)}).fetchall()
-    archived = sql.Identifier(ARCHIVE_SCHEMA, entry.archive_name)
-    target.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(archived))
-    target.execute(sql.SQL("CREATE TABLE {} ({})").format(archived, sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in columns)))
+def _archived_rows(snapshot: SourceSnapshot, entry: TableEntry,
+                   masked: Sequence[str]) -> tuple[list[tuple[str, str]], sql.Composed]:
+    """The archive's columns (name, type) and the SELECT list that gives its rows from the
+    source: every column in its type, the masked ones empty."""
+    columns = [(str(name), str(kind)) for name, kind in snapshot.conn.execute(SOURCE_COLUMNS, {
+        "relation": entry.relation.as_string(snapshot.conn)}).fetchall()]
     select = sql.SQL(", ").join(
         sql.SQL("NULL::{}").format(sql.SQL(kind)) if name in masked
         else sql.SQL("{}::{}").format(sql.Identifier(name), sql.SQL(kind))
         for name, kind in columns)
+    return columns, select
+
+
+def _archive_table(snapshot: SourceSnapshot, target: psycopg.Connection, entry: TableEntry,
+                   masked: Sequence[str]) -> int:
+    columns, select = _archived_rows(snapshot, entry, masked)
+    archived = sql.Identifier(ARCHIVE_SCHEMA, entry.archive_name)
+    target.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(archived))
+    target.execute(sql.SQL("CREATE TABLE {} ({})").format(archived, sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in columns)))
     with snapshot.conn.cursor() as out_cur, target.cursor() as in_cur:
         copy_out_sql = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)").format(
             select, entry.relation)
@@ -199,15 +207,19 @@ def _fingerprint(conn: psycopg.Connection, table: sql.Composed) -> tuple[int, in
     return int(row[0]), int(row[1])
 
 
-def _unchanged(snapshot: SourceSnapshot, target: psycopg.Connection, entry: TableEntry) -> bool:
+def _unchanged(snapshot: SourceSnapshot, target: psycopg.Connection, entry: TableEntry,
+               masked: Sequence[str]) -> bool:
+    """The archived rows are the source's rows as the archive keeps them (masked columns
+    empty): nothing to copy again."""
     archived = sql.Identifier(ARCHIVE_SCHEMA, entry.archive_name)
     exists = target.execute("SELECT to_regclass(%s) IS NOT NULL",
                             [archived.as_string(target)]).fetchone()
     if not exists or not exists[0]:
         return False
     target.execute(FIXED_DATESTYLE)  # as the source's snapshot session renders dates
-    return _fingerprint(snapshot.conn, sql.SQL("{}").format(entry.relation)) \
-        == _fingerprint(target, sql.SQL("{}").format(archived))
+    _, select = _archived_rows(snapshot, entry, masked)
+    return _fingerprint(snapshot.conn, sql.SQL("(SELECT {} FROM {})").format(
+        select, entry.relation)) == _fingerprint(target, sql.SQL("{}").format(archived))
 
 
 def archive_unmapped(snapshot: SourceSnapshot, target_url: str, exclude: Sequence[str],
@@ -230,10 +242,12 @@ def archive_unmapped(snapshot: SourceSnapshot, target_url: str, exclude: Sequenc
         for entry in entries:
             if entry.status != ARCHIVED:
                 continue
-            if skip_unchanged and _unchanged(snapshot, target, entry):
-                result.archived[entry.table] = entry.rows
-                continue
             secret = [] if keep_secrets else secret_columns(snapshot.conn, entry)
+            if skip_unchanged and _unchanged(snapshot, target, entry, secret):
+                result.archived[entry.table] = entry.rows
+                if secret:
+                    result.masked[entry.table] = secret
+                continue
             with reporter.progress(f"archive {entry.table}", entry.rows) as advance:
                 rows = _archive_table(snapshot, target, entry, secret)
                 # Statistics now, not when autovacuum comes round: `health` flags tables

@@ -110,11 +110,14 @@ def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
                           "after a crash): this sync reads every row and derives all again")
         horizons = _mirror_horizons(conn)
         for table in LEGACY_COLUMNS:
+            table_started = time.perf_counter()
             with reporter.progress(f"changes in {table}", None) as advance:
                 result.changes[table] = take_changes(
                     conn, snapshot, table, whole=result.whole, horizon=horizons.get(table),
                     batch_size=batch_size)
                 advance(result.changes[table].total)
+            reporter.step(f"sync: changes in {table} ({result.changes[table].method})",
+                          time.perf_counter() - table_started, result.changes[table].total)
         result.recomputed = _derive_again(conn, result, snapshot.mapping, reporter)
         _record(conn, result, snapshot.horizon, time.perf_counter() - started)
         conn.commit()
