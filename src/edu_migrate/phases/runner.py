@@ -272,7 +272,8 @@ def record_source_tables(conn: psycopg.Connection, phase: Phase,
             sql.Identifier("migration", f"crosswalk_{table}")), [mapping[table].shown])
     conn.execute("UPDATE migration.rejected_rows r SET source_relation = m.relation "
                  "FROM unnest(%s::text[], %s::text[]) m(legacy, relation) "
-                 "WHERE r.phase = %s AND r.source_table = m.legacy",
+                 "WHERE r.phase = %s AND r.source_table = m.legacy "
+                 "AND r.source_relation IS DISTINCT FROM m.relation",
                  [[t.legacy for t in mapping], [t.shown for t in mapping], phase.number])
 
 

@@ -69,8 +69,8 @@ UNION
 SELECT g.id FROM stage.grades g
 WHERE (SELECT migration.as_of_moved())
   AND ((g.created_at IS NULL AND g.lesson_date IS NULL)
-       OR g.lesson_date > (least(migration.previous_as_of(), migration.as_of())
-                           AT TIME ZONE 'Asia/Baku')::date);
+       OR g.lesson_date > (SELECT (least(migration.previous_as_of(), migration.as_of())
+                                   AT TIME ZONE 'Asia/Baku')::date));
 
 -- name: analyze_scope
 ANALYZE scope_course_students;
