@@ -305,7 +305,7 @@ def migrate(settings: Settings, phases: Sequence[int] | None = None,
                         reporter=reporter, ahead=ahead))
             finally:
                 if ahead is not None:
-                    ahead.finish(reporter)
+                    ahead.finish()
             result.archive = _archive_once_all_done(snapshot, urls.target_url, settings,
                                                     reporter)
     result.seconds = time.perf_counter() - started

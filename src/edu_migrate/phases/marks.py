@@ -12,6 +12,7 @@ sync computes the same query inside its own transaction, over its scope.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -28,6 +29,7 @@ from edu_migrate.reporting import Reporter
 PARSE_SQL = "phase5_marks.sql"
 WORK_TABLE = sql.Identifier(STAGE_SCHEMA, "parsed_grades")
 _MARKS = sql.Identifier(STAGE_SCHEMA, "grades")
+log = logging.getLogger("edu_migrate")
 
 
 def _parse_query() -> sql.SQL:
@@ -162,11 +164,11 @@ class MarksAhead:
                 "fix the cause and run the same command again; it stages them anew"
             ) from self._failure
 
-    def finish(self, reporter: Reporter) -> None:
-        """At the end of the run, whatever happened: wait, and tell of a failure that phase 5,
-        which did not run, could not raise."""
+    def finish(self) -> None:
+        """At the end of the run, whatever happened: wait, and log a failure that phase 5 did
+        not raise because the run had failed before it (the run's error stays its one line)."""
         self._thread.join()
         if self._failure is not None and not self._reported:
             self._reported = True
-            reporter.warn(f"staging the marks in the background failed too: "
-                          f"{_first_line(self._failure)}")
+            log.warning("staging and parsing the marks in the background failed too: %s",
+                        _first_line(self._failure))
