@@ -3,7 +3,8 @@
 A phase is one transaction on the target: it empties what it writes, loads it set-based from the
 staged legacy tables, rebuilds the indexes and foreign keys of its large tables after the load,
 and records itself as done. Killed half-way, it leaves nothing behind, and running it again
-finishes the job.
+finishes the job. Before that transaction, phase 5's marks are staged and their per-mark work
+done in parallel sessions (phases/marks.py), work that the phase's rerun does anew.
 
 The guide runs students (phase 2) before organizations (phase 3), but a student belongs to a
 program and a teacher to a department. Rather than load them with an unchecked or nullable link,
