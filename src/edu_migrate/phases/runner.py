@@ -26,7 +26,7 @@ from edu_migrate.errors import MigrationError, PreconditionFailed
 from edu_migrate.mapping import LegacyMapping
 from edu_migrate.pg.connect import connect
 from edu_migrate.phases import sqlfile
-from edu_migrate.phases.marks import MarksAhead, prepare_marks
+from edu_migrate.phases.marks import PARSE_SQL, MarksAhead, prepare_marks
 from edu_migrate.phases.phones import stage_phone_numbers
 from edu_migrate.phases.session import set_session as set_session
 from edu_migrate.phases.staging import STAGE_SCHEMA, SourceSnapshot, stage_tables
@@ -45,10 +45,17 @@ class Phase:
     rebuilt_after_load: tuple[str, ...] = ()
     # Lookups that only a Python library can compute, built from the staged rows before the SQL.
     lookups: tuple[Callable[[psycopg.Connection], int], ...] = ()
+    # Rules run before the phase's transaction, in sessions of their own (phases/marks.py).
+    ahead_sql_files: tuple[str, ...] = ()
 
     @property
     def sql_file(self) -> str:
         return f"phase{self.number}.sql"
+
+    @property
+    def sql_files(self) -> tuple[str, ...]:
+        """Every file of the phase's rules."""
+        return (*self.ahead_sql_files, self.sql_file)
 
 
 PHASES: dict[int, Phase] = {
@@ -65,7 +72,8 @@ PHASES: dict[int, Phase] = {
              ("course_students", "grades"),
              rebuilt_after_load=("public.grades", "public.course_enrollments",
                                  "migration.crosswalk_grades",
-                                 "migration.crosswalk_course_students")),
+                                 "migration.crosswalk_course_students"),
+             ahead_sql_files=(PARSE_SQL,)),
 }
 RUN_ORDER: tuple[int, ...] = (1, 3, 2, 4, 5)
 # The phase whose large tables a sync derives again only in part (phases/sync.py).
