@@ -32,7 +32,7 @@ PIECES: tuple[tuple[str, str, str], ...] = (
      "CASE WHEN length(g.value) <= 7 AND translate(g.value, '0123456789', '') IN ('', '.', ',') "
      "AND ascii(g.value) BETWEEN 48 AND 57 AND ascii(right(g.value, 1)) BETWEEN 48 AND 57 "
      "THEN replace(g.value, ',', '.')::numeric ELSE migration.parse_decimal(g.value) END",
-     "prepare_grades' parsing: the fast path, parse_decimal for what it does not take"),
+     "parse_grades' parsing: the fast path, parse_decimal for what it does not take"),
     ("text parsing, slow path only", "migration.parse_decimal(g.value)",
      "migration.parse_decimal on every mark (cleaning regexp, then a regexp match)"),
     ("to_jsonb of the row", "to_jsonb(g)",

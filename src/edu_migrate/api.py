@@ -67,9 +67,11 @@ from edu_migrate.phases.archive import (
     source_inventory,
 )
 from edu_migrate.phases.as_of import clear_as_of, parse_as_of, recorded_as_of, settle_as_of
+from edu_migrate.phases.marks import MarksAhead
 from edu_migrate.phases.runner import (
     PHASES,
     RUN_ORDER,
+    SCOPED_PHASE,
     PhaseResult,
     phase_states,
     rollback_phases,
@@ -292,15 +294,34 @@ def migrate(settings: Settings, phases: Sequence[int] | None = None,
                 _log_override(urls.target_url, overridden)
             with connect(urls.target_url, purpose="target") as conn:
                 result.as_of = settle_as_of(conn, requested_as_of, snapshot.taken_at)
+                states = phase_states(conn)
             reporter.line(f"As of {result.as_of.isoformat()} (migration.state.as_of)")
-            for number in numbers:
-                result.phases.append(run_phase(
-                    PHASES[number], snapshot, urls.target_url, batch_size=settings.batch_size,
-                    workers=settings.workers, reporter=reporter))
+            ahead = _marks_ahead(numbers, states, snapshot, urls.target_url, settings, reporter)
+            try:
+                for number in numbers:
+                    result.phases.append(run_phase(
+                        PHASES[number], snapshot, urls.target_url,
+                        batch_size=settings.batch_size, workers=settings.workers,
+                        reporter=reporter, ahead=ahead))
+            finally:
+                if ahead is not None:
+                    ahead.finish()
             result.archive = _archive_once_all_done(snapshot, urls.target_url, settings,
                                                     reporter)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _marks_ahead(numbers: list[int], states: dict[int, str], snapshot: SourceSnapshot,
+                 target_url: str, settings: Settings, reporter: Reporter) -> MarksAhead | None:
+    """While phases 1–4 run, phase 5's marks are staged and parsed on the other core; only when
+    this run has phases to run before phase 5 (alone, phase 5 does that work itself)."""
+    pending = [n for n in numbers if states.get(n) != "done"]
+    if SCOPED_PHASE not in pending or pending[0] == SCOPED_PHASE:
+        return None
+    reporter.line(f"Staging and parsing phase {SCOPED_PHASE}'s marks in the background")
+    return MarksAhead(snapshot, target_url, PHASES[SCOPED_PHASE].reads,
+                      batch_size=settings.batch_size, workers=settings.workers)
 
 
 def _archive_once_all_done(snapshot: SourceSnapshot, target_url: str, settings: Settings,

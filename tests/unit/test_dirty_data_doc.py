@@ -25,11 +25,12 @@ def _table_rows() -> list[list[str]]:
 
 
 def _phase_text() -> str:
-    return "\n".join(s.text for p in PHASES.values() for s in sqlfile.load(p.sql_file))
+    return "\n".join(s.text for p in PHASES.values() for f in p.sql_files
+                     for s in sqlfile.load(f))
 
 
 def test_every_place_named_exists() -> None:
-    statements = {s.name for p in PHASES.values() for s in sqlfile.load(p.sql_file)}
+    statements = {s.name for p in PHASES.values() for f in p.sql_files for s in sqlfile.load(f)}
     functions = set(re.findall(r"FUNCTION (migration\.\w+)", "\n".join(v.text for v in versions())))
     rows = _table_rows()
     assert len(rows) > 60

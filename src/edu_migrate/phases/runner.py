@@ -3,7 +3,8 @@
 A phase is one transaction on the target: it empties what it writes, loads it set-based from the
 staged legacy tables, rebuilds the indexes and foreign keys of its large tables after the load,
 and records itself as done. Killed half-way, it leaves nothing behind, and running it again
-finishes the job.
+finishes the job. Before that transaction, phase 5's marks are staged and their per-mark work
+done in parallel sessions (phases/marks.py), work that the phase's rerun does anew.
 
 The guide runs students (phase 2) before organizations (phase 3), but a student belongs to a
 program and a teacher to a department. Rather than load them with an unchecked or nullable link,
@@ -25,7 +26,9 @@ from edu_migrate.errors import MigrationError, PreconditionFailed
 from edu_migrate.mapping import LegacyMapping
 from edu_migrate.pg.connect import connect
 from edu_migrate.phases import sqlfile
+from edu_migrate.phases.marks import PARSE_SQL, MarksAhead, prepare_marks
 from edu_migrate.phases.phones import stage_phone_numbers
+from edu_migrate.phases.session import set_session as set_session
 from edu_migrate.phases.staging import STAGE_SCHEMA, SourceSnapshot, stage_tables
 from edu_migrate.reporting import Reporter
 from edu_migrate.security.audit import record_bulk_event, row_audit_paused
@@ -42,10 +45,17 @@ class Phase:
     rebuilt_after_load: tuple[str, ...] = ()
     # Lookups that only a Python library can compute, built from the staged rows before the SQL.
     lookups: tuple[Callable[[psycopg.Connection], int], ...] = ()
+    # Rules run before the phase's transaction, in sessions of their own (phases/marks.py).
+    ahead_sql_files: tuple[str, ...] = ()
 
     @property
     def sql_file(self) -> str:
         return f"phase{self.number}.sql"
+
+    @property
+    def sql_files(self) -> tuple[str, ...]:
+        """Every file of the phase's rules."""
+        return (*self.ahead_sql_files, self.sql_file)
 
 
 PHASES: dict[int, Phase] = {
@@ -62,7 +72,8 @@ PHASES: dict[int, Phase] = {
              ("course_students", "grades"),
              rebuilt_after_load=("public.grades", "public.course_enrollments",
                                  "migration.crosswalk_grades",
-                                 "migration.crosswalk_course_students")),
+                                 "migration.crosswalk_course_students"),
+             ahead_sql_files=(PARSE_SQL,)),
 }
 RUN_ORDER: tuple[int, ...] = (1, 3, 2, 4, 5)
 # The phase whose large tables a sync derives again only in part (phases/sync.py).
@@ -94,31 +105,6 @@ class PhaseResult:
 def phase_states(conn: psycopg.Connection) -> dict[int, str]:
     return {int(row[0]): str(row[1]) for row in conn.execute(
         "SELECT phase, status FROM migration.phase_runs")}
-
-
-def set_session(conn: psycopg.Connection) -> None:
-    """Settings for this transaction only: none outlives the run or touches the source."""
-    conn.execute("SET LOCAL synchronous_commit = off")
-    conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
-    conn.execute("SET LOCAL work_mem = '128MB'")
-    # A server with JIT on (PostgreSQL 15 as packaged) compiles the small phases' statements,
-    # whose estimated costs run high before their staged tables are analysed: seconds of
-    # compiling for a few thousand rows (docs/benchmarks.md). None of them gains from it.
-    conn.execute("SET LOCAL jit = off")
-    # The phases must see and write every row: if row-level security applied to this role, fail
-    # loudly instead of loading a filtered subset (the owner needs superuser or BYPASSRLS).
-    conn.execute("SET LOCAL row_security = off")
-    row = conn.execute("SELECT set_config('edu_migrate.id_secret', id_secret, true) "
-                       "FROM migration.state").fetchone()
-    if row is None:
-        raise PreconditionFailed("the target has no migration state",
-                                 "run `edu-migrate schema apply` first")
-    # The run's as-of time, read by migration.as_of(): no rule asks the wall clock.
-    as_of = conn.execute("SELECT set_config('edu_migrate.as_of', as_of::text, true) "
-                         "FROM migration.state WHERE as_of IS NOT NULL").fetchone()
-    if as_of is None:
-        raise PreconditionFailed("the target has no as-of time for this run",
-                                 "run phases with `edu-migrate migrate`, which records it")
 
 
 @contextmanager
@@ -204,7 +190,10 @@ def _check_dependencies(conn: psycopg.Connection, phase: Phase) -> None:
 
 
 def run_phase(phase: Phase, snapshot: SourceSnapshot, target_url: str, *, batch_size: int,
-              workers: int, reporter: Reporter) -> PhaseResult:
+              workers: int, reporter: Reporter,
+              ahead: MarksAhead | None = None) -> PhaseResult:
+    """Stage what the phase reads, then derive it in one transaction. Phase 5 finds its marks
+    staged and parsed by `ahead` (this run's, same snapshot), else does that work itself."""
     reporter.line(BANNER)
     reporter.line(phase.title)
     reporter.line(BANNER)
@@ -225,8 +214,16 @@ def run_phase(phase: Phase, snapshot: SourceSnapshot, target_url: str, *, batch_
         conn.commit()
     started = time.perf_counter()
     try:
-        stage_tables(snapshot, target_url, phase.reads, batch_size=batch_size, workers=workers,
-                     reporter=reporter)
+        if phase.number != SCOPED_PHASE:
+            stage_tables(snapshot, target_url, phase.reads, batch_size=batch_size,
+                         workers=workers, reporter=reporter)
+        elif ahead is not None and ahead.snapshot is snapshot:
+            ahead.result()
+            reporter.line(f"Marks staged and parsed in the background ({ahead.seconds:.1f}s, "
+                          "while phases 1–4 ran)")
+        else:
+            prepare_marks(snapshot, target_url, phase.reads, batch_size=batch_size,
+                          workers=workers, reporter=reporter)
         counts = _transform(phase, target_url, reporter, started, snapshot.mapping)
     except (psycopg.Error, MigrationError) as exc:
         _record_failure(target_url, phase, exc)

@@ -181,8 +181,11 @@ def record_mirror(conn: psycopg.Connection, table: str, rows: int, horizon: int)
 
 
 def stage_tables(snapshot: SourceSnapshot, target_url: str, tables: tuple[str, ...], *,
-                 batch_size: int, workers: int, reporter: Reporter) -> list[StageResult]:
-    """(Re)create stage.<table> for each table and fill it from the snapshot."""
+                 batch_size: int, workers: int, reporter: Reporter,
+                 source: psycopg.Connection | None = None) -> list[StageResult]:
+    """(Re)create stage.<table> for each table and fill it from the snapshot. `source`: a reader
+    of the snapshot to use instead of the snapshot's own session (a background thread's)."""
+    source = snapshot.conn if source is None else source
     results: list[StageResult] = []
     with connect(target_url, purpose="target", autocommit=True) as target:
         target.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
@@ -195,8 +198,8 @@ def stage_tables(snapshot: SourceSnapshot, target_url: str, tables: tuple[str, .
             target.execute(stage_ddl(table))
     for table in tables:
         mapped = snapshot.mapping[table]
-        require_legacy_tables(snapshot.conn, (table,), mapping=snapshot.mapping)
-        bounds = snapshot.conn.execute(sql.SQL(
+        require_legacy_tables(source, (table,), mapping=snapshot.mapping)
+        bounds = source.execute(sql.SQL(
             "SELECT count(*), min({0}), max({0}) FROM {1}").format(
                 mapped.id.expression, mapped.relation)).fetchone()
         assert bounds is not None
@@ -204,7 +207,7 @@ def stage_tables(snapshot: SourceSnapshot, target_url: str, tables: tuple[str, .
         with reporter.progress(f"stage {table}", total) as advance:
             if total < PARALLEL_THRESHOLD or low is None or high is None:
                 with connect(target_url, purpose="target") as target:
-                    rows = _pipe(snapshot.conn, target, mapped, None)
+                    rows = _pipe(source, target, mapped, None)
                     target.commit()
                 advance(rows)
             else:

@@ -35,6 +35,7 @@ from edu_migrate.mapping import LEGACY_COLUMNS, LegacyMapping
 from edu_migrate.pg.connect import connect
 from edu_migrate.phases import sqlfile
 from edu_migrate.phases.changes import TableChanges, take_changes
+from edu_migrate.phases.marks import parse_in_transaction
 from edu_migrate.phases.runner import (
     PHASES,
     RUN_ORDER,
@@ -253,6 +254,7 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyM
             row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
                 sql.Identifier(f"scope_{table}"))).fetchone()
             recomputed[table] = int(row[0]) if row else 0
+        parse_in_transaction(conn, reporter)
         run_statements(conn, phase.sql_file, quiet)
         record_source_tables(conn, phase, mapping)
         # Check the foreign keys now, while every row is back: the audit triggers can only be

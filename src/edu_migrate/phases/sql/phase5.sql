@@ -136,64 +136,25 @@ ANALYZE assessment_keys;
 
 -- name: prepare_grades
 -- Each mark's target row, derived ids and reject reason, computed once: the statements below
--- only copy from it. An UNLOGGED table (shared buffers, no WAL) created inside the phase's
--- transaction, so it vanishes with a rollback; dropped at the end. `OFFSET 0` keeps each inner
--- query whole: pulled up, its expressions would be evaluated again wherever the outer query
--- names them (the parsed score four times per mark). A value in the usual form ('8', '8.5',
--- '8,5') takes a fast path that yields exactly what migration.parse_decimal would: digits with at
--- most one inner point or comma, 7 characters at most, so nothing to clean.
+-- only copy from it. stage.parsed_grades holds what the mark alone decides (phase5_marks.sql,
+-- computed over the same scoped_grades before this statement, phases/marks.py); this adds what
+-- other rows decide: its enrollment, its teacher, its assessment. An UNLOGGED table (shared
+-- buffers, no WAL) created inside the phase's transaction, so it vanishes with a rollback;
+-- dropped at the end.
 CREATE UNLOGGED TABLE stage.prepared_grades AS
-SELECT q.source_id, q.enrollment_id, q.run_source_id, q.grade_type, q.score, q.is_absent,
-       q.lesson_date, q.graded_by, q.teacher_source_id, q.created_at IS NULL AS created_at_missing,
-       migration.derive_id('grades', q.source_id::text) AS id,
-       q.assessment_id,
-       coalesce(migration.baku_time(q.created_at), migration.baku_time(q.lesson_date::timestamp),
-                (SELECT migration.as_of())) AS created_at,
-       CASE WHEN q.enrollment_missing THEN 'enrollment missing'
-            WHEN q.enrollment_id IS NULL THEN 'enrollment set aside'
-            WHEN q.max_score IS NULL THEN 'unrecognised value: grade_type'
-            WHEN q.is_absent IS NOT TRUE AND q.score IS NULL
-                THEN 'unrecognised value: mark is not a number'
-            WHEN q.score < 0 THEN 'mark is negative'
-            WHEN q.score > q.max_score THEN 'mark exceeds the maximum of its type'
-            WHEN q.lesson_date > (SELECT migration.as_of_date()) THEN 'lesson_date in the future'
+SELECT m.source_id, xe.target_id AS enrollment_id, e.course_id AS run_source_id, m.grade_type,
+       m.score, m.is_absent, m.lesson_date, xt.target_id AS graded_by, m.teacher_source_id,
+       m.created_at_missing, m.id, ak.id AS assessment_id, m.created_at,
+       CASE WHEN e.id IS NULL THEN 'enrollment missing'
+            WHEN xe.target_id IS NULL THEN 'enrollment set aside'
+            ELSE m.mark_reject_reason
        END AS reject_reason
-FROM (
-    -- A number is never an absence: the absence test cleans only what did not parse.
-    SELECT p.*,
-           CASE WHEN p.score IS NOT NULL THEN false
-                ELSE lower(migration.clean_text(p.value)) IN ('q/b', 'qb', 'q/b.')
-           END AS is_absent
-    FROM (
-        SELECT g.id AS source_id,
-               xe.target_id AS enrollment_id,
-               e.course_id AS run_source_id,
-               g.grade_type,
-               CASE g.grade_type WHEN 1 THEN 1 WHEN 2 THEN 10 WHEN 3 THEN 10 WHEN 4 THEN 10
-                                 WHEN 5 THEN 20 WHEN 6 THEN 50 END AS max_score,
-               g.value,
-               CASE WHEN length(g.value) <= 7
-                         AND translate(g.value, '0123456789', '') IN ('', '.', ',')
-                         AND ascii(g.value) BETWEEN 48 AND 57
-                         AND ascii(right(g.value, 1)) BETWEEN 48 AND 57
-                    THEN replace(g.value, ',', '.')::numeric
-                    ELSE migration.parse_decimal(g.value)
-               END AS score,
-               g.lesson_date, xt.target_id AS graded_by, g.teacher_id AS teacher_source_id,
-               g.created_at,
-               e.id IS NULL AS enrollment_missing,
-               ak.id AS assessment_id
-        FROM scoped_grades g
-        LEFT JOIN (stage.course_students e
-                   LEFT JOIN migration.crosswalk_course_students xe ON xe.source_id = e.id)
-               ON e.id = g.course_student_id
-        LEFT JOIN migration.crosswalk_teachers xt ON xt.source_id = g.teacher_id
-        LEFT JOIN assessment_keys ak
-               ON ak.run_source_id = e.course_id AND ak.grade_type = g.grade_type
-        OFFSET 0
-    ) p
-    OFFSET 0
-) q;
+FROM stage.parsed_grades m
+LEFT JOIN (stage.course_students e
+           LEFT JOIN migration.crosswalk_course_students xe ON xe.source_id = e.id)
+       ON e.id = m.course_student_id
+LEFT JOIN migration.crosswalk_teachers xt ON xt.source_id = m.teacher_source_id
+LEFT JOIN assessment_keys ak ON ak.run_source_id = e.course_id AND ak.grade_type = m.grade_type;
 
 -- name: reject_grades
 INSERT INTO migration.rejected_rows (source_table, source_id, reason, detail, phase)
@@ -266,4 +227,4 @@ DELETE FROM assessments a USING touched_assessments t
 WHERE a.id = t.id AND NOT EXISTS (SELECT 1 FROM grades g WHERE g.assessment_id = a.id);
 
 -- name: drop_prepared_grades
-DROP TABLE stage.prepared_grades;
+DROP TABLE stage.prepared_grades, stage.parsed_grades;
