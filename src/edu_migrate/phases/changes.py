@@ -128,12 +128,11 @@ def _take_since_horizon(conn: psycopg.Connection, snapshot: SourceSnapshot, tabl
     stage = sql.Identifier(STAGE_SCHEMA, table)
     fetched = sql.Identifier(f"fetched_{table}")
     delta = sql.Identifier(f"delta_{table}")
-    names: dict[str, sql.Composable] = {"stage": stage, "buckets": buckets_table(table),
-             "fetched": fetched,
-             "counted": sql.Identifier(f"source_buckets_{table}"),
-             "delta": delta, "old": sql.Identifier(f"old_{table}"),
-             "hash_f": staged_row_hash(table, "f"), "hash_m": staged_row_hash(table, "m"),
-             "bits": sql.Literal(BUCKET_BITS)}
+    names: dict[str, sql.Composable] = {
+        "stage": stage, "buckets": buckets_table(table), "fetched": fetched,
+        "counted": sql.Identifier(f"source_buckets_{table}"), "delta": delta,
+        "old": sql.Identifier(f"old_{table}"), "hash_f": staged_row_hash(table, "f"),
+        "hash_m": staged_row_hash(table, "m"), "bits": sql.Literal(BUCKET_BITS)}
 
     def run(statement: str, params: dict[str, Any] | None = None) -> psycopg.Cursor[Any]:
         return conn.execute(sql.SQL(statement).format(**names), params)
@@ -146,6 +145,7 @@ def _take_since_horizon(conn: psycopg.Connection, snapshot: SourceSnapshot, tabl
         "COPY (SELECT {} FROM {} WHERE age(xmin) <= age(%(horizon)s::text::xid)) TO STDOUT "
         "(FORMAT binary)").format(source.select_list(), source.relation),
         _copy_into(fetched), {"horizon": str(horizon % 2**32)})
+    run("ANALYZE {fetched}")
     # The source's rows are the mirror's, less those deleted, plus those inserted: when the
     # source holds exactly as many as the mirror plus the new rows fetched, nothing was deleted
     # (a count is one cheap scan; the buckets below cost a grouping of every id).
