@@ -417,5 +417,17 @@ def test_a_sync_copies_no_unchanged_archived_table_again(base: Base, tmp_path: P
         assert masked, "the dirty database has archived tables with secret columns"
         api.sync(settings, as_of=MIGRATED_AT)
         assert archive_state() == (tables, masked)
+        # A row written again (same values) and a row deleted: those two tables are copied
+        # again, to the source's rows; the rest stay as they were.
+        with psycopg.connect(settings.source_url) as conn:
+            conn.execute("UPDATE rooms SET id = id WHERE id = (SELECT min(id) FROM rooms)")
+            conn.execute("DELETE FROM news WHERE id = (SELECT max(id) FROM news)")
+            news = conn.execute("SELECT count(*) FROM news").fetchone()
+        api.sync(settings, as_of=MIGRATED_AT)
+        after, masked_after = archive_state()
+        assert masked_after == masked
+        assert {t for t in tables if after[t] != tables[t]} == {"rooms", "news"}
+        with psycopg.connect(settings.target_url) as conn:
+            assert conn.execute("SELECT count(*) FROM legacy_archive.news").fetchone() == news
     finally:
         _drop(base.admin_url, synced, source)

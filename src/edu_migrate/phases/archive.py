@@ -208,14 +208,30 @@ def _fingerprint(conn: psycopg.Connection, table: sql.Composed) -> tuple[int, in
 
 
 def _unchanged(snapshot: SourceSnapshot, target: psycopg.Connection, entry: TableEntry,
-               masked: Sequence[str]) -> bool:
+               masked: Sequence[str], recorded: dict[str, Any] | None) -> bool:
     """The archived rows are the source's rows as the archive keeps them (masked columns
-    empty): nothing to copy again."""
+    empty): nothing to copy again.
+
+    Since the last archive step's snapshot (`recorded`, with its horizon): no row written since
+    and as many rows as it archived means no row changed (an update or insert writes a row, a
+    deletion lowers the count unless a written row makes up for it). Without a usable horizon,
+    both sides' rows are fingerprinted."""
     archived = sql.Identifier(ARCHIVE_SCHEMA, entry.archive_name)
     exists = target.execute("SELECT to_regclass(%s) IS NOT NULL",
                             [archived.as_string(target)]).fetchone()
     if not exists or not exists[0]:
         return False
+    recorded = recorded or {}
+    horizon, rows = recorded.get("horizon"), recorded.get("archived", {}).get(entry.table)
+    if (horizon is not None and rows is not None
+            and sorted(recorded.get("masked", {}).get(entry.table, [])) == sorted(masked)
+            and snapshot.reaches_back_to(int(horizon))):
+        if entry.rows != rows:
+            return False
+        written = snapshot.conn.execute(sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE age(xmin) <= age(%s::text::xid))").format(
+                entry.relation), [str(int(horizon) % 2**32)]).fetchone()
+        return written is not None and not written[0]
     target.execute(FIXED_DATESTYLE)  # as the source's snapshot session renders dates
     _, select = _archived_rows(snapshot, entry, masked)
     return _fingerprint(snapshot.conn, sql.SQL("(SELECT {} FROM {})").format(
@@ -231,6 +247,10 @@ def archive_unmapped(snapshot: SourceSnapshot, target_url: str, exclude: Sequenc
     entries = source_inventory(snapshot.conn, exclude, snapshot.mapping)
     result = ArchiveResult({}, [e.table for e in entries if e.status == EXCLUDED],
                            secrets_kept=keep_secrets)
+    with connect(target_url, purpose="target") as target:
+        recorded = last_archive(target) if skip_unchanged else None
+    if recorded is not None and recorded.get("secrets_kept", False) != keep_secrets:
+        recorded = None  # masked then, kept now (or the other way): compare the rows
     reporter.line("=" * 60)
     reporter.line("ARCHIVING UNMAPPED TABLES")
     reporter.line("=" * 60)
@@ -243,7 +263,7 @@ def archive_unmapped(snapshot: SourceSnapshot, target_url: str, exclude: Sequenc
             if entry.status != ARCHIVED:
                 continue
             secret = [] if keep_secrets else secret_columns(snapshot.conn, entry)
-            if skip_unchanged and _unchanged(snapshot, target, entry, secret):
+            if skip_unchanged and _unchanged(snapshot, target, entry, secret, recorded):
                 result.archived[entry.table] = entry.rows
                 if secret:
                     result.masked[entry.table] = secret
@@ -269,7 +289,9 @@ def archive_unmapped(snapshot: SourceSnapshot, target_url: str, exclude: Sequenc
         target.execute("INSERT INTO migration.run_log (event, detail) VALUES ('archive', %s)",
                        [Jsonb({"archived": result.archived, "excluded": result.excluded,
                                "patterns": list(exclude), "masked": result.masked,
-                               "secrets_kept": keep_secrets})])
+                               "secrets_kept": keep_secrets,
+                               # the rows written since are what the next sync copies again
+                               "horizon": snapshot.horizon})])
         target.commit()
     return result
 

@@ -45,8 +45,6 @@ from edu_migrate.phases.staging import (
 # A bucket is 2^6 = 64 consecutive ids: a deletion costs reading the source's ids of its bucket;
 # the source sends one count per bucket (50,000 for 3.2 million marks).
 BUCKET_BITS = 6
-# xmin is 32 bits: a horizon further back than this cannot be told from a wrapped-around id.
-HORIZON_REACH = 2**31 - 10_000_000
 
 
 @dataclass
@@ -108,7 +106,7 @@ def _take_whole(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str) 
 def _horizon_usable(snapshot: SourceSnapshot, table: str, horizon: int) -> bool:
     """The source's rows carry an xmin that can be compared with the horizon, and their ids are
     unique by an index (so no count of duplicates is needed)."""
-    if not 0 <= snapshot.next_xid - horizon < HORIZON_REACH:
+    if not snapshot.reaches_back_to(horizon):
         return False
     source = snapshot.mapping[table]
     if source.id.kind != "column":

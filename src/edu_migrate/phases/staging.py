@@ -29,6 +29,9 @@ STAGE_SCHEMA = "stage"
 # dates alike, whatever the server's default.
 FIXED_DATESTYLE = "SET datestyle = 'ISO, YMD'"
 
+# xmin is 32 bits: a horizon further back than this cannot be told from a wrapped-around id.
+HORIZON_REACH = 2**31 - 10_000_000
+
 # Tables below this many rows are copied in one piece.
 PARALLEL_THRESHOLD = 200_000
 
@@ -62,6 +65,12 @@ class SourceSnapshot:
         # transaction or a later one (phases/changes.py). And the next transaction id then.
         self.horizon: int = int(row[2])
         self.next_xid: int = int(row[3])
+
+    def reaches_back_to(self, horizon: int) -> bool:
+        """Whether the rows written since `horizon` (a 64-bit transaction id) can be told by
+        their 32-bit xmin: the horizon is no later than this snapshot and less than 2^31
+        transactions back. A source restored from a backup runs behind a horizon taken later."""
+        return 0 <= self.next_xid - horizon < HORIZON_REACH
 
     def identity(self) -> tuple[str | None, str]:
         """The source cluster's system identifier (None where this role may not read it) and the
