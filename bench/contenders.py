@@ -14,9 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from edu_migrate.phases.staging import LEGACY_COLUMNS
 
@@ -248,8 +250,11 @@ def pgloader_copy(source_url: str, dest_url: str, work: Path,
         handle.write(PGLOADER_COMMAND.format(source=_pgloader_url(source_url),
                                              target=_pgloader_url(dest_url), tables=names))
         command_file = handle.name
-    usage = run_measured([binary, "--no-ssl-cert-verification", command_file],
-                         log_file=work / "pgloader.out", server_cpu=server_cpu)
+    try:
+        usage = run_measured([binary, "--no-ssl-cert-verification", command_file],
+                             log_file=work / "pgloader.out", server_cpu=server_cpu)
+    finally:
+        Path(command_file).unlink(missing_ok=True)
     note = None
     if usage.status != 0:
         tail = (work / "pgloader.out").read_text(errors="replace").strip().splitlines()[-2:]
@@ -260,4 +265,25 @@ def pgloader_copy(source_url: str, dest_url: str, work: Path,
 
 
 def _pgloader_url(url: str) -> str:
-    return "pgsql://" + url.split("://", 1)[1]
+    """The URL as pgloader reads it: its grammar takes no `?passfile=`, so the password that
+    file holds for this host and user goes into the URL, which is written only to the command
+    file (removed after the run), never to an argument list."""
+    params = conninfo_to_dict(url)
+    passfile = params.pop("passfile", None)
+    if passfile and not params.get("password"):
+        params["password"] = _password_from(Path(str(passfile)), params)
+    user = quote(str(params.get("user", "postgres")), safe="")
+    password = f":{quote(str(params['password']), safe='')}" if params.get("password") else ""
+    return (f"pgsql://{user}{password}@{params.get('host', 'localhost')}:"
+            f"{params.get('port', 5432)}/{params.get('dbname', 'postgres')}")
+
+
+def _password_from(passfile: Path, params: dict[str, object]) -> str | None:
+    """The first line of a libpq password file that matches (`*` matches anything)."""
+    wanted = [str(params.get(key, "")) for key in ("host", "port", "dbname", "user")]
+    for line in passfile.read_text(encoding="utf-8").splitlines():
+        fields = line.split(":", 4)
+        if len(fields) == 5 and all(f in ("*", w) for f, w in zip(fields[:4], wanted,
+                                                                    strict=True)):
+            return fields[4]
+    return None

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.catchup import _statements
-from bench.contenders import profile_from_log, steps_from_log
+from bench.contenders import _pgloader_url, profile_from_log, steps_from_log
 from bench.servers import server_cpu_seconds
 
 LOG = """\
@@ -78,3 +78,12 @@ def test_the_change_files_split_into_statements_without_comments() -> None:
             assert statement.split()[0] in {"INSERT", "UPDATE", "DELETE", "CREATE"}, statement
             assert ";" not in statement, statement
             assert "--" not in statement, statement
+
+
+def test_pgloader_gets_the_password_of_the_passfile_in_its_url(tmp_path: Path) -> None:
+    """pgloader's URL grammar takes no `?passfile=`: the bench reads the matching line of the
+    password file instead (a command file is all pgloader gets; it failed to parse before)."""
+    passfile = tmp_path / "pgpass"
+    passfile.write_text("otherhost:*:*:postgres:wrong\n127.0.0.1:*:*:postgres:s3cr:et/\n")
+    url = _pgloader_url(f"postgresql://postgres@127.0.0.1:5433/edu?passfile={passfile}")
+    assert url == "pgsql://postgres:s3cr%3Aet%2F@127.0.0.1:5433/edu"
