@@ -126,4 +126,6 @@ def list_backups(backup_dir: Path, now: datetime | None = None) -> list[dict[str
              "age_hours": round((now - r.created).total_seconds() / 3600, 1),
              "bytes": r.bytes, "rows": r.rows, "verified": r.verified, "sha256": r.sha256,
              "present": (backup_dir / r.file).is_file()}
-            for r in sorted(read_manifest(backup_dir), key=lambda r: r.created, reverse=True)]
+            for _, r in sorted(enumerate(read_manifest(backup_dir)),
+                               # two backups in the same second: the later entry is newer
+                               key=lambda entry: (entry[1].created, entry[0]), reverse=True)]
