@@ -63,6 +63,12 @@ def _drop(admin_url: str, *names: str) -> None:
             sql.Identifier(name)))
 
 
+def _read_from(source: str, settings: Settings) -> None:
+    """The target clone is the same target, now reading `source` (a clone of its source)."""
+    with psycopg.connect(settings.target_url) as conn:
+        conn.execute("UPDATE migration.state SET source_database = %s", [source])
+
+
 def _settings(base: Base, source: str, target: str, tmp: Path) -> Settings:
     return Settings(source_url=with_database(base.admin_url, source),
                     target_url=with_database(base.admin_url, target), home=tmp / "home",
@@ -247,8 +253,7 @@ def test_a_login_derives_phase_1_again_and_nothing_that_reads_it(
     fresh = f"{synced}_full"
     try:
         settings = _settings(base, source, synced, tmp_path)
-        with psycopg.connect(settings.target_url) as conn:
-            conn.execute("UPDATE migration.state SET source_database = %s", [source])
+        _read_from(source, settings)
         with psycopg.connect(settings.source_url) as conn:
             conn.execute("UPDATE users SET last_login = last_login + interval '1 day' "
                          "WHERE id IN (SELECT min(id) FROM users UNION SELECT max(id) FROM users)")
@@ -319,8 +324,7 @@ def test_sync_refuses_a_source_whose_ids_repeat_and_applies_nothing(
     source, target = _clone(base.admin_url, base.source), _clone(base.admin_url, base.target)
     try:
         settings = _settings(base, source, target, tmp_path)
-        with psycopg.connect(settings.target_url) as conn:
-            conn.execute("UPDATE migration.state SET source_database = %s", [source])
+        _read_from(source, settings)
         before = result_rows(settings.target_url)
         with psycopg.connect(settings.source_url) as conn:
             conn.execute("ALTER TABLE grades DROP CONSTRAINT grades_pkey")
@@ -350,8 +354,7 @@ def test_cutover_ends_a_writer_open_before_the_freeze_and_equals_a_full_migratio
     fresh = f"{synced}_full"
     try:
         settings = _settings(base, source, synced, tmp_path)
-        with psycopg.connect(settings.target_url) as conn:
-            conn.execute("UPDATE migration.state SET source_database = %s", [source])
+        _read_from(source, settings)
         with psycopg.connect(settings.source_url) as conn:
             conn.execute("UPDATE grades SET value = '10' WHERE id = (SELECT min(id) FROM grades)")
         writer = psycopg.connect(settings.source_url)
@@ -411,8 +414,7 @@ def test_a_sync_copies_no_unchanged_archived_table_again(base: Base, tmp_path: P
 
     try:
         settings = _settings(base, source, synced, tmp_path)
-        with psycopg.connect(settings.target_url) as conn:
-            conn.execute("UPDATE migration.state SET source_database = %s", [source])
+        _read_from(source, settings)
         tables, masked = archive_state()
         assert masked, "the dirty database has archived tables with secret columns"
         api.sync(settings, as_of=MIGRATED_AT)
