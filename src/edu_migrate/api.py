@@ -35,6 +35,7 @@ from edu_migrate.aftercare.schedule import (
 from edu_migrate.aftercare.tune import TuneReport
 from edu_migrate.checks import dashboards
 from edu_migrate.checks.anomalies import Finding, find_anomalies
+from edu_migrate.checks.endpoints import ROLES, Account, CutoverReport, demo_accounts, run_checks
 from edu_migrate.checks.preflight import (
     MINIMUM_SERVER_VERSION,
     WARN,
@@ -44,9 +45,6 @@ from edu_migrate.checks.preflight import (
 from edu_migrate.checks.validation import SourceFacts, ValidationReport, source_facts
 from edu_migrate.checks.validation import validate as run_validation
 from edu_migrate.config import Settings
-from edu_migrate.cutover import ROLES, Account, CutoverReport, demo_accounts, run_checks
-from edu_migrate.downtime import CutoverResult, Steps
-from edu_migrate.downtime import cutover as run_cutover
 from edu_migrate.errors import MigrationError, PreconditionFailed, ValidationFailed
 from edu_migrate.mapping import LegacyMapping, load_mapping
 from edu_migrate.mapping.draft import Draft, draft_mapping
@@ -80,8 +78,10 @@ from edu_migrate.phases.runner import (
 from edu_migrate.phases.staging import SourceSnapshot, require_legacy_tables
 from edu_migrate.phases.sync import SyncResult, last_sync
 from edu_migrate.phases.sync import sync as run_sync
-from edu_migrate.reporting import Reporter
+from edu_migrate.runlog import Reporter
 from edu_migrate.schema import SchemaResult, applied_version, apply_schema, require_schema
+from edu_migrate.switchover import CutoverResult, Steps
+from edu_migrate.switchover import cutover as run_cutover
 
 if TYPE_CHECKING:
     from edu_migrate.report import ReportData

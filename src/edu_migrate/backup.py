@@ -29,7 +29,7 @@ from edu_migrate.pg.freeze import is_frozen
 from edu_migrate.pg.locks import migration_lock
 from edu_migrate.pg.tools import client_program, restore_archive, run_client
 from edu_migrate.pg.urls import database_name, masked, parse, with_database
-from edu_migrate.reporting import Reporter
+from edu_migrate.runlog import Reporter
 from edu_migrate.schema import applied_version, foreign_tables
 
 MANIFEST = "manifest.json"

@@ -21,7 +21,7 @@ from edu_migrate.config import Settings, load_settings
 from edu_migrate.console import ConsoleReporter
 from edu_migrate.errors import MigrationError
 from edu_migrate.pg.urls import masked, redacted
-from edu_migrate.reporting import loggable_command, open_run_log
+from edu_migrate.runlog import loggable_command, open_run_log
 
 HELP = """Move the legacy LMS database **edu** into **edu_v2**: phased, validated, resumable.
 

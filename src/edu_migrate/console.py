@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from edu_migrate.reporting import Advance, Reporter, log
+from edu_migrate.runlog import Advance, Reporter, log
 
 
 class ConsoleReporter(Reporter):

@@ -415,7 +415,7 @@ def test_keep_days_removes_old_dumps_but_never_the_newest_verified_or_a_final_on
     from datetime import UTC, datetime, timedelta
 
     from edu_migrate.backup import prune, record_backup
-    from edu_migrate.reporting import Reporter
+    from edu_migrate.runlog import Reporter
 
     made = api.backup(migrated, only="target", keep_days=14)
     assert [r.role for r in made] == ["target"]

@@ -24,7 +24,7 @@ from jinja2 import ChoiceLoader, DictLoader
 
 from edu_migrate import api
 from edu_migrate.checks import dashboards
-from edu_migrate.cutover import Account, CutoverCheck, demo_accounts
+from edu_migrate.checks.endpoints import Account, CutoverCheck, demo_accounts
 from edu_migrate.legacy.generator import legacy_password
 from edu_migrate.web import pages
 from edu_migrate.web.app import create_app

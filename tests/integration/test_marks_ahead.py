@@ -9,7 +9,7 @@ import psycopg
 from edu_migrate import api
 from edu_migrate.config import Settings
 from edu_migrate.phases.marks import parse_in_ranges
-from edu_migrate.reporting import Reporter
+from edu_migrate.runlog import Reporter
 from tests.integration.helpers import differences, result_rows
 
 

@@ -13,7 +13,7 @@ from edu_migrate.errors import MigrationError
 from edu_migrate.pg.connect import connect
 from edu_migrate.pg.tools import client_call
 from edu_migrate.pg.urls import parse, redacted
-from edu_migrate.reporting import loggable_command, open_run_log
+from edu_migrate.runlog import loggable_command, open_run_log
 
 SECRET = "s3cr3t"
 

@@ -32,7 +32,7 @@ from edu_migrate.backup import (
 from edu_migrate.errors import MigrationError, PreconditionFailed
 from edu_migrate.pg.connect import connect
 from edu_migrate.pg.urls import database_name, masked, with_database
-from edu_migrate.reporting import Reporter
+from edu_migrate.runlog import Reporter
 from edu_migrate.schema import applied_version
 
 log = logging.getLogger("edu_migrate")

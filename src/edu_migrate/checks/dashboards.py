@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from edu_migrate.cutover import Account, CutoverCheck
+from edu_migrate.checks.endpoints import Account, CutoverCheck
 from edu_migrate.errors import PreconditionFailed
 from edu_migrate.pg.connect import connect
 

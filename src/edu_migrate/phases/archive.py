@@ -32,7 +32,7 @@ from psycopg.types.json import Jsonb
 from edu_migrate.mapping import CANONICAL_SCHEMA, DEFAULT_MAPPING, LegacyMapping
 from edu_migrate.pg.connect import connect
 from edu_migrate.phases.staging import FIXED_DATESTYLE, SourceSnapshot
-from edu_migrate.reporting import Reporter
+from edu_migrate.runlog import Reporter
 
 ARCHIVE_SCHEMA = "legacy_archive"
 MAPPED, ARCHIVED, EXCLUDED = "mapped", "archived", "excluded"

@@ -24,7 +24,7 @@ from edu_migrate.pg.connect import connect
 from edu_migrate.phases import sqlfile
 from edu_migrate.phases.session import set_session
 from edu_migrate.phases.staging import STAGE_SCHEMA, SourceSnapshot, stage_tables
-from edu_migrate.reporting import Reporter
+from edu_migrate.runlog import Reporter
 
 PARSE_SQL = "phase5_marks.sql"
 WORK_TABLE = sql.Identifier(STAGE_SCHEMA, "parsed_grades")

@@ -30,7 +30,7 @@ from edu_migrate.phases.marks import PARSE_SQL, MarksAhead, prepare_marks
 from edu_migrate.phases.phones import stage_phone_numbers
 from edu_migrate.phases.session import set_session as set_session
 from edu_migrate.phases.staging import STAGE_SCHEMA, SourceSnapshot, stage_tables
-from edu_migrate.reporting import Reporter
+from edu_migrate.runlog import Reporter
 from edu_migrate.security.audit import record_bulk_event, row_audit_paused
 
 

@@ -21,7 +21,7 @@ from psycopg import sql
 from edu_migrate.mapping import DEFAULT_MAPPING, LEGACY_COLUMNS, LegacyMapping, MappedTable
 from edu_migrate.mapping.fit import missing_names, require_names
 from edu_migrate.pg.connect import connect
-from edu_migrate.reporting import Advance, Reporter
+from edu_migrate.runlog import Advance, Reporter
 
 STAGE_SCHEMA = "stage"
 

@@ -47,7 +47,7 @@ from edu_migrate.phases.runner import (
     set_session,
 )
 from edu_migrate.phases.staging import STAGE_SCHEMA, SourceSnapshot
-from edu_migrate.reporting import Reporter
+from edu_migrate.runlog import Reporter
 from edu_migrate.security.audit import record_bulk_event, row_audit_paused
 
 SYNC_SQL = "sync.sql"

@@ -1,4 +1,5 @@
-"""`edu-migrate cutover`: the downtime window, as short as the last delta.
+"""The two windows that move the system of record: `cutover` (edu to edu_v2) and `fallback`
+(edu_v2 back to edu), each as short as its last delta.
 
 While the old LMS runs, `sync` rounds bring edu_v2 close to the source. Then the source is frozen
 (the guide's `default_transaction_read_only = on`), the sessions that were open before the freeze
@@ -25,7 +26,7 @@ from edu_migrate.errors import MigrationError, PreconditionFailed
 from edu_migrate.pg.connect import APPLICATION_NAME, connect
 from edu_migrate.pg.freeze import set_frozen
 from edu_migrate.phases.sync import SyncResult
-from edu_migrate.reporting import Reporter
+from edu_migrate.runlog import Reporter
 
 # Sessions of the source database that were open before the freeze, other than edu-migrate's own:
 # they can still write.
