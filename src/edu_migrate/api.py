@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from edu_migrate import __version__
+from edu_migrate import __version__, direction
 from edu_migrate import backup as backups
 from edu_migrate.aftercare import tune as tuning
 from edu_migrate.aftercare.compare import CompareReport
@@ -45,7 +45,12 @@ from edu_migrate.checks.preflight import (
 from edu_migrate.checks.validation import SourceFacts, ValidationReport, source_facts
 from edu_migrate.checks.validation import validate as run_validation
 from edu_migrate.config import Settings
-from edu_migrate.errors import MigrationError, PreconditionFailed, ValidationFailed
+from edu_migrate.errors import (
+    ConnectionFailed,
+    MigrationError,
+    PreconditionFailed,
+    ValidationFailed,
+)
 from edu_migrate.mapping import LegacyMapping, load_mapping
 from edu_migrate.mapping.draft import Draft, draft_mapping
 from edu_migrate.mapping.fit import ColumnSamples, samples, verify
@@ -76,12 +81,13 @@ from edu_migrate.phases.runner import (
     run_phase,
 )
 from edu_migrate.phases.staging import SourceSnapshot, require_legacy_tables
-from edu_migrate.phases.sync import SyncResult, last_sync
+from edu_migrate.phases.sync import SyncResult, changes_since_mirror, last_sync
 from edu_migrate.phases.sync import sync as run_sync
 from edu_migrate.runlog import Reporter
 from edu_migrate.schema import SchemaResult, applied_version, apply_schema, require_schema
-from edu_migrate.switchover import CutoverResult, Steps
+from edu_migrate.switchover import CutoverResult, FallbackResult, FallbackSteps, Steps
 from edu_migrate.switchover import cutover as run_cutover
+from edu_migrate.switchover import fallback as run_fallback
 
 if TYPE_CHECKING:
     from edu_migrate.report import ReportData
@@ -270,7 +276,8 @@ def _log_override(target_url: str, overridden: list[str]) -> None:
 
 def migrate(settings: Settings, phases: Sequence[int] | None = None,
             reporter: Reporter | None = None, *, force: bool = False,
-            freeze_source: bool = False, as_of: datetime | str | None = None) -> MigrateResult:
+            freeze_source: bool = False, as_of: datetime | str | None = None,
+            override_cutover: bool = False) -> MigrateResult:
     """Run the given phases (all when None) in dependency order, under one source snapshot,
     once the preflight's blocking checks pass (or `force`). `as_of` (a datetime, or ISO 8601
     text, Baku time without an offset) is the run's "now"; by default the one recorded by an
@@ -280,6 +287,7 @@ def migrate(settings: Settings, phases: Sequence[int] | None = None,
     requested_as_of = parse_as_of(as_of) if isinstance(as_of, str) else as_of
     mapping = legacy_mapping(settings)
     urls = endpoints(settings)
+    _require_forward(urls.target_url, "migrate", override_cutover, reporter)
     overridden = _require_preflight(urls, settings, reporter, force)
     if freeze_source:
         name = set_frozen(urls.source_url, True)
@@ -340,12 +348,13 @@ def _archive_once_all_done(snapshot: SourceSnapshot, target_url: str, settings: 
 
 
 def sync(settings: Settings, reporter: Reporter | None = None, *,
-         as_of: datetime | str | None = None) -> SyncResult:
+         as_of: datetime | str | None = None, override_cutover: bool = False) -> SyncResult:
     """Bring a migrated edu_v2 up to date with the source as it is now (the catch-up): the rows
     inserted, changed and deleted since the last migrate or sync, through the phases' own rules,
     in one transaction. `as_of` defaults to the new snapshot's time."""
     reporter = reporter or Reporter()
     urls = endpoints(settings)
+    _require_forward(urls.target_url, "sync", override_cutover, reporter)
     with _source_snapshot(urls.source_url, legacy_mapping(settings)) as snapshot:
         _preflight_for_migration(urls, snapshot)
         with migration_lock(urls.target_url):
@@ -366,12 +375,14 @@ def sync(settings: Settings, reporter: Reporter | None = None, *,
 
 def cutover(settings: Settings, reporter: Reporter | None = None, *,
             as_of: datetime | str | None = None, max_rounds: int = 5, settle_rows: int = 1000,
-            writer_timeout: float = 60.0, terminate_writers: bool = False) -> CutoverResult:
+            writer_timeout: float = 60.0, terminate_writers: bool = False,
+            override_cutover: bool = False) -> CutoverResult:
     """The guided downtime window: sync while the delta shrinks, freeze the source, wait for the
     sessions opened before the freeze (or end them), sync the last delta, validate. On any
-    failure the source is unfrozen."""
+    failure the source is unfrozen. Its success makes edu_v2 the system of record."""
     reporter = reporter or Reporter()
     urls = endpoints(settings)
+    _require_forward(urls.target_url, "cutover", override_cutover, reporter)
     fixed = parse_as_of(as_of) if isinstance(as_of, str) else as_of
     steps = Steps(sync=lambda moment: sync(settings, Reporter(), as_of=moment),
                   source_facts=lambda: validation_facts(settings),
@@ -380,6 +391,44 @@ def cutover(settings: Settings, reporter: Reporter | None = None, *,
     return run_cutover(urls.source_url, urls.target_url, steps, reporter, as_of=fixed,
                        max_rounds=max_rounds, settle_rows=settle_rows,
                        writer_timeout=writer_timeout, terminate_writers=terminate_writers)
+
+
+def _require_forward(target_url: str, command: str, override: bool, reporter: Reporter) -> None:
+    """Refuse to write edu_v2 from edu while edu_v2 is the system of record (direction.py); after
+    a fallback, make edu_v2 writable again for the forward run."""
+    try:
+        with connect(target_url, purpose="target") as conn:
+            handed_back = direction.require_forward(conn, command, override=override)
+    except ConnectionFailed:
+        return  # a target not created yet has no direction: the command says what it lacks
+    if override:
+        reporter.warn(f"--override-cutover: `{command}` writes edu_v2 from edu although edu_v2 "
+                      "was the system of record (recorded in migration.system_of_record)")
+    if handed_back:
+        set_frozen(target_url, False)
+        reporter.line("edu_v2 was read-only since the fallback: writable again for this run")
+
+
+def fallback(settings: Settings, reporter: Reporter | None = None, *, max_rounds: int = 5,
+             settle_rows: int = 1000, writer_timeout: float = 60.0,
+             terminate_writers: bool = False) -> FallbackResult:
+    """The guide's "switch back to old database" without losing a write: carry back into edu
+    what the applications wrote on edu_v2 since the cutover, in rounds, then in a window with
+    edu_v2 frozen; edu becomes the system of record again. Writes edu's business tables."""
+    reporter = reporter or Reporter()
+    urls = endpoints(settings)
+    mapping = legacy_mapping(settings)
+
+    def edu_changes() -> dict[str, int]:
+        with _source_snapshot(urls.source_url, mapping) as snapshot:
+            return changes_since_mirror(snapshot, urls.target_url, settings.batch_size)
+
+    with connect(urls.target_url, purpose="target") as conn:
+        require_schema(conn)
+    with migration_lock(urls.target_url):
+        return run_fallback(urls.source_url, urls.target_url, FallbackSteps(edu_changes, mapping),
+                            reporter, max_rounds=max_rounds, settle_rows=settle_rows,
+                            writer_timeout=writer_timeout, terminate_writers=terminate_writers)
 
 
 def validation_facts(settings: Settings) -> SourceFacts:
@@ -502,13 +551,15 @@ def require_valid(report: ValidationReport) -> None:
                                "see the lines above and migration.rejected_rows")
 
 
-def rollback(settings: Settings, phase: int | None, reporter: Reporter | None = None) -> list[int]:
+def rollback(settings: Settings, phase: int | None, reporter: Reporter | None = None, *,
+             override_cutover: bool = False) -> list[int]:
     reporter = reporter or Reporter()
     if phase is not None:
         _parse_phases([phase])
     target = target_url(settings)
     with connect(target, purpose="target") as conn:
         require_schema(conn)
+    _require_forward(target, "rollback", override_cutover, reporter)
     with migration_lock(target):
         undone = rollback_phases(target, phase, reporter)
         if phase is None:
@@ -538,6 +589,9 @@ def status(settings: Settings) -> dict[str, Any]:
         holder = lock_holder(conn)
         as_of = recorded_as_of(conn)
         synced = last_sync(conn)
+        way = direction.current(conn)
+        written = direction.writes_since(conn, way.audit_mark) if way.cut_over else {}
+        fell_back = direction.last_fallback(conn)
     by_phase = {int(r[0]): r for r in rows}
     phases = []
     for number in RUN_ORDER:
@@ -556,7 +610,8 @@ def status(settings: Settings) -> dict[str, Any]:
         })
     return {"version": __version__, "target": masked(target), "running_now": holder,
             "as_of": as_of.isoformat() if as_of else None, "phases": phases,
-            "last_sync": synced}
+            "last_sync": synced,
+            "direction": way.to_dict() | {"writes_since": written}, "last_fallback": fell_back}
 
 
 def freeze_source(settings: Settings) -> str:

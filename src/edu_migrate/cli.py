@@ -182,6 +182,12 @@ AsOfOpt = Annotated[str | None, typer.Option(
     show_default=False)]
 
 
+OverrideCutoverOpt = Annotated[bool, typer.Option(
+    "--override-cutover", help="Write edu_v2 from edu although the cutover made edu_v2 the "
+    "system of record: the applications' writes there since are overwritten. Recorded; "
+    "`fallback` is the way back that loses nothing.")]
+
+
 @app.command()
 def migrate(
     phase: Annotated[list[int] | None, typer.Option(
@@ -204,6 +210,7 @@ def migrate(
         show_default=False)] = None,
     source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
     mapping: MappingOpt = None, json_file: JsonOpt = None,
+    override_cutover: OverrideCutoverOpt = False,
 ) -> None:
     """Run migration phases: 1 users & persons, 2 students & staff, 3 organizations & terms,
     4 courses & offerings, 5 enrollments & grades. Done phases are skipped."""
@@ -214,7 +221,8 @@ def migrate(
                          workers=workers, archive_secrets=archive_secrets or None,
                          mapping_file=mapping)
     result = api.migrate(settings, None if all_phases else phase, reporter=_reporter(),
-                         force=force, freeze_source=freeze_source, as_of=as_of)
+                         force=force, freeze_source=freeze_source, as_of=as_of,
+                         override_cutover=override_cutover)
     out.print(f"\nDone in {result.seconds:.1f}s")
     _write_json(json_file, result.to_dict())
 
@@ -225,14 +233,15 @@ def sync(
     batch_size: Annotated[int | None, typer.Option(
         help="Changed rows fetched per request to the source.", show_default=False)] = None,
     source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
-    json_file: JsonOpt = None,
+    json_file: JsonOpt = None, override_cutover: OverrideCutoverOpt = False,
 ) -> None:
     """Catch up with the live source after `migrate --all`: only the legacy rows inserted,
     changed or deleted since the last migrate or sync are read and derived again, through the
     same rules, in one transaction. The source is only read; nothing is installed on it."""
     _json_owns_stdout(json_file)
     settings = _settings(config, source_url=source, target_url=target, batch_size=batch_size)
-    result = api.sync(settings, reporter=_reporter(), as_of=as_of)
+    result = api.sync(settings, reporter=_reporter(), as_of=as_of,
+                      override_cutover=override_cutover)
     _write_json(json_file, result.to_dict())
 
 
@@ -249,7 +258,7 @@ def cutover(
         "--terminate-writers", help="End the sessions opened before the freeze instead of "
         "waiting for them.")] = False,
     source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
-    json_file: JsonOpt = None,
+    json_file: JsonOpt = None, override_cutover: OverrideCutoverOpt = False,
 ) -> None:
     """The near-zero-downtime window, after `migrate --all` on the live source: sync while the
     delta shrinks, freeze the source (read-only for new sessions), wait for the sessions opened
@@ -259,7 +268,45 @@ def cutover(
     settings = _settings(config, source_url=source, target_url=target)
     result = api.cutover(settings, reporter=_reporter(), as_of=as_of, max_rounds=max_rounds,
                          settle_rows=settle_rows, writer_timeout=writer_timeout,
-                         terminate_writers=terminate_writers)
+                         terminate_writers=terminate_writers, override_cutover=override_cutover)
+    _write_json(json_file, result.to_dict())
+
+
+@app.command()
+def fallback(
+    max_rounds: Annotated[int, typer.Option(
+        help="Rounds at most before edu_v2 is frozen.")] = 5,
+    settle_rows: Annotated[int, typer.Option(
+        help="Freeze edu_v2 once a round finds this many written rows or fewer.")] = 1000,
+    writer_timeout: Annotated[float, typer.Option(
+        help="Seconds to wait, after edu_v2's freeze, for sessions opened before it.")] = 60.0,
+    terminate_writers: Annotated[bool, typer.Option(
+        "--terminate-writers", help="End the sessions opened before edu_v2's freeze instead of "
+        "waiting for them.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
+    json_file: JsonOpt = None,
+) -> None:
+    """The guide's "switch back to old database", after a cutover, losing nothing: every
+    insert, update and delete the applications made on edu_v2 since the cutover is carried back
+    into edu through the inverse of each phase's rules (in rounds while they still write, then
+    in a window with edu_v2 frozen), in one transaction on edu. Then edu is unfrozen and is the
+    system of record again. Values edu cannot hold, and accounts that need a password reset on
+    edu, are listed. Writes edu's business tables (only this command, restore and
+    freeze-source write edu). On any failure edu is left as it was."""
+    _json_owns_stdout(json_file)
+    settings = _settings(config, source_url=source, target_url=target)
+    if not yes and not typer.confirm(
+            f"Carry edu_v2's writes back into {masked(settings.source_url)} and make it the "
+            "system of record again?"):
+        raise typer.Exit(1)
+    result = api.fallback(settings, reporter=_reporter(), max_rounds=max_rounds,
+                          settle_rows=settle_rows, writer_timeout=writer_timeout,
+                          terminate_writers=terminate_writers)
+    for username in result.password_resets[:20]:
+        out.print(f"needs a password reset on edu: {username}", markup=False)
+    if len(result.password_resets) > 20:
+        out.print(f"… and {len(result.password_resets) - 20} more (--json lists them all)")
     _write_json(json_file, result.to_dict())
 
 
@@ -311,6 +358,7 @@ def rollback(
         "--all", help="Empty edu_v2 back to its schema.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     target: TargetOpt = None, config: ConfigOpt = None,
+    override_cutover: OverrideCutoverOpt = False,
 ) -> None:
     """Remove what a phase (and the phases after it) wrote to edu_v2. The source is untouched."""
     if (phase is None) == (not all_phases):
@@ -319,7 +367,8 @@ def rollback(
     what = "every phase" if all_phases else f"phase {phase} and the phases that need it"
     if not yes and not typer.confirm(f"Remove {what} from {masked(settings.target_url)}?"):
         raise typer.Exit(1)
-    api.rollback(settings, None if all_phases else phase, reporter=_reporter())
+    api.rollback(settings, None if all_phases else phase, reporter=_reporter(),
+                 override_cutover=override_cutover)
 
 
 @app.command()
@@ -354,6 +403,21 @@ def status(target: TargetOpt = None, source: SourceOpt = None, config: ConfigOpt
         out.print(f"Last sync: {synced['finished_at'][:19].replace('T', ' ')}, "
                   f"{synced['seconds']:.1f}s, rows applied: {applied}; edu_v2 holds the source "
                   f"as it was {synced['behind_seconds']:,}s ago", markup=False, soft_wrap=True)
+    way = state["direction"]
+    if way["system_of_record"] == "edu_v2":
+        written = ", ".join(f"{t} {n:,}" for t, n in way["writes_since"].items()) or "none yet"
+        out.print(f"System of record: edu_v2 since {way['since'][:19].replace('T', ' ')} (the "
+                  f"cutover); application writes since: {written}. `sync`, `migrate`, "
+                  "`cutover` and `rollback` refuse; `fallback` switches back to edu.",
+                  markup=False, soft_wrap=True)
+    else:
+        since = f" since {way['since'][:19].replace('T', ' ')} ({way['event']})" \
+            if way["since"] else " (no cutover yet)"
+        out.print(f"System of record: edu{since}", markup=False, soft_wrap=True)
+    if state["last_fallback"]:
+        fell = state["last_fallback"]
+        out.print(f"Last fallback: {fell['at'][:19].replace('T', ' ')}, window "
+                  f"{fell.get('window_seconds', 0):.1f}s", markup=False, soft_wrap=True)
     if state["running_now"]:
         out.print(f"A migration is running now: {state['running_now']}", markup=False,
                   soft_wrap=True)

@@ -11,6 +11,7 @@ the source: the applications stay on edu.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +20,18 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from edu_migrate.checks.validation import SourceFacts
+from edu_migrate.direction import EDU, EDU_V2, require_cut_over
+from edu_migrate.direction import current as current_direction
+from edu_migrate.direction import record as record_direction
 from edu_migrate.errors import MigrationError, PreconditionFailed
+from edu_migrate.mapping import LegacyMapping
 from edu_migrate.pg.connect import APPLICATION_NAME, connect
 from edu_migrate.pg.freeze import set_frozen
+from edu_migrate.phases import carry_back
 from edu_migrate.phases.sync import SyncResult
 from edu_migrate.runlog import Reporter
 
@@ -37,6 +44,18 @@ FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
   AND backend_start < %s AND application_name NOT LIKE %s
 ORDER BY pid
+"""
+
+
+# Rows the applications create on edu_v2 after the cutover get legacy ids above every id the
+# frozen source holds (the mirror is the source as the last sync read it), and above any id
+# migrated, set aside or created before.
+_RESERVE_LEGACY_IDS = """
+SELECT setval(format('migration.legacy_ids_%%s', %(t)s::text)::regclass, greatest(
+    (SELECT max(id) FROM {stage}),
+    (SELECT max(source_id) FROM migration.crosswalk WHERE source_table = %(t)s::text),
+    (SELECT max(source_id) FROM migration.rejected_rows WHERE source_table = %(t)s::text),
+    (SELECT max(source_id) FROM migration.created_rows WHERE source_table = %(t)s::text), 1))
 """
 
 
@@ -133,7 +152,7 @@ def _server_now(url: str) -> datetime:
         return row[0]  # type: ignore[no-any-return]
 
 
-def _settle_writers(source_url: str, result: CutoverResult, reporter: Reporter,
+def _settle_writers(source_url: str, result: CutoverResult | FallbackResult, reporter: Reporter,
                     timeout: float, terminate: bool) -> None:
     """Wait until no session opened before the freeze is left (or end them): only then can no
     write reach the source after the last sync's snapshot."""
@@ -141,8 +160,10 @@ def _settle_writers(source_url: str, result: CutoverResult, reporter: Reporter,
     started = time.perf_counter()
     with connect(source_url, purpose="source", autocommit=True, read_only=True) as conn:
         while True:
-            sessions = conn.execute(_OPEN_BEFORE,
-                                    [result.frozen_at, f"{APPLICATION_NAME}%"]).fetchall()
+            # Only this process's own sessions may stay: the reference API's pool is named
+            # "edu-migrate <purpose>" too, and it is a writer like any application.
+            sessions = conn.execute(_OPEN_BEFORE, [
+                result.frozen_at, f"{APPLICATION_NAME} % pid={os.getpid()}"]).fetchall()
             if not sessions:
                 break
             if terminate:
@@ -166,7 +187,120 @@ def _settle_writers(source_url: str, result: CutoverResult, reporter: Reporter,
 
 def _record(target_url: str, result: CutoverResult) -> None:
     with connect(target_url, purpose="target") as conn:
+        detail = {key: value for key, value in result.to_dict().items()
+                  if key != "rounds"} | {"rounds": len(result.rounds)}
         conn.execute("INSERT INTO migration.run_log (event, detail) VALUES ('cutover', %s)",
-                     [Jsonb({key: value for key, value in result.to_dict().items()
-                             if key != "rounds"} | {"rounds": len(result.rounds)})])
+                     [Jsonb(detail)])
+        for (table,) in conn.execute("SELECT source_table FROM migration.legacy_tables"
+                                     ).fetchall():
+            conn.execute(sql.SQL(_RESERVE_LEGACY_IDS).format(
+                stage=sql.Identifier("stage", table)), {"t": table})
+        record_direction(conn, EDU_V2, "cutover", detail)
         conn.commit()
+
+
+@dataclass
+class FallbackResult:
+    """What a fallback carried back, and its window."""
+    rounds: list[Round] = field(default_factory=list)
+    frozen_at: datetime | None = None
+    writers_waited_seconds: float = 0.0
+    writers_terminated: int = 0
+    final_rows: int = 0
+    applied: dict[str, dict[str, int]] = field(default_factory=dict)
+    losses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    password_resets: list[str] = field(default_factory=list)
+    window_seconds: float = 0.0
+    nothing_to_do: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["frozen_at"] = self.frozen_at.isoformat() if self.frozen_at else None
+        return data
+
+
+@dataclass(frozen=True)
+class FallbackSteps:
+    """What a fallback asks of the API: whether edu changed since the cutover (per table)."""
+    edu_changes: Callable[[], dict[str, int]]
+    mapping: LegacyMapping
+
+
+def fallback(source_url: str, target_url: str, steps: FallbackSteps, reporter: Reporter, *,
+             max_rounds: int, settle_rows: int, writer_timeout: float,
+             terminate_writers: bool) -> FallbackResult:
+    """The guide's "switch back to old database", losing nothing: carry back what the
+    applications wrote on edu_v2 in rounds while they still write, freeze edu_v2, carry back the
+    last delta, write edu in one transaction, then unfreeze edu. On any failure edu is left as it
+    was and edu_v2 is unfrozen: the applications stay on edu_v2."""
+    result = FallbackResult()
+    with connect(target_url, purpose="target") as conn:
+        state = current_direction(conn)
+        if state.event == "fallback":
+            reporter.line("Nothing to carry back: edu is the system of record since the fallback "
+                          f"of {state.since.isoformat(timespec='seconds') if state.since else '?'}")
+            result.nothing_to_do = True
+            return result
+        state = require_cut_over(conn)
+    changed = steps.edu_changes()
+    if changed:
+        shown = ", ".join(f"{table} {count:,}" for table, count in changed.items())
+        raise PreconditionFailed(
+            f"edu was written after the cutover ({shown} rows): a fallback would mix those "
+            "writes with edu_v2's",
+            "find what wrote edu while it was frozen and reconcile by hand (or restore edu from "
+            "the cutover's backup); nothing was changed")
+    carry_back.start(target_url)
+    since: int | None = None
+    previous: int | None = None
+    for number in range(1, max_rounds + 1):
+        carried = carry_back.carry_round(target_url, state.audit_mark, since, Reporter())
+        since = carried.horizon
+        result.rounds.append(Round(carried.keys, carried.seconds))
+        reporter.line(f"Round {number}: {carried.keys:,} rows written on edu_v2 derived into "
+                      f"legacy rows in {carried.seconds:.1f}s")
+        if carried.keys <= settle_rows or (previous is not None and carried.keys >= previous):
+            break
+        previous = carried.keys
+    frozen = time.perf_counter()
+    set_frozen(target_url, True)
+    result.frozen_at = _server_now(target_url)
+    reporter.line(f"Froze edu_v2 at {result.frozen_at.isoformat()}: the window starts")
+    try:
+        _settle_writers(target_url, result, reporter, writer_timeout, terminate_writers)
+        last = carry_back.carry_round(target_url, state.audit_mark, since, Reporter())
+        result.final_rows = last.keys
+        # The same test once more: a write that got past the freeze is named, never lost.
+        check = carry_back.carry_round(target_url, state.audit_mark, last.horizon, Reporter())
+        if check.keys:
+            raise PreconditionFailed(
+                f"{check.keys} rows were written on edu_v2 after its freeze",
+                "find the session that turned read-only off, stop it, then run the fallback "
+                "again")
+        result.losses = carry_back.losses(target_url)
+        result.password_resets = carry_back.password_resets(target_url)
+        with connect(target_url, purpose="target") as conn:
+            carry_back.writable(conn)
+            applied = carry_back.apply_images(source_url, target_url, steps.mapping)
+            result.applied = applied.to_dict()
+            result.window_seconds = round(time.perf_counter() - frozen, 2)
+            carry_back.record_carried(conn)
+            record_direction(conn, EDU, "fallback", {
+                key: value for key, value in result.to_dict().items()
+                if key not in ("rounds", "password_resets")} | {"rounds": len(result.rounds)})
+            conn.commit()
+    except (MigrationError, psycopg.Error) as exc:
+        set_frozen(target_url, False)
+        cause = exc.message if isinstance(exc, MigrationError) else str(exc).strip()
+        raise MigrationError(
+            "fallback aborted, edu is as it was, edu_v2 is writable again and the applications "
+            f"stay on edu_v2: {cause.splitlines()[0] if cause else type(exc).__name__}",
+            "fix the cause, then run `edu-migrate fallback` again") from exc
+    set_frozen(source_url, False)
+    total = sum(sum(counts.values()) for counts in result.applied.values())
+    reporter.line(f"Fallback window: {result.window_seconds:.1f}s from edu_v2's freeze to edu "
+                  f"written ({total:,} legacy rows). edu is writable and the system of record "
+                  "again; edu_v2 stays read-only: point the applications at edu.")
+    for column, loss in result.losses.items():
+        reporter.warn(f"edu cannot hold {loss['count']:,} values of {column}: {loss['reason']}")
+    return result

@@ -303,3 +303,24 @@ def _record(conn: psycopg.Connection, result: SyncResult, horizon: int, seconds:
                          "seconds": round(seconds, 2), "whole": result.whole})])
     record_bulk_event(conn, "SYNC", [t for n in RUN_ORDER for t in PHASES[n].writes],
                       {"changed": changed, "recomputed": result.recomputed})
+
+
+def changes_since_mirror(snapshot: SourceSnapshot, target_url: str,
+                         batch_size: int) -> dict[str, int]:
+    """What the source holds that the mirror does not, per legacy table (rows inserted, changed
+    or deleted), found as a sync finds it, and nothing applied: the target's transaction is
+    rolled back. A fallback asks it: edu must still be what the cutover left."""
+    found: dict[str, int] = {}
+    with connect(target_url, purpose="target") as conn:
+        conn.execute("SET default_transaction_read_only = off")
+        conn.commit()
+        _index_mirror(conn, Reporter())
+        whole = _mirror_lost(conn)
+        horizons = _mirror_horizons(conn)
+        for table in LEGACY_COLUMNS:
+            changes = take_changes(conn, snapshot, table, whole=whole,
+                                   horizon=horizons.get(table), batch_size=batch_size)
+            if changes.total:
+                found[table] = changes.total
+        conn.rollback()
+    return found

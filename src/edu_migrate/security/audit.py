@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 ROW_TRIGGER = "audit_row_change"
 # The row triggers a bulk load of history pauses.
-PAUSED_TRIGGERS = (ROW_TRIGGER, "marks_hold_together")
+PAUSED_TRIGGERS = (ROW_TRIGGER, "marks_hold_together", "audit_password_change")
 
 
 def _paused(conn: psycopg.Connection, tables: Sequence[str]) -> list[tuple[str, str]]:

@@ -25,7 +25,9 @@ WITH parsed AS (
            lower(migration.clean_text(s.email)) AS email,
            btrim(s.password) AS password_hash,
            CASE WHEN btrim(s.password) ~ '^\$2[abxy]\$[0-9]{2}\$[./A-Za-z0-9]{53}$' THEN 'bcrypt'
-                WHEN btrim(s.password) ~ '^[0-9a-fA-F]{32}$' THEN 'md5' END AS password_algo,
+                WHEN btrim(s.password) ~ '^[0-9a-fA-F]{32}$' THEN 'md5'
+                -- set on edu_v2 and carried back by a fallback (phase1_inverse.sql)
+                WHEN btrim(s.password) ~ '^\$argon2(id|i|d)\$' THEN 'argon2' END AS password_algo,
            CASE s.user_type WHEN 1 THEN 'student' WHEN 2 THEN 'teacher' WHEN 3 THEN 'admin'
                             WHEN 4 THEN 'staff' END AS role,
            s.user_type, s.is_active, s.last_login, s.created_at, s.updated_at,
@@ -36,7 +38,7 @@ WITH parsed AS (
 )
 SELECT p.*,
        CASE WHEN p.username IS NULL THEN 'blank username'
-            WHEN p.password_algo IS NULL THEN 'unrecognised value: password is not an MD5 or bcrypt hash'
+            WHEN p.password_algo IS NULL THEN 'unrecognised value: password is not an MD5, bcrypt or argon2 hash'
             WHEN p.role IS NULL THEN 'unrecognised value: user_type'
             WHEN p.is_active IS NULL OR p.is_active NOT IN (0, 1) THEN 'unrecognised value: is_active'
        END AS reject_reason,
