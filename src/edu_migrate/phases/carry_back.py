@@ -81,8 +81,10 @@ MERGED_IMAGES = """
 SELECT i.source_table, i.source_id,
        CASE WHEN bool_or(i.action = 'delete') THEN 'delete'
             WHEN bool_or(i.action = 'insert') THEN 'insert' ELSE 'update' END,
-       (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb)
-        FROM unnest(array_agg(i.image)) AS m (image), jsonb_each(m.image) e)
+       -- jsonb keeps the last value of a key: a row's own image comes after the closures'
+       (SELECT coalesce(jsonb_object_agg(e.key, e.value ORDER BY m.n), '{}'::jsonb)
+        FROM unnest(array_agg(i.image ORDER BY i.closure DESC)) WITH ORDINALITY AS m (image, n),
+             jsonb_each(m.image) e)
 FROM migration.fallback_images i
 GROUP BY i.source_table, i.source_id
 -- a row changed and changed back writes nothing
@@ -146,7 +148,8 @@ def carry_round(target_url: str, mark: int, since: int | None, reporter: Reporte
         row = conn.execute("SELECT count(*) FROM reverse_delta").fetchone()
         keys = int(row[0]) if row else 0
         conn.execute(
-            "CREATE TEMP TABLE round_images (LIKE migration.fallback_images) ON COMMIT DROP")
+            "CREATE TEMP TABLE round_images (LIKE migration.fallback_images INCLUDING DEFAULTS) "
+            "ON COMMIT DROP")
         conn.execute(
             "CREATE TEMP TABLE round_losses (LIKE migration.fallback_losses) ON COMMIT DROP")
         for file_name in INVERSE_FILES:
@@ -257,11 +260,12 @@ def _count(conn: psycopg.Connection, table: str, action: str) -> int:
 
 
 # The crosswalk follows what was carried back: a row created on edu_v2 is now a legacy row (the
-# next forward run derives it to the same id), and a deleted row no longer maps anything.
+# next forward run derives it to the same id), and a legacy row deleted (a deleted row, or one
+# merged in edu) no longer maps anything.
 _CROSSWALK_CARRIED = (
     """
     DELETE FROM migration.crosswalk x USING migration.fallback_images i
-    WHERE i.action = 'delete' AND x.target_table = i.target_table AND x.target_id = i.target_id
+    WHERE i.action = 'delete' AND x.source_table = i.source_table AND x.source_id = i.source_id
     """,
     """
     INSERT INTO migration.crosswalk (source_table, source_id, target_table, target_id,

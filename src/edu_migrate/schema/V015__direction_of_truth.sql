@@ -111,6 +111,9 @@ CREATE TABLE migration.fallback_images (
     source_id    bigint NOT NULL,
     action       text NOT NULL CHECK (action IN ('insert', 'update', 'delete')),
     image        jsonb,
+    -- written because a group rule joins this legacy row to the edu_v2 row that changed; the
+    -- legacy row's own image wins over it
+    closure      boolean NOT NULL DEFAULT false,
     PRIMARY KEY (target_table, target_id, source_table, source_id)
 );
 

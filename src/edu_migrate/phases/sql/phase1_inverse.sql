@@ -60,3 +60,30 @@ FROM reverse_delta d
 LEFT JOIN persons p ON p.id = d.row_id
 LEFT JOIN LATERAL jsonb_populate_record(NULL::persons, d.before) b ON true
 WHERE d.table_name = 'persons' AND d.legacy_id IS NOT NULL;
+
+-- name: close_username_and_email_groups
+-- A username and an e-mail are decided for a group of legacy rows at once (phase1.sql: the
+-- oldest account keeps a name, a later one is renamed '<name>.<id>' or loses its e-mail). When
+-- an account's name or e-mail changes on edu_v2, or the account is deleted or created, the
+-- forward rule would decide its old and its new group afresh: every other account of those
+-- groups takes its edu_v2 name and e-mail into edu as well, so that it decides as edu_v2 holds.
+-- These images belong to the account that changed (`closure`): an account's own image wins.
+INSERT INTO round_images (target_table, target_id, source_table, source_id, action, image,
+                          closure)
+SELECT DISTINCT ON (d.row_id, m.id) d.table_name, d.row_id, 'users', m.id, 'update',
+       jsonb_build_object('username', v.username, 'email', v.email), true
+FROM reverse_delta d
+LEFT JOIN users u ON u.id = d.row_id
+LEFT JOIN LATERAL jsonb_populate_record(NULL::users, d.before) b ON true
+LEFT JOIN stage.users own ON own.id = d.legacy_id
+JOIN stage.users m
+  ON m.id IS DISTINCT FROM d.legacy_id
+ AND (lower(migration.clean_text(m.username)) IN (lower(migration.clean_text(own.username)),
+                                                  lower(b.username), lower(u.username))
+      OR lower(migration.clean_text(m.email)) IN (lower(migration.clean_text(own.email)),
+                                                  b.email, u.email))
+JOIN migration.crosswalk_users x ON x.source_id = m.id
+JOIN users v ON v.id = x.target_id
+WHERE d.table_name = 'users' AND d.legacy_id IS NOT NULL
+  AND (u.id IS NULL OR d.created OR b.username IS DISTINCT FROM u.username
+       OR b.email IS DISTINCT FROM u.email);

@@ -1,7 +1,7 @@
 -- Phase 5's inverse: enrollments and marks back into legacy course_students and grades rows (see
 -- phase1_inverse.sql for the shape). A merged enrollment writes its surviving legacy row
--- (migration.legacy_id); the rows merged into it stay as they were, so the forward run merges
--- them again. A score goes back into the text the forward parser reads as the same number, an
+-- (migration.legacy_id); the rows merged into it are merged in edu too when it changes
+-- (close_merged_enrollments). A score goes back into the text the forward parser reads as the same number, an
 -- absence into 'q/b'; an assessment into its mark type (phase5.sql's six types).
 
 -- name: invert_course_enrollments
@@ -26,6 +26,27 @@ FROM reverse_delta d
 LEFT JOIN course_enrollments e ON e.id = d.row_id
 LEFT JOIN LATERAL jsonb_populate_record(NULL::course_enrollments, d.before) b ON true
 WHERE d.table_name = 'course_enrollments' AND d.legacy_id IS NOT NULL;
+
+-- name: close_merged_enrollments
+-- The same student enrolled twice in one run is one enrollment on edu_v2, whose survivor the
+-- forward rule chooses by status and final score (phase5.sql). Once that enrollment changes or
+-- is deleted, the rows merged into it could win the next forward run (a new id) or come back
+-- alone: the merge is completed in edu. They are deleted, and their legacy marks (which edu_v2
+-- holds as marks of the enrollment) name the surviving row.
+INSERT INTO round_images (target_table, target_id, source_table, source_id, action, image,
+                          closure)
+SELECT d.table_name, d.row_id, 'course_students', x.source_id, 'delete', NULL, true
+FROM reverse_delta d
+JOIN migration.crosswalk_course_students x ON x.target_id = d.row_id
+WHERE d.table_name = 'course_enrollments' AND NOT d.created AND x.source_id <> d.legacy_id
+UNION ALL
+SELECT d.table_name, d.row_id, 'grades', g.id, 'update',
+       jsonb_build_object('course_student_id', d.legacy_id), true
+FROM reverse_delta d
+JOIN course_enrollments e ON e.id = d.row_id
+JOIN migration.crosswalk_course_students x ON x.target_id = d.row_id
+JOIN stage.grades g ON g.course_student_id = x.source_id
+WHERE d.table_name = 'course_enrollments' AND NOT d.created AND x.source_id <> d.legacy_id;
 
 -- name: invert_grades
 INSERT INTO round_images (target_table, target_id, source_table, source_id, action, image)
