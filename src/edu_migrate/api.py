@@ -373,13 +373,19 @@ def cutover(settings: Settings, reporter: Reporter | None = None, *,
     reporter = reporter or Reporter()
     urls = endpoints(settings)
     fixed = parse_as_of(as_of) if isinstance(as_of, str) else as_of
-    steps = Steps(sync=lambda moment: sync(settings, Reporter(), as_of=moment),
-                  source_facts=lambda: validation_facts(settings),
-                  validate=lambda facts: require_valid(validate(settings, Reporter(),
-                                                                facts=facts)))
-    return run_cutover(urls.source_url, urls.target_url, steps, reporter, as_of=fixed,
+    return run_cutover(urls.source_url, urls.target_url, cutover_steps(settings), reporter,
+                       as_of=fixed,
                        max_rounds=max_rounds, settle_rows=settle_rows,
                        writer_timeout=writer_timeout, terminate_writers=terminate_writers)
+
+
+def cutover_steps(settings: Settings) -> Steps:
+    """What the cutover window calls, bound to `settings` (a test wraps one to act at a precise
+    moment of the window)."""
+    return Steps(sync=lambda moment: sync(settings, Reporter(), as_of=moment),
+                 source_facts=lambda: validation_facts(settings),
+                 validate=lambda facts: require_valid(validate(settings, Reporter(),
+                                                               facts=facts)))
 
 
 def validation_facts(settings: Settings) -> SourceFacts:
