@@ -76,7 +76,7 @@ from edu_migrate.phases.runner import (
     run_phase,
 )
 from edu_migrate.phases.staging import SourceSnapshot, require_legacy_tables
-from edu_migrate.phases.sync import SyncResult, last_sync
+from edu_migrate.phases.sync import SyncResult, last_sync, unsynced_changes
 from edu_migrate.phases.sync import sync as run_sync
 from edu_migrate.runlog import Reporter
 from edu_migrate.schema import SchemaResult, applied_version, apply_schema, require_schema
@@ -385,7 +385,19 @@ def cutover_steps(settings: Settings) -> Steps:
     return Steps(sync=lambda moment: sync(settings, Reporter(), as_of=moment),
                  source_facts=lambda: validation_facts(settings),
                  validate=lambda facts: require_valid(validate(settings, Reporter(),
-                                                               facts=facts)))
+                                                               facts=facts)),
+                 unsynced=lambda: unsynced_tables(settings))
+
+
+def unsynced_tables(settings: Settings) -> dict[str, int]:
+    """The source's mapped tables written since the last sync's snapshot (by the names reports
+    give them), with their changed rows: what a sync now would apply. Nothing is applied."""
+    urls = endpoints(settings)
+    with _source_snapshot(urls.source_url, legacy_mapping(settings)) as snapshot, \
+            migration_lock(urls.target_url):
+        return {snapshot.mapping[table].source_name: changes.total
+                for table, changes in unsynced_changes(
+                    snapshot, urls.target_url, batch_size=settings.batch_size).items()}
 
 
 def validation_facts(settings: Settings) -> SourceFacts:

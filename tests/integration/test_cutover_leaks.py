@@ -131,14 +131,18 @@ def _frozen(url: str) -> bool:
 
 
 def _first_mark(settings: Settings) -> tuple[int, str]:
-    """A migrated legacy mark's id and a value it does not hold."""
+    """A migrated legacy mark's id, and the legacy value of another migrated mark of the same
+    kind that came out as a different score (so that the change is visible in edu_v2)."""
     with psycopg.connect(settings.target_url) as conn:
-        row = conn.execute(
+        scores = dict(conn.execute(
             "SELECT c.source_id, g.score FROM migration.crosswalk_grades c JOIN grades g "
-            "ON g.id = c.target_id WHERE g.score IS NOT NULL ORDER BY c.source_id "
-            "LIMIT 1").fetchone()
-    assert row is not None
-    return int(row[0]), "3" if row[1] != 3 else "4"
+            "ON g.id = c.target_id WHERE g.score IS NOT NULL").fetchall())
+    with psycopg.connect(settings.source_url) as conn:
+        marks = conn.execute("SELECT id, grade_type, value FROM grades WHERE id = ANY(%s) "
+                             "ORDER BY id", [list(scores)]).fetchall()
+    first = marks[0]
+    value = next(v for i, kind, v in marks if kind == first[1] and scores[i] != scores[first[0]])
+    return int(first[0]), str(value)
 
 
 def _migrated_mark(settings: Settings, legacy_id: int) -> str | None:
@@ -322,3 +326,23 @@ def test_a_write_transaction_open_at_the_end_of_the_window_is_ended_or_refused(
     with psycopg.connect(pair.source_url) as conn:
         assert conn.execute("SELECT value FROM grades WHERE id = %s", [mark]).fetchone() \
             != (value,)
+
+
+def test_a_role_whose_own_setting_beats_the_freeze_is_refused_before_the_freeze(
+        server: str, pair: Settings) -> None:
+    """`ALTER ROLE … IN DATABASE … SET default_transaction_read_only = off` takes precedence
+    over the database's setting: that role's new sessions would write through the freeze. The
+    cutover refuses before freezing anything, naming the role."""
+    role = f"leak_app_{uuid.uuid4().hex[:8]}"
+    database = str(psycopg.conninfo.conninfo_to_dict(str(pair.source_url))["dbname"])
+    _admin(server, sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        _admin(server, sql.SQL("ALTER ROLE {} IN DATABASE {} SET "
+                               "default_transaction_read_only = off").format(
+            sql.Identifier(role), sql.Identifier(database)))
+        with pytest.raises(MigrationError, match=rf"{role} in database \(") as raised:
+            _cutover(pair, api.cutover_steps(pair))
+        assert "ALTER ROLE" in raised.value.one_line()
+        assert not _frozen(pair.source_url)
+    finally:
+        _admin(server, sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
