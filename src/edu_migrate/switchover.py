@@ -150,9 +150,10 @@ def _require_nothing_written(source_url: str, steps: Steps, result: CutoverResul
     if written:
         raise StillWritable(
             "the source was written after the last sync's snapshot, past the freeze: "
-            + ", ".join(f"{table} ({rows:,} rows)" for table, rows in sorted(written.items()))
-            + " (a session that turned default_transaction_read_only off, or a transaction "
-            "prepared before the freeze and committed in the window)",
+            + ", ".join(f"{table} ({rows:,} row{'' if rows == 1 else 's'})"
+                        for table, rows in sorted(written.items()))
+            + "; by a session that turned default_transaction_read_only off, or a transaction "
+            "prepared before the freeze and committed in the window",
             "find and stop that writer (pg_stat_activity, pg_prepared_xacts)")
     reporter.line("Nothing reached the source's mapped tables after the last sync's snapshot")
 

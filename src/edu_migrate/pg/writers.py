@@ -51,8 +51,9 @@ ORDER BY prepared
 # Roles whose own setting of default_transaction_read_only, for every database or for this one,
 # takes precedence over the database's: their new sessions are not frozen.
 _OVERRIDES = """
-SELECT r.rolname::text, s.setdatabase <> 0, c.value
+SELECT r.rolname::text, d.datname::text, c.value
 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+LEFT JOIN pg_database d ON d.oid = s.setdatabase
 CROSS JOIN LATERAL unnest(s.setconfig) AS c(value)
 WHERE s.setrole <> 0 AND s.setdatabase IN (0, (SELECT oid FROM pg_database
                                                WHERE datname = current_database()))
@@ -80,6 +81,22 @@ class Prepared:
     prepared_at: datetime
 
 
+@dataclass(frozen=True)
+class Override:
+    role: str
+    database: str | None  # None: the role's setting for every database
+    setting: str  # as pg_db_role_setting holds it: 'default_transaction_read_only=off'
+
+    def shown(self) -> str:
+        return f"{self.role}{f' in database {self.database}' if self.database else ''} " \
+               f"({self.setting})"
+
+    def reset(self) -> str:
+        """The statement that removes it."""
+        where = f" IN DATABASE {self.database}" if self.database else ""
+        return f"ALTER ROLE {self.role}{where} RESET default_transaction_read_only"
+
+
 @dataclass
 class Settled:
     waited_seconds: float = 0.0
@@ -93,23 +110,25 @@ def prepared_transactions(url: str, *, purpose: str = "source") -> list[Prepared
         return _prepared(conn)
 
 
-def read_only_overrides(url: str, *, purpose: str = "source") -> list[str]:
-    """The roles whose own `default_transaction_read_only` (not on) beats a freeze of the
-    database of `url`, as 'role' or 'role in database'."""
+def read_only_overrides(url: str, *, purpose: str = "source") -> list[Override]:
+    """The roles whose own `default_transaction_read_only` (other than on) beats a freeze of
+    the database of `url`: for every database, or for this one."""
     with connect(url, purpose=purpose, autocommit=True, read_only=True) as conn:
-        return [f"{role}{' in database' if here else ''} ({setting})"
-                for role, here, setting in conn.execute(_OVERRIDES).fetchall()]
+        return [Override(str(role), database, str(setting))
+                for role, database, setting in conn.execute(_OVERRIDES).fetchall()]
 
 
 def require_not_overridden(url: str, *, purpose: str = "source") -> None:
-    """Refuse, before anything is frozen, a database some role's setting keeps writable."""
+    """Refuse, before anything is frozen, a database some role's own setting keeps writable."""
     overrides = read_only_overrides(url, purpose=purpose)
     if overrides:
         raise StillWritable(
-            f"{len(overrides)} role setting(s) keep new sessions writable whatever the freeze "
-            f"sets: {', '.join(overrides)}",
-            "remove them (ALTER ROLE name [IN DATABASE db] RESET default_transaction_read_only; "
-            "pg_db_role_setting lists them)")
+            f"{_count(len(overrides), 'role setting')} "
+            f"{'beats' if len(overrides) == 1 else 'beat'} the freeze, so new sessions of "
+            f"{'that role' if len(overrides) == 1 else 'those roles'} could still write: "
+            f"{', '.join(o.shown() for o in overrides)}",
+            f"remove {'it' if len(overrides) == 1 else 'them'} "
+            f"({'; '.join(o.reset() for o in overrides)})")
 
 
 def writers(url: str, frozen_at: datetime, *, purpose: str = "source") -> list[Session]:
@@ -140,7 +159,7 @@ def settle_writers(url: str, frozen_at: datetime, reporter: Reporter, *, timeout
                     raise _prepared_refusal(prepared, f"after {timeout:.0f}s")
                 writing = sum(1 for s in sessions if s.writing)
                 raise StillWritable(
-                    f"{len(sessions)} sessions that can write are still connected after "
+                    f"{_count(len(sessions), 'session')} that can write still connected after "
                     f"{timeout:.0f}s (opened before the freeze, or in a write transaction; "
                     f"{writing} in a write transaction): "
                     f"{', '.join(s.shown() for s in sessions[:5])}",
@@ -166,8 +185,8 @@ def require_no_writers(url: str, reporter: Reporter, *, terminate: bool,
         if terminate:
             return _terminate(conn, sessions, reporter)
         raise StillWritable(
-            f"{len(sessions)} sessions are in a write transaction on the frozen database (they "
-            f"turned default_transaction_read_only off): "
+            f"{_count(len(sessions), 'session')} in a write transaction on the frozen database "
+            f"(turned default_transaction_read_only off) at the end of the window: "
             f"{', '.join(s.shown() for s in sessions[:5])}",
             "stop those applications, or use --terminate-writers to end those sessions")
 
@@ -197,8 +216,13 @@ def _prepared_refusal(prepared: list[Prepared], when: str) -> StillWritable:
     shown = ", ".join(f"prepared transaction {p.gid} (by {p.owner}, since "
                       f"{p.prepared_at.isoformat(timespec='seconds')})" for p in prepared[:5])
     return StillWritable(
-        f"{len(prepared)} prepared transaction(s) of the frozen database still open {when} "
+        f"{_count(len(prepared), 'prepared transaction')} of the frozen database still open "
+        f"{when} "
         f"(they can commit whatever the freeze, and --terminate-writers cannot end them): "
         f"{shown}",
         "resolve each with COMMIT PREPARED 'gid' or ROLLBACK PREPARED 'gid' (pg_prepared_xacts "
         "lists them)")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
