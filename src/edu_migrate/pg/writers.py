@@ -43,6 +43,9 @@ WHERE datname = current_database() AND pid <> pg_backend_pid()
 ORDER BY pid
 """
 
+# How long ending a session may take before the window goes on (and finds it again).
+TERMINATE_WAIT_MS = 5000
+
 _PREPARED = """
 SELECT gid, owner::text, prepared FROM pg_prepared_xacts WHERE database = current_database()
 ORDER BY prepared
@@ -145,12 +148,16 @@ def settle_writers(url: str, frozen_at: datetime, reporter: Reporter, *, timeout
     for them. A prepared transaction cannot be ended: after `timeout` seconds it is refused."""
     settled = Settled()
     started = time.perf_counter()
+    ended: set[int] = set()
     with connect(url, purpose=purpose, autocommit=True, read_only=True) as conn:
         while True:
             sessions, prepared = _writers(conn, frozen_at), _prepared(conn)
             if terminate and sessions:
-                settled.terminated += _terminate(conn, sessions, reporter)
-                continue
+                # An ended backend can still be listed for a moment: end each once, and wait
+                # for it to go (the timeout below still applies).
+                fresh = [s for s in sessions if s.pid not in ended]
+                settled.terminated += _terminate(conn, fresh, reporter)
+                ended.update(s.pid for s in fresh)
             if not sessions and not prepared:
                 break
             waited = time.perf_counter() - started
@@ -164,7 +171,7 @@ def settle_writers(url: str, frozen_at: datetime, reporter: Reporter, *, timeout
                     f"{writing} in a write transaction): "
                     f"{', '.join(s.shown() for s in sessions[:5])}",
                     "stop the applications, or use --terminate-writers to end those sessions")
-            time.sleep(0.2)
+            time.sleep(0.05 if terminate and sessions else 0.2)
     settled.waited_seconds = round(time.perf_counter() - started, 2)
     return settled
 
@@ -205,7 +212,9 @@ def _prepared(conn: psycopg.Connection) -> list[Prepared]:
 
 def _terminate(conn: psycopg.Connection, sessions: list[Session], reporter: Reporter) -> int:
     for session in sessions:
-        conn.execute("SELECT pg_terminate_backend(%s)", [session.pid])
+        # With a timeout it returns once the backend has exited (PostgreSQL 14+): its
+        # transaction is rolled back by then, and can no longer commit.
+        conn.execute("SELECT pg_terminate_backend(%s, %s)", [session.pid, TERMINATE_WAIT_MS])
         reporter.line(f"Ended session {session.pid} ({session.who}), "
                       + ("in a write transaction on the frozen database" if session.writing
                          else "open since before the freeze"))
