@@ -81,7 +81,7 @@ from edu_migrate.phases.runner import (
     run_phase,
 )
 from edu_migrate.phases.staging import SourceSnapshot, require_legacy_tables
-from edu_migrate.phases.sync import SyncResult, changes_since_mirror, last_sync
+from edu_migrate.phases.sync import SyncResult, last_sync, unsynced_changes
 from edu_migrate.phases.sync import sync as run_sync
 from edu_migrate.runlog import Reporter
 from edu_migrate.schema import SchemaResult, applied_version, apply_schema, require_schema
@@ -384,11 +384,8 @@ def cutover(settings: Settings, reporter: Reporter | None = None, *,
     urls = endpoints(settings)
     _require_forward(urls.target_url, "cutover", override_cutover, reporter)
     fixed = parse_as_of(as_of) if isinstance(as_of, str) else as_of
-    steps = Steps(sync=lambda moment: sync(settings, Reporter(), as_of=moment),
-                  source_facts=lambda: validation_facts(settings),
-                  validate=lambda facts: require_valid(validate(settings, Reporter(),
-                                                                facts=facts)))
-    return run_cutover(urls.source_url, urls.target_url, steps, reporter, as_of=fixed,
+    return run_cutover(urls.source_url, urls.target_url, cutover_steps(settings), reporter,
+                       as_of=fixed,
                        max_rounds=max_rounds, settle_rows=settle_rows,
                        writer_timeout=writer_timeout, terminate_writers=terminate_writers)
 
@@ -421,7 +418,8 @@ def fallback(settings: Settings, reporter: Reporter | None = None, *, max_rounds
 
     def edu_changes() -> dict[str, int]:
         with _source_snapshot(urls.source_url, mapping) as snapshot:
-            return changes_since_mirror(snapshot, urls.target_url, settings.batch_size)
+            return {table: changes.total for table, changes in unsynced_changes(
+                snapshot, urls.target_url, batch_size=settings.batch_size).items()}
 
     with connect(urls.target_url, purpose="target") as conn:
         require_schema(conn)
@@ -429,6 +427,27 @@ def fallback(settings: Settings, reporter: Reporter | None = None, *, max_rounds
         return run_fallback(urls.source_url, urls.target_url, FallbackSteps(edu_changes, mapping),
                             reporter, max_rounds=max_rounds, settle_rows=settle_rows,
                             writer_timeout=writer_timeout, terminate_writers=terminate_writers)
+
+
+def cutover_steps(settings: Settings) -> Steps:
+    """What the cutover window calls, bound to `settings` (a test wraps one to act at a precise
+    moment of the window)."""
+    return Steps(sync=lambda moment: sync(settings, Reporter(), as_of=moment),
+                 source_facts=lambda: validation_facts(settings),
+                 validate=lambda facts: require_valid(validate(settings, Reporter(),
+                                                               facts=facts)),
+                 unsynced=lambda: unsynced_tables(settings))
+
+
+def unsynced_tables(settings: Settings) -> dict[str, int]:
+    """The source's mapped tables written since the last sync's snapshot (by the names reports
+    give them), with their changed rows: what a sync now would apply. Nothing is applied."""
+    urls = endpoints(settings)
+    with _source_snapshot(urls.source_url, legacy_mapping(settings)) as snapshot, \
+            migration_lock(urls.target_url):
+        return {snapshot.mapping[table].source_name: changes.total
+                for table, changes in unsynced_changes(
+                    snapshot, urls.target_url, batch_size=settings.batch_size).items()}
 
 
 def validation_facts(settings: Settings) -> SourceFacts:

@@ -253,10 +253,13 @@ def cutover(
     settle_rows: Annotated[int, typer.Option(
         help="Freeze once a round applies this many changed rows or fewer.")] = 1000,
     writer_timeout: Annotated[float, typer.Option(
-        help="Seconds to wait, after the freeze, for sessions opened before it to end.")] = 60.0,
+        help="Seconds to wait, after the freeze, for the sessions that can still write "
+        "(opened before it, or in a write transaction) and the prepared transactions to "
+        "end.")] = 60.0,
     terminate_writers: Annotated[bool, typer.Option(
-        "--terminate-writers", help="End the sessions opened before the freeze instead of "
-        "waiting for them.")] = False,
+        "--terminate-writers", help="End the sessions that can still write instead of waiting "
+        "for them (a prepared transaction cannot be ended: COMMIT or ROLLBACK PREPARED "
+        "it).")] = False,
     source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
     json_file: JsonOpt = None, override_cutover: OverrideCutoverOpt = False,
 ) -> None:

@@ -32,3 +32,9 @@ class ValidationFailed(MigrationError):
 class MappingError(PreconditionFailed):
     """The legacy mapping does not fit the source: a missing table or column, an expression that
     fails, a value that does not cast, a TODO left in it."""
+
+
+class StillWritable(PreconditionFailed):
+    """A frozen database can still be written (a prepared transaction, a session in a write
+    transaction, a role's own setting), or was written after the window's last delta. The hint
+    says what to do; the window that raised it adds that it is to be run again then."""

@@ -11,7 +11,6 @@ the source: the applications stay on edu.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,25 +26,14 @@ from edu_migrate.checks.validation import SourceFacts
 from edu_migrate.direction import EDU, EDU_V2, require_cut_over
 from edu_migrate.direction import current as current_direction
 from edu_migrate.direction import record as record_direction
-from edu_migrate.errors import MigrationError, PreconditionFailed
+from edu_migrate.errors import MigrationError, PreconditionFailed, StillWritable
 from edu_migrate.mapping import LegacyMapping
-from edu_migrate.pg.connect import APPLICATION_NAME, connect
+from edu_migrate.pg.connect import connect
 from edu_migrate.pg.freeze import set_frozen
+from edu_migrate.pg.writers import require_no_writers, require_not_overridden, settle_writers
 from edu_migrate.phases import carry_back
 from edu_migrate.phases.sync import SyncResult
 from edu_migrate.runlog import Reporter
-
-# Sessions of the source database that were open before the freeze, other than edu-migrate's own:
-# they can still write.
-_OPEN_BEFORE = """
-SELECT pid, coalesce(nullif(application_name, ''), usename::text, '?'), state,
-       backend_xid IS NOT NULL AS writing
-FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-  AND backend_start < %s AND application_name NOT LIKE %s
-ORDER BY pid
-"""
-
 
 # Rows the applications create on edu_v2 after the cutover get legacy ids above every id the
 # frozen source holds (the mirror is the source as the last sync read it), and above any id
@@ -74,6 +62,8 @@ class CutoverResult:
     final_rows: int = 0
     final_sync_seconds: float = 0.0
     validation_seconds: float = 0.0
+    # the test that nothing reached the source past the last sync (after validation)
+    write_check_seconds: float = 0.0
     window_seconds: float = 0.0
     as_of: datetime | None = None
 
@@ -90,12 +80,17 @@ class Steps:
     sync: Callable[[datetime | None], SyncResult]
     source_facts: Callable[[], SourceFacts]
     validate: Callable[[SourceFacts], None]
+    # The source's tables written since the last sync's snapshot, with their rows: what a sync
+    # now would apply.
+    unsynced: Callable[[], dict[str, int]]
 
 
 def cutover(source_url: str, target_url: str, steps: Steps, reporter: Reporter, *,
             as_of: datetime | None, max_rounds: int, settle_rows: int,
             writer_timeout: float, terminate_writers: bool) -> CutoverResult:
     result = CutoverResult()
+    # A role's own setting beats the database's: the freeze would not bind its sessions.
+    require_not_overridden(source_url)
     previous: int | None = None
     for number in range(1, max_rounds + 1):
         synced = steps.sync(as_of)
@@ -115,7 +110,10 @@ def cutover(source_url: str, target_url: str, steps: Steps, reporter: Reporter, 
     reporter.line(f"Froze the source at {result.frozen_at.isoformat()}: the downtime window "
                   "starts")
     try:
-        _settle_writers(source_url, result, reporter, writer_timeout, terminate_writers)
+        settled = settle_writers(source_url, result.frozen_at, reporter, timeout=writer_timeout,
+                                 terminate=terminate_writers)
+        result.writers_waited_seconds = settled.waited_seconds
+        result.writers_terminated = settled.terminated
         started = time.perf_counter()
         # The source is frozen and no writer is left: validation's reading of it runs on the
         # other core while the last sync works.
@@ -130,15 +128,21 @@ def cutover(source_url: str, target_url: str, steps: Steps, reporter: Reporter, 
             facts = reading.result()
         steps.validate(facts)
         result.validation_seconds = round(time.perf_counter() - started, 2)
+        started = time.perf_counter()
+        _require_nothing_written(source_url, steps, result, reporter, terminate_writers)
+        result.write_check_seconds = round(time.perf_counter() - started, 2)
         result.window_seconds = round(time.perf_counter() - frozen, 2)
         _record(target_url, result)
     except (MigrationError, psycopg.Error) as exc:
         set_frozen(source_url, False)
         cause = exc.message if isinstance(exc, MigrationError) else str(exc).strip()
+        # A write that leaked past the freeze says what to do about its writer.
+        hint = f"{exc.hint}, then run `edu-migrate cutover` again" \
+            if isinstance(exc, StillWritable) and exc.hint else \
+            "fix the cause, then run `edu-migrate cutover` again"
         raise MigrationError(
             f"cutover aborted, the source is writable again and the applications stay on edu: "
-            f"{cause.splitlines()[0] if cause else type(exc).__name__}",
-            "fix the cause, then run `edu-migrate cutover` again") from exc
+            f"{cause.splitlines()[0] if cause else type(exc).__name__}", hint) from exc
     reporter.line(f"Downtime window: {result.window_seconds:.1f}s from the freeze to the "
                   f"validated result ({result.final_rows:,} rows in the last delta). The source "
                   "stays read-only: point the applications at edu_v2.")
@@ -152,37 +156,23 @@ def _server_now(url: str) -> datetime:
         return row[0]  # type: ignore[no-any-return]
 
 
-def _settle_writers(source_url: str, result: CutoverResult | FallbackResult, reporter: Reporter,
-                    timeout: float, terminate: bool) -> None:
-    """Wait until no session opened before the freeze is left (or end them): only then can no
-    write reach the source after the last sync's snapshot."""
-    assert result.frozen_at is not None
-    started = time.perf_counter()
-    with connect(source_url, purpose="source", autocommit=True, read_only=True) as conn:
-        while True:
-            # Only this process's own sessions may stay: the reference API's pool is named
-            # "edu-migrate <purpose>" too, and it is a writer like any application.
-            sessions = conn.execute(_OPEN_BEFORE, [
-                result.frozen_at, f"{APPLICATION_NAME} % pid={os.getpid()}"]).fetchall()
-            if not sessions:
-                break
-            if terminate:
-                for pid, who, _, _ in sessions:
-                    conn.execute("SELECT pg_terminate_backend(%s)", [pid])
-                    reporter.line(f"Ended session {pid} ({who}), open since before the freeze")
-                result.writers_terminated += len(sessions)
-                continue
-            waited = time.perf_counter() - started
-            if waited >= timeout:
-                writing = sum(1 for s in sessions if s[3])
-                shown = ", ".join(f"{pid} ({who}, {state})" for pid, who, state, _ in sessions[:5])
-                raise PreconditionFailed(
-                    f"{len(sessions)} sessions opened before the freeze are still connected to "
-                    f"the source after {timeout:.0f}s ({writing} in a write transaction): "
-                    f"{shown}",
-                    "stop the applications, or use --terminate-writers to end those sessions")
-            time.sleep(0.2)
-    result.writers_waited_seconds = round(time.perf_counter() - started, 2)
+def _require_nothing_written(source_url: str, steps: Steps, result: CutoverResult,
+                             reporter: Reporter, terminate: bool) -> None:
+    """The freeze is only a default: prove that no write reached the source after the last
+    sync's snapshot, which is all that validation compared. First no session may be left in a
+    write transaction (it could commit after the success is reported) and no transaction
+    prepared; then the sync's own test for changed rows, once more, must find none."""
+    result.writers_terminated += require_no_writers(source_url, reporter, terminate=terminate)
+    written = steps.unsynced()
+    if written:
+        raise StillWritable(
+            "the source was written after the last sync's snapshot, past the freeze: "
+            + ", ".join(f"{table} ({rows:,} row{'' if rows == 1 else 's'})"
+                        for table, rows in sorted(written.items()))
+            + "; by a session that turned default_transaction_read_only off, or a transaction "
+            "prepared before the freeze and committed in the window",
+            "find and stop that writer (pg_stat_activity, pg_prepared_xacts)")
+    reporter.line("Nothing reached the source's mapped tables after the last sync's snapshot")
 
 
 def _record(target_url: str, result: CutoverResult) -> None:
@@ -250,6 +240,7 @@ def fallback(source_url: str, target_url: str, steps: FallbackSteps, reporter: R
             "writes with edu_v2's",
             "find what wrote edu while it was frozen and reconcile by hand (or restore edu from "
             "the cutover's backup); nothing was changed")
+    require_not_overridden(target_url, purpose="target")
     carry_back.start(target_url)
     since: int | None = None
     previous: int | None = None
@@ -267,10 +258,16 @@ def fallback(source_url: str, target_url: str, steps: FallbackSteps, reporter: R
     result.frozen_at = _server_now(target_url)
     reporter.line(f"Froze edu_v2 at {result.frozen_at.isoformat()}: the window starts")
     try:
-        _settle_writers(target_url, result, reporter, writer_timeout, terminate_writers)
+        settled = settle_writers(target_url, result.frozen_at, reporter, timeout=writer_timeout,
+                                 terminate=terminate_writers, purpose="target")
+        result.writers_waited_seconds = settled.waited_seconds
+        result.writers_terminated = settled.terminated
         last = carry_back.carry_round(target_url, state.audit_mark, since, Reporter())
         result.final_rows = last.keys
-        # The same test once more: a write that got past the freeze is named, never lost.
+        # The same tests as the cutover's, once more: no writer left, and no row written after
+        # the last round's snapshot (a write that got past the freeze is named, never lost).
+        result.writers_terminated += require_no_writers(
+            target_url, reporter, terminate=terminate_writers, purpose="target")
         check = carry_back.carry_round(target_url, state.audit_mark, last.horizon, Reporter())
         if check.keys:
             raise PreconditionFailed(

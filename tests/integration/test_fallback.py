@@ -30,7 +30,7 @@ from psycopg import sql
 
 from edu_migrate import api
 from edu_migrate.config import Settings
-from edu_migrate.errors import MigrationError, PreconditionFailed
+from edu_migrate.errors import PreconditionFailed
 from edu_migrate.pg.urls import with_database
 from edu_migrate.security.passwords import hash_password
 from tests.integration.helpers import BUSINESS_TABLES
@@ -147,10 +147,11 @@ def _write_one(conn: psycopg.Connection, write: Write) -> None:
             if row is None:
                 return
             grade, teacher_user, maximum = row
-            score = None if value % 7 == 0 else round((value % 100) / 100 * float(maximum), 2)  # type: ignore[arg-type]
+            top = float(str(maximum))
+            score = None if value % 7 == 0 else round((value % 100) / 100 * top, 2)
             _as_app(conn, teacher_user, "edu_app")
-            conn.execute("UPDATE grades SET score = %s, is_absent = %s::numeric IS NULL WHERE id = %s",
-                         [score, score, grade])
+            conn.execute("UPDATE grades SET score = %s, is_absent = %s::numeric IS NULL "
+                         "WHERE id = %s", [score, score, grade])
         elif kind == "new_mark":
             row = _pick(conn, "SELECT e.id, a.id, a.max_score, o.instructor_id, s.user_id "
                         "FROM course_enrollments e "
@@ -164,7 +165,7 @@ def _write_one(conn: psycopg.Connection, write: Write) -> None:
             conn.execute("INSERT INTO grades (enrollment_id, assessment_id, score, is_absent, "
                          "graded_on, graded_by, created_at) VALUES (%s, %s, %s, false, "
                          "current_date, %s, now())",
-                         [enrollment, assessment, min(float(maximum), 1 + value % 9),  # type: ignore[arg-type]
+                         [enrollment, assessment, min(float(str(maximum)), 1 + value % 9),
                           instructor])
         elif kind == "delete_mark":
             conn.execute("DELETE FROM grades WHERE id = (SELECT id FROM grades ORDER BY id "
@@ -307,7 +308,8 @@ def _round_trip(pair: Settings, writes: list[Write]) -> None:
     problems = []
     for table, rows in after_w.items():
         problems += [f"{table}: edu_v2 has {r}" for r in list((rows - again[table]).elements())[:3]]
-        problems += [f"{table}: forward has {r}" for r in list((again[table] - rows).elements())[:3]]
+        problems += [f"{table}: forward has {r}"
+                     for r in list((again[table] - rows).elements())[:3]]
     assert not problems, "\n".join([f"after {writes}", *problems])
 
 
@@ -357,27 +359,25 @@ def test_fallback_refuses_when_edu_was_written_after_the_cutover(pair: Settings)
     assert api.status(pair)["direction"]["system_of_record"] == "edu_v2"
 
 
+def test_fallback_before_any_cutover_refuses_and_writes_nothing(pair: Settings) -> None:
+    with psycopg.connect(pair.target_url) as conn:
+        conn.execute("DELETE FROM migration.system_of_record")  # this clone was never cut over
+    before = _rows(pair.target_url, set())
+    with pytest.raises(PreconditionFailed, match="nothing to fall back from: no cutover"):
+        api.fallback(pair)
+    assert _rows(pair.target_url, set()) == before
+
+
 def test_a_second_fallback_has_nothing_to_do_and_forward_works_again(pair: Settings) -> None:
-    with pytest.raises(MigrationError, match="nothing to fall back from"):
-        # not on a target that never saw a cutover: made here by forgetting it
-        with psycopg.connect(pair.target_url) as conn:
-            conn.execute("CREATE TEMP TABLE kept AS SELECT * FROM migration.system_of_record")
-            conn.execute("DELETE FROM migration.system_of_record")
-            conn.commit()
-            try:
-                api.fallback(pair)
-            finally:
-                conn.execute("INSERT INTO migration.system_of_record (database, event, at, "
-                             "audit_mark, detail) SELECT database, event, at, audit_mark, "
-                             "detail FROM kept")
-                conn.commit()
     first = api.fallback(pair)
     assert not first.nothing_to_do
     assert api.fallback(pair).nothing_to_do
-    assert api.status(pair)["direction"]["system_of_record"] == "edu"
+    state = api.status(pair)
+    assert state["direction"]["system_of_record"] == "edu"
+    assert state["last_fallback"] is not None
     with psycopg.connect(pair.source_url) as conn:
         conn.execute("UPDATE users SET email = 'after.fallback@example.edu' WHERE id = "
-                     "(SELECT id FROM users ORDER BY id LIMIT 1)")
+                     "(SELECT min(id) FROM users)")
     api.sync(pair)
     with psycopg.connect(pair.target_url) as conn:
         row = conn.execute("SELECT count(*) FROM users WHERE email = "

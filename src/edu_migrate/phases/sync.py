@@ -130,6 +130,25 @@ def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
     return result
 
 
+def unsynced_changes(snapshot: SourceSnapshot, target_url: str, *,
+                     batch_size: int) -> dict[str, TableChanges]:
+    """The legacy tables with rows written since the last sync's snapshot, as `snapshot` sees
+    them, and how many: the sync's own test (the rows whose xmin is at or after the horizon
+    recorded in migration.mirror_state, compared with the mirror; deletions from the row counts
+    and buckets), run once more and applied to nothing (its transaction is rolled back). Empty
+    when edu_v2 holds the source exactly as `snapshot` sees it."""
+    found: dict[str, TableChanges] = {}
+    with connect(target_url, purpose="target") as conn:
+        horizons = _mirror_horizons(conn)
+        for table in LEGACY_COLUMNS:
+            changes = take_changes(conn, snapshot, table, whole=False,
+                                   horizon=horizons.get(table), batch_size=batch_size)
+            if changes.total:
+                found[table] = changes
+        conn.rollback()
+    return found
+
+
 def last_sync(conn: psycopg.Connection) -> dict[str, Any] | None:
     """The last sync: when, as of when, from which snapshot, the rows it applied per table."""
     row = conn.execute(
@@ -304,23 +323,3 @@ def _record(conn: psycopg.Connection, result: SyncResult, horizon: int, seconds:
     record_bulk_event(conn, "SYNC", [t for n in RUN_ORDER for t in PHASES[n].writes],
                       {"changed": changed, "recomputed": result.recomputed})
 
-
-def changes_since_mirror(snapshot: SourceSnapshot, target_url: str,
-                         batch_size: int) -> dict[str, int]:
-    """What the source holds that the mirror does not, per legacy table (rows inserted, changed
-    or deleted), found as a sync finds it, and nothing applied: the target's transaction is
-    rolled back. A fallback asks it: edu must still be what the cutover left."""
-    found: dict[str, int] = {}
-    with connect(target_url, purpose="target") as conn:
-        conn.execute("SET default_transaction_read_only = off")
-        conn.commit()
-        _index_mirror(conn, Reporter())
-        whole = _mirror_lost(conn)
-        horizons = _mirror_horizons(conn)
-        for table in LEGACY_COLUMNS:
-            changes = take_changes(conn, snapshot, table, whole=whole,
-                                   horizon=horizons.get(table), batch_size=batch_size)
-            if changes.total:
-                found[table] = changes.total
-        conn.rollback()
-    return found
