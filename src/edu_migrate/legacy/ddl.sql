@@ -1,7 +1,8 @@
 -- The legacy LMS database `edu`, as the DBAs reverse-engineered it (see legacy-edu.md).
 -- No table has a foreign key; only primary keys exist. The primary keys are declared in the
 -- second section so that the generator can load the rows first and build the indexes once.
--- The generator drops exactly the tables created here before it recreates them.
+-- The generator drops exactly the tables created here (marked with its comment) before it
+-- recreates them, and refuses a database that holds any other table.
 
 -- Mapped tables: the migration reads these.
 

@@ -1417,7 +1417,49 @@ def _copy_rows(cur: psycopg.Cursor[Any], table: str, rows: Sequence[Row]) -> Non
             copy.write_row(row)
 
 
+# Every table generate makes carries this comment: the only tables it ever drops.
+GENERATED_MARK = "made by edu-migrate generate: demo data, safe to replace"
+
+# The relations of the database that generate did not make (extensions' own excluded).
+FOREIGN_RELATIONS = """
+SELECT format('%%I.%%I', n.nspname, c.relname)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+  AND NOT (n.nspname = 'public' AND c.relname = ANY(%s)
+           AND obj_description(c.oid, 'pg_class') IS NOT DISTINCT FROM %s)
+ORDER BY 1
+"""
+
+
+def _refuse_foreign_tables(cur: psycopg.Cursor[Any]) -> None:
+    """Refuse a database that holds any table generate did not make: it may be the real edu.
+    Nothing overrides this."""
+    cur.execute(FOREIGN_RELATIONS, [[*MAPPED_TABLES, *UNMAPPED_TABLES], GENERATED_MARK])
+    foreign = [str(row[0]) for row in cur.fetchall()]
+    if foreign:
+        database = cur.connection.info.dbname
+        shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more"
+                                           if len(foreign) > 10 else "")
+        raise MigrationError(
+            f"generate refuses to write into {database}: it holds tables that generate did not "
+            f"make ({shown})",
+            "generate fills only an empty database or one it filled itself: point --source / "
+            "EDU_SOURCE_URL at a new database, e.g. …/edu_demo")
+
+
+def _mark_tables(cur: psycopg.Cursor[Any]) -> None:
+    for table in (*MAPPED_TABLES, *UNMAPPED_TABLES):
+        cur.execute(sql.SQL("COMMENT ON TABLE {}.{} IS {}").format(
+            sql.Identifier("public"), sql.Identifier(table), sql.Literal(GENERATED_MARK)))
+
+
 def _drop_tables(cur: psycopg.Cursor[Any]) -> None:
+    _refuse_foreign_tables(cur)
     for table in (*MAPPED_TABLES, *UNMAPPED_TABLES):
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(
             sql.Identifier("public"), sql.Identifier(table)))
@@ -1432,6 +1474,9 @@ def generate(
     progress: ProgressCallback | None = None,
 ) -> GenerationSummary:
     """Drop and recreate the legacy tables in ``conn``'s database and fill them.
+
+    Refuses (MigrationError) a database that holds any table it did not make itself: the
+    tables it makes carry GENERATED_MARK as their comment, and only those are ever dropped.
 
     ``progress(table, rows)`` is called with the rows of ``table`` written so far, at least
     once per table. The returned counts are read back from the database.
@@ -1472,6 +1517,7 @@ def generate(
         _drop_tables(cur)
         cur.execute(TUNE_TRANSACTION)
         cur.execute(tables_ddl)
+        _mark_tables(cur)
         cur.execute(CREATE_HASH_FUNCTIONS)
         for table, rows in small_tables.items():
             _copy_rows(cur, table, rows)
