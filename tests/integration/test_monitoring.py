@@ -6,15 +6,26 @@ Chromium."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 import yaml
 
+from edu_migrate import api
 from edu_migrate.aftercare.dashboard import expressions
 from edu_migrate.aftercare.monitoring import (
     ENV_FILE,
@@ -22,7 +33,12 @@ from edu_migrate.aftercare.monitoring import (
     exporter_queries,
     write_setup,
 )
+from edu_migrate.config import Settings
+from edu_migrate.pg.embedded import EmbeddedServer, find_bin_dir
+from edu_migrate.pg.urls import database_name
 from edu_migrate.web.metrics import METRIC_NAMES
+from tests.conftest import make_settings
+from tests.integration.helpers import prepared
 from tests.integration.test_cli_errors import assert_one_line_error, run_cli
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "docs" / "RUNBOOK.md"
@@ -152,3 +168,212 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("monitoring", "logging", "--min-duration", "-5", *target),
                           "--min-duration")
     assert not (tmp_path / "m").exists()
+
+
+# --- for real: postgres_exporter and Prometheus over a migrated edu_v2 ---------------------------
+
+STARTUP_SECONDS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(what: str, probe: Any, seconds: float = STARTUP_SECONDS,
+             processes: tuple[subprocess.Popen[str], ...] = ()) -> Any:
+    """probe() until it returns something truthy, for at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        for process in processes:
+            if process.poll() is not None:
+                pytest.fail(f"{what}: {process.args!r} exited with {process.returncode}")
+        try:
+            found = probe()
+        except OSError:
+            found = None
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {seconds:.0f} s")
+        time.sleep(0.5)
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+class Server:
+    """A server of this module's own (its settings change: logging for pgBadger) holding one
+    migrated pair."""
+
+    def __init__(self, server: EmbeddedServer, url: str, settings: Settings) -> None:
+        self.server, self.admin_url, self.settings = server, url, settings
+
+    @property
+    def target(self) -> str:
+        return str(self.settings.target_url)
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = EmbeddedServer(tmp_path_factory.mktemp("monitoring-server"), bin_dir=find_bin_dir())
+    url = server.start().url("postgres")
+    try:
+        for settings in make_settings(url, tmp_path_factory.mktemp("monitoring")):
+            prepared(settings, scale=0.01)
+            api.migrate(settings)
+            with psycopg.connect(str(settings.target_url), autocommit=True) as conn:
+                conn.execute("ANALYZE")
+            yield Server(server, url, settings)
+    finally:
+        server.stop()
+
+
+def prometheus_value(base: str, query: str) -> float | None:
+    body = json.loads(get(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": query})))
+    result = body["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+@pytest.fixture(scope="module")
+def watched(migrated: Server, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[dict[str, Any]]:
+    """The generated setup run for real: the exporter, the API and Prometheus, on loopback."""
+    folder = tmp_path_factory.mktemp("watched")
+    exporter_port, api_port, prometheus_port = free_port(), free_port(), free_port()
+    out = folder / "monitoring"
+    write_setup(out, migrated.target, exporter=f"127.0.0.1:{exporter_port}",
+                api=f"127.0.0.1:{api_port}", scrape_interval="1s")
+    env = dict(os.environ)
+    for line in (out / ENV_FILE).read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            env[name] = value
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, cwd: Path, environment: dict[str, str], log: str
+              ) -> subprocess.Popen[str]:
+        handle = (folder / log).open("w")
+        process = subprocess.Popen(args, cwd=cwd, env=environment, stdout=handle,
+                                   stderr=subprocess.STDOUT, text=True)
+        processes.append(process)
+        return process
+
+    try:
+        exporter = start(tool("prometheus-postgres-exporter"),
+                         f"--extend.query-path={out / 'postgres_exporter_queries.yml'}",
+                         f"--web.listen-address=127.0.0.1:{exporter_port}",
+                         cwd=folder, environment=env, log="exporter.log")
+        served = {k: v for k, v in os.environ.items() if not k.startswith("EDU_")}
+        api_process = start(sys.executable, "-m", "edu_migrate", "serve", "--target",
+                            migrated.target, "--port", str(api_port), cwd=folder,
+                            environment=served, log="api.log")
+        prometheus = start(tool("prometheus"), f"--config.file={out / 'prometheus.yml'}",
+                           f"--storage.tsdb.path={folder / 'tsdb'}",
+                           f"--web.listen-address=127.0.0.1:{prometheus_port}",
+                           cwd=folder, environment=dict(os.environ), log="prometheus.log")
+        base = f"http://127.0.0.1:{prometheus_port}"
+        everything = (exporter, api_process, prometheus)
+        wait_for("the exporter's edu_v2 metrics", lambda: "pg_edu_connection_limit_max" in get(
+            f"http://127.0.0.1:{exporter_port}/metrics"), processes=everything)
+        wait_for("the API", lambda: "edu_api_requests" in get(
+            f"http://127.0.0.1:{api_port}/metrics"), processes=everything)
+        wait_for("Prometheus's first scrapes", lambda: prometheus_value(
+            base, 'min(up{job=~"edu_v2_postgres|edu_v2_api"})') == 1, processes=everything)
+        yield {"prometheus": base, "api": f"http://127.0.0.1:{api_port}", "folder": folder,
+               "exporter": f"http://127.0.0.1:{exporter_port}", "processes": everything}
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+
+def scalar(url: str, query: str) -> float:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(query.encode()).fetchone()
+        assert row is not None
+        return float(row[0])
+
+
+def test_prometheus_holds_the_value_the_database_has(migrated: Server,
+                                                     watched: dict[str, Any]) -> None:
+    base = watched["prometheus"]
+    assert prometheus_value(base, 'pg_up{job="edu_v2_postgres"}') == 1
+    assert prometheus_value(base, "pg_edu_connection_limit_max") == scalar(
+        migrated.target, "SELECT current_setting('max_connections')::int")
+    students = scalar(migrated.target, "SELECT n_live_tup FROM pg_stat_user_tables "
+                                       "WHERE schemaname = 'public' AND relname = 'students'")
+    assert students > 0
+    assert prometheus_value(base, 'pg_edu_table_live_rows{table="students"}') == students
+    assert prometheus_value(base, 'pg_edu_cache_hit_ratio{database=~"edu_v2.*"}') is not None
+
+
+def test_a_verified_backup_recorded_in_edu_v2_reaches_prometheus(
+        migrated: Server, watched: dict[str, Any]) -> None:
+    base = watched["prometheus"]
+    metric = "pg_edu_backup_last_verified_timestamp_seconds"
+    assert prometheus_value(base, metric) == 0  # none yet: EduBackupMissing would fire
+    database = database_name(migrated.target)
+    with psycopg.connect(migrated.target, autocommit=True) as conn:
+        conn.execute("INSERT INTO migration.run_log (event, detail) VALUES ('backup', "
+                     "jsonb_build_object('verified', 'restored', 'database', %s::text, "
+                     "'created_at', '2026-01-02T03:04:05+00:00'))", [database])
+    try:
+        wait_for("the backup's time in Prometheus",
+                 lambda: prometheus_value(base, metric) == 1767323045.0, seconds=30)
+    finally:
+        with psycopg.connect(migrated.target, autocommit=True) as conn:
+            conn.execute("DELETE FROM migration.run_log WHERE event = 'backup'")
+
+
+def test_failed_sign_ins_at_the_api_reach_prometheus(watched: dict[str, Any]) -> None:
+    base, api_base = watched["prometheus"], watched["api"]
+    for _ in range(3):
+        request = urllib.request.Request(
+            f"{api_base}/api/v1/auth/login", method="POST",
+            data=json.dumps({"username": "nobody-here", "password": "wrong"}).encode(),
+            headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 401
+    exposed = get(f"{api_base}/metrics")
+    assert "edu_api_login_failures_total 3.0" in exposed, exposed
+    wait_for("the failed sign-ins in Prometheus", lambda: prometheus_value(
+        base, 'edu_api_login_failures_total{job="edu_v2_api"}') == 3, seconds=30)
+    assert prometheus_value(
+        base, 'edu_api_requests_total{route="/api/v1/auth/login", status="401"}') == 3
+
+
+def test_the_api_counts_throttled_sign_ins_and_names_routes_by_their_template(
+        migrated: Server) -> None:
+    from fastapi.testclient import TestClient
+
+    from edu_migrate.web.app import create_app
+    from edu_migrate.web.throttle import LoginLimits
+
+    app = create_app(migrated.target, login_limits=LoginLimits(per_username=2))
+    with TestClient(app) as client:
+        answers = [client.post("/api/v1/auth/login",
+                               json={"username": "guessed", "password": f"guess {n}"}).status_code
+                   for n in range(4)]
+        assert answers == [401, 401, 429, 429]
+        assert client.get("/api/v1/students/5d8f3c52-7a0b-4a43-9d2b-2b7f4f3a9d10"
+                          ).status_code == 401
+        exposed = client.get("/metrics").text
+    assert "edu_api_login_failures_total 2.0" in exposed
+    assert "edu_api_logins_throttled_total 2.0" in exposed
+    assert ('edu_api_requests_total{method="GET",route="/api/v1/students/{student_id}",'
+            'status="401"} 1.0') in exposed
+    assert "5d8f3c52" not in exposed

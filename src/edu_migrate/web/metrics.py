@@ -44,6 +44,11 @@ class ApiMetrics:
 
 
 def _route_of(app: FastAPI, request: Request) -> str:
+    """The template of the route that served the request (the router leaves it in the
+    scope), else of the first route that matches it."""
+    served = request.scope.get("route")
+    if served is not None and hasattr(served, "path"):
+        return str(served.path)
     for route in app.router.routes:
         match, _ = route.matches(request.scope)
         if match == Match.FULL:
