@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 import yaml
 
 from edu_migrate import api
@@ -34,12 +35,14 @@ from edu_migrate.aftercare.monitoring import (
     write_setup,
 )
 from edu_migrate.config import Settings
+from edu_migrate.errors import PreconditionFailed
 from edu_migrate.pg.embedded import EmbeddedServer, find_bin_dir
 from edu_migrate.pg.urls import database_name
 from edu_migrate.web.metrics import METRIC_NAMES
 from tests.conftest import make_settings
 from tests.integration.helpers import prepared
 from tests.integration.test_cli_errors import assert_one_line_error, run_cli
+from tests.integration.test_report import _browse, chromium  # noqa: F401 (a fixture)
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "docs" / "RUNBOOK.md"
 # The exporter's own metrics that the rules and the dashboard use.
@@ -377,3 +380,75 @@ def test_the_api_counts_throttled_sign_ins_and_names_routes_by_their_template(
     assert ('edu_api_requests_total{method="GET",route="/api/v1/students/{student_id}",'
             'status="401"} 1.0') in exposed
     assert "5d8f3c52" not in exposed
+
+
+# --- pgBadger: the logging it needs, and its report of a real server's log ----------------------
+
+def test_logging_apply_without_the_right_changes_nothing(migrated: Server) -> None:
+    name = "edu_plain_monitoring"
+    with psycopg.connect(migrated.admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD 'plain-pw'")
+    try:
+        plain = migrated.settings.model_copy(update={"target_url": make_conninfo(
+            migrated.target, user=name, password="plain-pw")})
+        with pytest.raises(PreconditionFailed, match="may not use ALTER SYSTEM"):
+            api.monitoring_logging(plain, min_duration_ms=0, apply=True)
+        assert scalar(migrated.target, "SELECT count(*) FROM pg_file_settings WHERE "
+                                       "sourcefile LIKE '%postgresql.auto.conf'") == 0
+    finally:
+        with psycopg.connect(migrated.admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {name}")
+
+
+@pytest.fixture(scope="module")
+def badger_report(migrated: Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The logging applied, the everyday queries run, and pgBadger's report of the log."""
+    tool("pgbadger")
+    before = api.monitoring_logging(migrated.settings, min_duration_ms=0)
+    assert {a.name for a in before.changes} >= {"log_min_duration_statement", "log_line_prefix",
+                                                 "log_autovacuum_min_duration"}
+    applied = api.monitoring_logging(migrated.settings, min_duration_ms=0, apply=True)
+    assert set(applied.applied) == {a.name for a in before.changes}
+    assert not api.monitoring_logging(migrated.settings, min_duration_ms=0).changes
+    api.compare_queries(migrated.settings, repeats=2)
+    with psycopg.connect(migrated.target, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+    report = tmp_path_factory.mktemp("pgbadger") / "pgbadger.html"
+    # The embedded server logs to standard error (no logging collector): the file is given.
+    with pytest.raises(PreconditionFailed, match="logging_collector is off"):
+        api.monitoring_pgbadger(migrated.settings, report)
+    made = api.monitoring_pgbadger(migrated.settings, report, log=migrated.server.log_file)
+    assert made.prefix.startswith("%t [%p]") and made.bytes > 100_000
+    return report
+
+
+def test_pgbadger_reports_the_everyday_queries_and_it_opens_in_chromium(
+        badger_report: Path, chromium: str, tmp_path: Path) -> None:
+    dom = _browse(chromium, tmp_path / "profile", "--dump-dom", badger_report.as_uri()).stdout
+    assert "pgBadger" in dom
+    # The everyday queries of edu_v2 (aftercare/everyday_queries.toml), normalised by pgBadger.
+    assert "course_enrollments" in dom and "academic_terms" in dom
+    assert "Checkpoints" in dom
+    assert dom.count("<tr") > 20
+
+
+def test_pgbadger_without_pgbadger_or_a_log_is_one_line(migrated: Server,
+                                                        tmp_path: Path) -> None:
+    target = ["--target", migrated.target]
+    assert_one_line_error(run_cli("monitoring", "pgbadger", "--log", str(tmp_path / "none.log"),
+                                  "--prefix", "%t ", *target), "is not a file here")
+    empty_path = {"PATH": str(tmp_path)}
+    assert_one_line_error(run_cli("monitoring", "pgbadger", "--log", str(tmp_path / "x.log"),
+                                  *target, env=empty_path), "pgbadger is not installed")
+
+
+def test_the_command_writes_the_setup_and_reports_it_as_json(tmp_path: Path) -> None:
+    out = tmp_path / "setup"
+    result = run_cli("monitoring", "--out", str(out), "--no-api", "--target",
+                     "postgresql://migrator@db1:5432/edu_v2", "--json", "-")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert sorted(report["files"]) == sorted(p.name for p in out.iterdir())
+    assert report["api"] is None and len(report["alerts"]) == 7
+    config = yaml.safe_load((out / "prometheus.yml").read_text())
+    assert [job["job_name"] for job in config["scrape_configs"]] == ["edu_v2_postgres"]
