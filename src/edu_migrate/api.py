@@ -25,6 +25,14 @@ from edu_migrate.aftercare.compare import compare_queries as time_both
 from edu_migrate.aftercare.decommission import DecommissionResult, record_cutover
 from edu_migrate.aftercare.decommission import decommission as retire
 from edu_migrate.aftercare.health import HealthReport, check_health
+from edu_migrate.aftercare.monitoring import MonitoringSetup, write_setup
+from edu_migrate.aftercare.pgbadger import (
+    BadgerReport,
+    LoggingReport,
+    advise_logging,
+    apply_logging,
+    render_report,
+)
 from edu_migrate.aftercare.schedule import (
     BackupSchedule,
     install_cron,
@@ -881,6 +889,37 @@ def tune(settings: Settings, *, memory: str | None = None, cores: int | None = N
             f"Applying {len(report.changes)} change(s) with ALTER SYSTEM, then reloading …")
         tuning.apply(url, report)
     return report
+
+
+def monitoring(settings: Settings, out: Path, *, exporter: str, api: str | None,
+               runbook: str, scrape_interval: str = "30s") -> MonitoringSetup:
+    """Week 1: the monitoring setup of edu_v2 (exporter queries, alerts and their tests,
+    Prometheus configuration, Grafana dashboard) written into `out`."""
+    return write_setup(out, target_url(settings), exporter=exporter, api=api, runbook=runbook,
+                       scrape_interval=scrape_interval)
+
+
+def monitoring_logging(settings: Settings, *, min_duration_ms: int, apply: bool = False,
+                       show: Callable[[LoggingReport], None] | None = None,
+                       reporter: Reporter | None = None) -> LoggingReport:
+    """The logging settings pgBadger needs, against edu_v2's server; set with `apply`."""
+    url = target_url(settings)
+    report = advise_logging(url, min_duration_ms)
+    if show is not None:
+        show(report)
+    if apply:
+        (reporter or Reporter()).line(
+            f"Applying {len(report.changes)} change(s) with ALTER SYSTEM, then reloading …")
+        apply_logging(url, report)
+    return report
+
+
+def monitoring_pgbadger(settings: Settings, out: Path, *, log: Path | None = None,
+                        prefix: str | None = None) -> BadgerReport:
+    """pgBadger's HTML report of edu_v2's server log."""
+    fallback = None if settings.target_url else embedded_server(settings).log_file
+    url = target_url(settings) if log is None or prefix is None else settings.target_url
+    return render_report(url, out, log=log, prefix=prefix, fallback_log=fallback)
 
 
 def backup_schedule(settings: Settings, *, at: str = "02:30", keep_days: int = 14,

@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from edu_migrate import __version__, api
+from edu_migrate.aftercare.monitoring import DEFAULT_API, DEFAULT_EXPORTER, DEFAULT_RUNBOOK
+from edu_migrate.aftercare.pgbadger import DEFAULT_MIN_DURATION_MS, LoggingReport
 from edu_migrate.aftercare.tune import TuneReport
 from edu_migrate.config import Settings, load_settings
 from edu_migrate.console import ConsoleReporter
@@ -801,6 +803,119 @@ def _print_tune(report: TuneReport) -> None:
     out.print(table)
     out.print(f"{len(report.changes)} of {len(report.advice)} differ (→); "
               "`edu-migrate tune --apply` sets them", markup=False)
+
+
+monitoring_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
+app.add_typer(monitoring_app, name="monitoring")
+
+
+@monitoring_app.callback()
+def monitoring(
+    ctx: typer.Context,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Folder to write the setup into (created when missing; its files are "
+        "replaced).", metavar="DIR", show_default=False)] = None,
+    exporter: Annotated[str, typer.Option(
+        "--exporter", help="Where Prometheus reaches postgres_exporter.",
+        metavar="HOST:PORT")] = DEFAULT_EXPORTER,
+    api_address: Annotated[str, typer.Option(
+        "--api", help="Where Prometheus reaches the API's /metrics (`edu-migrate serve`).",
+        metavar="HOST:PORT")] = DEFAULT_API,
+    no_api: Annotated[bool, typer.Option(
+        "--no-api", help="Do not scrape the API (its alerts then never fire).")] = False,
+    runbook: Annotated[str, typer.Option(
+        "--runbook", help="The runbook's address in the alerts' runbook_url (each alert adds "
+        "its #section).", metavar="URL")] = DEFAULT_RUNBOOK,
+    scrape_interval: Annotated[str, typer.Option(
+        "--scrape-interval", help="Prometheus's scrape and evaluation interval.",
+        metavar="DURATION")] = "30s",
+    target: TargetOpt = None, config: ConfigOpt = None, json_file: JsonOpt = None,
+) -> None:
+    """Week 1: write a ready monitoring setup of edu_v2 into --out DIR, a README there
+    explaining each file: postgres_exporter's queries (connections against max_connections,
+    long transactions, replication, backup age, dead rows and last analyse per table, cache
+    hits, audit writes) and its environment file (no password), Prometheus's configuration
+    (the exporter and the API's /metrics), the alert rules with their promtool tests, and a
+    Grafana dashboard. Then: `monitoring logging` and `monitoring pgbadger` for pgBadger.
+
+    Example: edu-migrate monitoring --out monitoring --exporter db1:9187 --api api1:8000"""
+    if ctx.invoked_subcommand is not None:
+        return
+    if out_dir is None:
+        raise MigrationError("monitoring needs --out DIR", "e.g. edu-migrate monitoring --out "
+                             "monitoring (or a sub-command: logging, pgbadger; see --help)")
+    _json_owns_stdout(json_file)
+    settings = _settings(config, target_url=target)
+    setup = api.monitoring(settings, out_dir, exporter=exporter,
+                           api=None if no_api else api_address, runbook=runbook,
+                           scrape_interval=scrape_interval)
+    for name, what in setup.files.items():
+        out.print(f"  {name:<32} {what}", markup=False)
+    out.print(f"✓ Wrote the monitoring setup into {out_dir}: read its README.md; check with "
+              f"`promtool check config {out_dir / 'prometheus.yml'}`", markup=False,
+              soft_wrap=True)
+    _write_json(json_file, setup.to_dict())
+
+
+@monitoring_app.command("logging")
+def monitoring_logging(
+    min_duration: Annotated[int, typer.Option(
+        "--min-duration", help="Log statements slower than this many milliseconds (0: every "
+        "statement, for a short survey).", metavar="MS")] = DEFAULT_MIN_DURATION_MS,
+    apply: Annotated[bool, typer.Option(
+        "--apply", help="Set them with ALTER SYSTEM and reload (none needs a restart).")] = False,
+    target: TargetOpt = None, config: ConfigOpt = None, json_file: JsonOpt = None,
+) -> None:
+    """Week 1: the logging settings pgBadger needs (log_min_duration_statement,
+    log_line_prefix, log_checkpoints, log_lock_waits, log_temp_files,
+    log_autovacuum_min_duration, lc_messages), current against proposed. Nothing changes
+    without --apply, which checks the right to set each first, as `tune --apply` does."""
+    _json_owns_stdout(json_file)
+    settings = _settings(config, target_url=target)
+    report = api.monitoring_logging(settings, min_duration_ms=min_duration, apply=apply,
+                                    show=_print_logging, reporter=_reporter())
+    if apply:
+        out.print(f"✓ Set {len(report.applied)} parameter(s) with ALTER SYSTEM and reloaded",
+                  markup=False)
+    _write_json(json_file, report.to_dict())
+
+
+def _print_logging(report: LoggingReport) -> None:
+    out.print(f"Server: {report.server or '(not reachable: the settings alone)'}", markup=False)
+    table = Table()
+    for column in ("parameter", "current", "proposed", "why"):
+        table.add_column(column)
+    for advice in report.advice:
+        table.add_row(("→ " if advice.differs else "  ") + advice.name, advice.current or "?",
+                      repr(advice.advised) if advice.advised.endswith(" ") else advice.advised,
+                      advice.why)
+    out.print(table)
+    out.print(f"{len(report.changes)} of {len(report.advice)} differ (→); "
+              "`edu-migrate monitoring logging --apply` sets them", markup=False)
+
+
+@monitoring_app.command("pgbadger")
+def monitoring_pgbadger(
+    report_file: Annotated[Path, typer.Option(
+        "--out", help="The HTML report to write.", metavar="FILE")] = Path("pgbadger.html"),
+    log: Annotated[Path | None, typer.Option(
+        "--log", help="The server's log file (default: the one the server writes now, when "
+        "it runs on this machine).", metavar="FILE", show_default=False)] = None,
+    prefix: Annotated[str | None, typer.Option(
+        "--prefix", help="The log_line_prefix the log was written with (default: the "
+        "server's).", show_default=False)] = None,
+    target: TargetOpt = None, config: ConfigOpt = None, json_file: JsonOpt = None,
+) -> None:
+    """Week 1: pgBadger's HTML report (slowest and most frequent queries, connections, locks,
+    checkpoints, temporary files, autovacuum) of the server's log. When the log is not on this
+    machine, it says how to make the report on the server. Run `monitoring logging --apply`
+    first, and the LMS for a while."""
+    _json_owns_stdout(json_file)
+    settings = _settings(config, target_url=target)
+    made = api.monitoring_pgbadger(settings, report_file, log=log, prefix=prefix)
+    out.print(f"✓ Wrote {made.html} ({made.bytes / 1e6:,.1f} MB) from {made.log}",
+              markup=False, soft_wrap=True)
+    _write_json(json_file, made.to_dict())
 
 
 @app.command()

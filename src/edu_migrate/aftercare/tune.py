@@ -260,7 +260,12 @@ def _advice(size: ServerSize, conn: psycopg.Connection | None) -> list[Advice]:
                            "WHERE name = 'shared_preload_libraries'").fetchone()
         if available and row is not None:
             preload = str(row[0])
-    computed = compute(size, preload)
+    return advice_against(conn, compute(size, preload))
+
+
+def advice_against(conn: psycopg.Connection | None, computed: list[tuple[str, str, str]]
+                   ) -> list[Advice]:
+    """(parameter, value, why) against the server's current values, when it is reachable."""
     current = _current_settings(conn, [n for n, _, _ in computed]) if conn else {}
     result = []
     for name, value, why in computed:
@@ -324,7 +329,14 @@ def advise(url: str | None, *, memory: int | None, cores: int | None, storage: s
 def apply(url: str, report: TuneReport) -> list[str]:
     """ALTER SYSTEM for each advised value that differs, then reload; all or nothing: the right
     to set every one of them is checked first."""
-    changes = report.changes
+    names = apply_changes(url, report.changes)
+    report.applied = names
+    return names
+
+
+def apply_changes(url: str, changes: list[Advice]) -> list[str]:
+    """ALTER SYSTEM for each of `changes`, then reload; all or nothing (the right to set every
+    one of them is checked first). The names set."""
     if not changes:
         return []
     with connect(url, purpose="target", autocommit=True) as conn:
@@ -345,5 +357,4 @@ def apply(url: str, report: TuneReport) -> list[str]:
             conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(
                 sql.Identifier(advice.name), sql.Literal(advice.advised)))
         conn.execute("SELECT pg_reload_conf()")
-    report.applied = names
     return names

@@ -34,6 +34,7 @@ from edu_migrate.web.database import (
     Session,
 )
 from edu_migrate.web.logins import ApiLogins, prepare_api_logins
+from edu_migrate.web.metrics import install_metrics
 from edu_migrate.web.throttle import LoginLimits, LoginThrottle
 from edu_migrate.web.tokens import TokenClaims, TokenIssuer
 
@@ -398,6 +399,7 @@ def create_app(target_url: str, *, tokens: TokenIssuer | None = None,
     from edu_migrate.web.pages import router as pages
 
     app.include_router(pages)
+    install_metrics(app)  # GET /metrics for Prometheus
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
