@@ -23,8 +23,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 import yaml
+from psycopg.conninfo import make_conninfo
 
 from edu_migrate import api
 from edu_migrate.aftercare.dashboard import expressions
@@ -423,7 +423,7 @@ def badger_report(migrated: Server, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_pgbadger_reports_the_everyday_queries_and_it_opens_in_chromium(
-        badger_report: Path, chromium: str, tmp_path: Path) -> None:
+        badger_report: Path, chromium: str, tmp_path: Path) -> None:  # noqa: F811
     dom = _browse(chromium, tmp_path / "profile", "--dump-dom", badger_report.as_uri()).stdout
     assert "pgBadger" in dom
     # The everyday queries of edu_v2 (aftercare/everyday_queries.toml), normalised by pgBadger.

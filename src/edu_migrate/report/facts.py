@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from edu_migrate import __version__
+from edu_migrate import __version__, direction
 from edu_migrate.checks.validation import (
     ACCOUNTING_NAMES,
     COUNT_CHECKS,
@@ -227,6 +227,9 @@ class ReportData:
     syncs: int = 0
     last_sync: dict[str, Any] | None = None
     cutover: dict[str, Any] | None = None
+    # Which database is the system of record (direction.py), and the last fallback.
+    direction: dict[str, Any] | None = None
+    last_fallback: dict[str, Any] | None = None
     # The run's as-of time (migration.state.as_of): the "now" of every rule.
     as_of: datetime | None = None
 
@@ -290,6 +293,7 @@ class ReportData:
             "phases": [asdict(p) | {"rows_written": p.rows_written} for p in self.phases],
             "run_log": [asdict(e) for e in self.run_log],
             "syncs": self.syncs, "last_sync": self.last_sync, "cutover": self.cutover,
+            "direction": self.direction, "last_fallback": self.last_fallback,
             "validation": self.validation.to_dict(),
             "accounting": [asdict(a) for a in self.accounting],
             "set_aside": [asdict(g) for g in self.set_aside],
@@ -478,5 +482,7 @@ def collect(snapshot: SourceSnapshot, target: psycopg.Connection, target_url: st
         raise failures[0]
     data.checksums = sums
     data.syncs, data.last_sync, data.cutover = _catch_up(target)
+    data.direction = direction.current(target).to_dict()
+    data.last_fallback = direction.last_fallback(target)
     data.collect_seconds = (datetime.now(UTC) - started).total_seconds()
     return data
