@@ -34,6 +34,7 @@ from edu_migrate.errors import PreconditionFailed
 from edu_migrate.pg.urls import with_database
 from edu_migrate.security.passwords import hash_password
 from tests.integration.helpers import BUSINESS_TABLES
+from tests.integration.test_cli_errors import assert_one_line_error, run_cli
 
 
 @dataclass(frozen=True)
@@ -385,3 +386,14 @@ def test_a_second_fallback_has_nothing_to_do_and_forward_works_again(pair: Setti
     assert row == (1,)
     api.cutover(pair, terminate_writers=True)
     assert api.status(pair)["direction"]["system_of_record"] == "edu_v2"
+
+
+def test_the_cli_says_in_one_line_why_sync_and_fallback_refuse(pair: Settings) -> None:
+    target = ["--source", str(pair.source_url), "--target", str(pair.target_url)]
+    assert_one_line_error(run_cli("sync", *target), "edu_v2 is the system of record",
+                          "edu-migrate fallback")
+    with psycopg.connect(pair.target_url) as conn:
+        conn.execute("DELETE FROM migration.system_of_record")  # this clone: never cut over
+    refused = run_cli("fallback", "--yes", *target)
+    assert refused.returncode == 4
+    assert_one_line_error(refused, "nothing to fall back from: no cutover was made")
