@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections import Counter
 
 import psycopg
@@ -62,3 +63,29 @@ def differences(left: dict[str, Counter[str]], right: dict[str, Counter[str]]) -
         found += [f"{table}: full has {row}" for row in list(missing.elements())[:3]]
         found += [f"{table}: sync has {row}" for row in list(extra.elements())[:3]]
     return found
+
+
+def admin_sql(admin_url: str, statement: sql.Composable) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def clone_database(admin_url: str, template: str) -> str:
+    name = f"{template}_{uuid.uuid4().hex[:8]}"
+    # FILE_COPY copies the UNLOGGED stage tables too: the clone keeps the mirror.
+    admin_sql(admin_url, sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+        sql.Identifier(name), sql.Identifier(template)))
+    return name
+
+
+def drop_databases(admin_url: str, *names: str) -> None:
+    for name in names:
+        admin_sql(admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+def id_secret(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT id_secret FROM migration.state").fetchone()
+        assert row is not None
+        return str(row[0])

@@ -34,6 +34,10 @@ from edu_migrate.errors import PreconditionFailed
 from edu_migrate.pg.urls import with_database
 from edu_migrate.security.passwords import hash_password
 from tests.integration.helpers import BUSINESS_TABLES
+from tests.integration.helpers import admin_sql as _admin
+from tests.integration.helpers import clone_database as _clone
+from tests.integration.helpers import drop_databases as _drop
+from tests.integration.helpers import id_secret as _secret
 from tests.integration.test_cli_errors import assert_one_line_error, run_cli
 
 
@@ -44,36 +48,10 @@ class Base:
     target: str
 
 
-def _admin(admin_url: str, statement: sql.Composable) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(statement)
-
-
-def _clone(admin_url: str, template: str) -> str:
-    name = f"{template}_{uuid.uuid4().hex[:8]}"
-    # FILE_COPY copies the UNLOGGED stage tables too: the clone keeps the mirror.
-    _admin(admin_url, sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-        sql.Identifier(name), sql.Identifier(template)))
-    return name
-
-
-def _drop(admin_url: str, *names: str) -> None:
-    for name in names:
-        _admin(admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
-
-
 def _settings(admin_url: str, source: str, target: str, tmp: Path) -> Settings:
     return Settings(source_url=with_database(admin_url, source),
                     target_url=with_database(admin_url, target), home=tmp / "home",
                     log_dir=tmp / "logs", backup_dir=tmp / "backups", batch_size=5_000)
-
-
-def _secret(url: str) -> str:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT id_secret FROM migration.state").fetchone()
-        assert row is not None
-        return str(row[0])
 
 
 @pytest.fixture(scope="module", params=["clean", "dirty"])

@@ -29,7 +29,11 @@ from edu_migrate.config import Settings
 from edu_migrate.errors import MigrationError, PreconditionFailed
 from edu_migrate.pg.urls import with_database
 from edu_migrate.phases.staging import LEGACY_COLUMNS
+from tests.integration.helpers import admin_sql as _admin
+from tests.integration.helpers import clone_database as _clone
 from tests.integration.helpers import differences, result_rows
+from tests.integration.helpers import drop_databases as _drop
+from tests.integration.helpers import id_secret as _secret
 
 MIGRATED_AT = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 # A later day, the same moment, and a time before most marks (many fall "in the future").
@@ -42,25 +46,6 @@ class Base:
     admin_url: str
     source: str
     target: str
-
-
-def _admin(admin_url: str, statement: sql.Composable) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(statement)
-
-
-def _clone(admin_url: str, template: str) -> str:
-    name = f"{template}_{uuid.uuid4().hex[:8]}"
-    # FILE_COPY copies the UNLOGGED stage tables too: the clone keeps the mirror.
-    _admin(admin_url, sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-        sql.Identifier(name), sql.Identifier(template)))
-    return name
-
-
-def _drop(admin_url: str, *names: str) -> None:
-    for name in names:
-        _admin(admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
 
 
 def _read_from(source: str, settings: Settings) -> None:
@@ -172,13 +157,6 @@ def _methods(url: str) -> dict[str, str]:
                            "ORDER BY id DESC LIMIT 1").fetchone()
     assert row is not None
     return {table: str(changes["method"]) for table, changes in row[0].items()}
-
-
-def _secret(url: str) -> str:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT id_secret FROM migration.state").fetchone()
-        assert row is not None
-        return str(row[0])
 
 
 # Each example migrates a database: no shrinking (the failure names its changes in full).
