@@ -79,6 +79,87 @@ SECRET_COLUMNS = frozenset({("users", "password")})
 SAMPLES = 3
 
 
+def _dollar_tag(text: str, at: int) -> str | None:
+    """The dollar-quote opener (`$$`, `$tag$`) that starts at `at`, or None ($1 is no quote)."""
+    end = at + 1
+    while end < len(text) and (text[end].isalnum() or text[end] == "_"):
+        end += 1
+    if end < len(text) and text[end] == "$" and not text[at + 1:end][:1].isdigit():
+        return text[at:end + 1]
+    return None
+
+
+def expression_problem(text: str) -> str | None:
+    """Why `text` is not one SQL expression that can be put in parentheses, or None.
+
+    Strings, quoted names, dollar quotes and comments are skipped as PostgreSQL reads them;
+    outside them no `;` may occur and the parentheses must balance, never closing one that the
+    text did not open. So the text cannot end the statement it is pasted into or reach past
+    its own parentheses (the server refuses anything that is still not an expression).
+    """
+    if not text.strip():
+        return "it is empty"
+    depth, i, n = 0, 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "'":
+            escapes = i > 0 and text[i - 1] in "eE" and not (
+                i > 1 and (text[i - 2].isalnum() or text[i - 2] in "_$"))
+            i += 1
+            while True:
+                if i >= n:
+                    return "a string is not closed"
+                if escapes and text[i] == "\\":
+                    i += 2
+                    continue
+                if text[i] == "'":
+                    if i + 1 < n and text[i + 1] == "'":
+                        i += 2
+                        continue
+                    break
+                i += 1
+        elif ch == '"':
+            close = text.find('"', i + 1)
+            while close != -1 and text[close + 1:close + 2] == '"':
+                close = text.find('"', close + 2)
+            if close == -1:
+                return "a quoted name is not closed"
+            i = close
+        elif ch == "$" and not (i > 0 and (text[i - 1].isalnum() or text[i - 1] in "_$")) \
+                and (tag := _dollar_tag(text, i)) is not None:
+            close = text.find(tag, i + len(tag))
+            if close == -1:
+                return f"the dollar quote {tag} is not closed"
+            i = close + len(tag) - 1
+        elif text.startswith("--", i):
+            newline = text.find("\n", i)
+            if newline == -1:
+                return "a -- comment runs to its end and would hide what follows (use /* */)"
+            i = newline
+        elif text.startswith("/*", i):
+            nesting, i = 1, i + 2
+            while nesting:
+                if i >= n:
+                    return "a comment is not closed"
+                if text.startswith("/*", i):
+                    nesting, i = nesting + 1, i + 2
+                elif text.startswith("*/", i):
+                    nesting, i = nesting - 1, i + 2
+                else:
+                    i += 1
+            continue
+        elif ch == ";":
+            return "it holds a ';' (one expression, not statements)"
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                return "it closes a parenthesis it did not open"
+        i += 1
+    return "a parenthesis is not closed" if depth else None
+
+
 class _Spec(BaseModel):
     """One column's source, as written in the file: exactly one of the four forms."""
 
@@ -120,6 +201,7 @@ class MappedColumn:
         if self.kind == "column":
             return sql.Identifier(self.text)
         if self.kind == "sql":
+            # build_mapping refused any text that is not one expression (expression_problem).
             return sql.SQL("(") + sql.SQL(self.text) + sql.SQL(")")
         if self.kind == "value":
             return sql.SQL("NULL") if self.text.upper() == "NULL" else sql.Literal(self.text)
@@ -285,6 +367,13 @@ def build_mapping(data: Mapping[str, Any], origin: str) -> LegacyMapping:
             kind = next(k for k in ("column", "sql", "value", "todo")
                         if getattr(entry, k) is not None)
             text = getattr(entry, kind)
+            problem = expression_problem(str(text)) if kind == "sql" else None
+            if problem is not None:
+                raise MappingError(
+                    f"{origin}: {legacy}.{column} (mapping.{legacy}.columns.{column}) is not a "
+                    f"single expression: {problem}",
+                    "give one SQL expression over the row's columns, e.g. "
+                    "{ sql = \"lower(email)\" }")
             columns.append(MappedColumn(column, staged_type, kind,
                                         str(text).lower() if isinstance(text, bool) else str(text)))
         tables[legacy] = MappedTable(legacy, schema, name, tuple(columns), spec.todo)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, Self
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
+from psycopg.rows import TupleRow
 
 from edu_migrate.errors import ConnectionFailed
 from edu_migrate.pg.urls import (
@@ -21,6 +24,29 @@ from edu_migrate.pg.urls import (
 
 APPLICATION_NAME = "edu-migrate"
 CONNECTION_CHECK_SINCE = 140000
+
+
+class ReadOnlyCursor(psycopg.Cursor[TupleRow]):
+    """The cursor of a read-only session (every read of the source).
+
+    Each call is one statement over the extended protocol: psycopg would send a statement
+    without parameters over the simple-query protocol, which runs `;`-separated statements, so
+    that `COMMIT; BEGIN READ WRITE; …` in a pasted mapping expression would leave the read-only
+    transaction. COPY goes the same way. And a statement outside a transaction (autocommit)
+    runs in its own `BEGIN READ ONLY`, so that no session default decides.
+    """
+
+    def _execute_send(self, query: Any, *, force_extended: bool = False,
+                      binary: bool | None = None) -> None:
+        super()._execute_send(query, force_extended=True, binary=binary)
+
+    def execute(self, query: Any, params: Any = None, *,
+                prepare: bool | None = None, binary: bool | None = None) -> Self:
+        conn = self.connection
+        if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+            with conn.transaction():
+                return super().execute(query, params, prepare=prepare, binary=binary)
+        return super().execute(query, params, prepare=prepare, binary=binary)
 
 
 def _reason(exc: psycopg.OperationalError) -> tuple[str, str]:
@@ -45,16 +71,21 @@ def _reason(exc: psycopg.OperationalError) -> tuple[str, str]:
 @contextmanager
 def connect(url: str, *, purpose: str, autocommit: bool = False,
             read_only: bool = False) -> Iterator[psycopg.Connection]:
-    """Open a connection; `read_only` sessions can never write, whatever the code does."""
+    """Open a connection; `read_only` sessions can never write, whatever the code does: every
+    transaction is begun `READ ONLY` (not left to the session's default, which an expression
+    can change) and every call is one statement (ReadOnlyCursor)."""
     parse(url, purpose=purpose)
     try:
         conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=10,
-                               application_name=f"{APPLICATION_NAME} {purpose} pid={os.getpid()}")
+                               application_name=f"{APPLICATION_NAME} {purpose} pid={os.getpid()}",
+                               cursor_factory=ReadOnlyCursor if read_only else psycopg.Cursor)
     except psycopg.OperationalError as exc:
         reason, hint = _reason(exc)
         raise ConnectionFailed(f"cannot connect to the {purpose} database {masked(url)}: {reason}",
                                hint) from exc
     try:
+        if read_only:
+            conn.read_only = True
         if conn.info.server_version >= CONNECTION_CHECK_SINCE:
             # When this process dies mid-statement, the server stops the statement within the
             # interval and frees its locks, instead of running on for an absent client.
