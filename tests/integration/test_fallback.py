@@ -91,7 +91,7 @@ def pair(base: Base, tmp_path: Path) -> Iterator[Settings]:
 # One application write on edu_v2: (kind, pick, other pick, value pick).
 Write = tuple[str, int, int, int]
 KINDS = ("mark", "api_mark", "new_mark", "delete_mark", "sign_in", "new_student", "withdraw",
-         "email", "name", "status", "password", "username", "delete_enrollment")
+         "email", "name", "contact", "status", "password", "username", "delete_enrollment")
 WRITES = st.lists(st.tuples(st.sampled_from(KINDS), st.integers(0, 10**6),
                             st.integers(0, 10**6), st.integers(0, 10**6)),
                   min_size=1, max_size=8)
@@ -226,6 +226,11 @@ def _write_one(conn: psycopg.Connection, write: Write) -> None:
         conn.execute("UPDATE persons SET last_name = %s WHERE id = (SELECT id FROM persons "
                      "ORDER BY id OFFSET %s LIMIT 1)",
                      [f"Əliyeva {value}", pick % max(1, _count(conn, "persons"))])
+    elif kind == "contact":
+        conn.execute("UPDATE persons SET phone = %s, address = %s WHERE id = (SELECT id "
+                     "FROM persons ORDER BY id OFFSET %s LIMIT 1)",
+                     [f"+99450{value % 10**7:07d}", f"Bakı, Nəsimi r-nu, {value % 200} küç.",
+                      pick % max(1, _count(conn, "persons"))])
     elif kind == "status":
         conn.execute("UPDATE students SET status = %s WHERE id = (SELECT id FROM students "
                      "ORDER BY id OFFSET %s LIMIT 1)",
@@ -328,6 +333,7 @@ def _round_trip(pair: Settings, writes: list[Write]) -> None:
 @example(writes=[("api_mark", 2, 0, 33), ("mark", 3, 0, 55), ("sign_in", 1, 0, 1),
                  ("new_student", 2, 3, 4),
                  ("withdraw", 4, 0, 0), ("email", 5, 0, 6), ("name", 6, 0, 7),
+                 ("contact", 11, 0, 5551234),
                  ("status", 7, 0, 1), ("password", 8, 0, 9), ("new_mark", 9, 0, 3),
                  ("delete_mark", 10, 0, 0)])
 def test_fallback_then_a_full_migration_gives_edu_v2_back(
