@@ -278,7 +278,8 @@ def fallback(source_url: str, target_url: str, steps: FallbackSteps, reporter: R
         result.password_resets = carry_back.password_resets(target_url)
         with connect(target_url, purpose="target") as conn:
             carry_back.writable(conn)
-            applied = carry_back.apply_images(source_url, target_url, steps.mapping)
+            applied = carry_back.apply_images(source_url, target_url, steps.mapping,
+                                                 reporter)
             result.applied = applied.to_dict()
             result.window_seconds = round(time.perf_counter() - frozen, 2)
             carry_back.record_carried(conn)

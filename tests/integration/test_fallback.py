@@ -31,7 +31,7 @@ from psycopg import sql
 
 from edu_migrate import api
 from edu_migrate.config import Settings
-from edu_migrate.errors import PreconditionFailed
+from edu_migrate.errors import MigrationError, PreconditionFailed
 from edu_migrate.legacy.generator import legacy_password
 from edu_migrate.pg.urls import with_database
 from edu_migrate.security.passwords import hash_password
@@ -411,3 +411,28 @@ def test_the_cli_says_in_one_line_why_sync_and_fallback_refuse(pair: Settings) -
     refused = run_cli("fallback", "--yes", *target)
     assert refused.returncode == 4
     assert_one_line_error(refused, "nothing to fall back from: no cutover was made")
+
+
+def test_a_fallback_whose_writes_edu_alters_is_refused_and_edu_is_as_it_was(
+        pair: Settings) -> None:
+    """The fallback reads back what it wrote before committing: a trigger on edu that rewrites
+    a carried value (an old audit or clean-up trigger of the legacy application) would
+    otherwise leave edu holding something edu_v2 never had, with the fallback reporting success."""
+    with psycopg.connect(pair.target_url) as conn:
+        conn.execute("UPDATE persons SET last_name = 'Carried' WHERE id = (SELECT target_id "
+                     "FROM migration.crosswalk WHERE source_table = 'persons' "
+                     "ORDER BY source_id LIMIT 1)")
+    with psycopg.connect(pair.source_url) as conn:
+        conn.execute("SET TRANSACTION READ WRITE")
+        conn.execute("CREATE FUNCTION public.shout() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$BEGIN NEW.lastname := upper(NEW.lastname); RETURN NEW; END$$")
+        conn.execute("CREATE TRIGGER shout BEFORE UPDATE ON persons FOR EACH ROW "
+                     "EXECUTE FUNCTION public.shout()")
+    with psycopg.connect(pair.source_url) as conn:
+        before = conn.execute("SELECT lastname FROM persons ORDER BY id LIMIT 1").fetchone()
+    with pytest.raises(MigrationError, match=r"persons\.lastname"):
+        api.fallback(pair, terminate_writers=True)
+    with psycopg.connect(pair.source_url) as conn:
+        assert conn.execute("SELECT lastname FROM persons ORDER BY id LIMIT 1").fetchone() == \
+            before
+    assert api.status(pair)["direction"]["system_of_record"] == "edu_v2"
