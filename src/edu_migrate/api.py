@@ -92,7 +92,13 @@ from edu_migrate.phases.staging import SourceSnapshot, require_legacy_tables
 from edu_migrate.phases.sync import SyncResult, last_sync, unsynced_changes
 from edu_migrate.phases.sync import sync as run_sync
 from edu_migrate.runlog import Reporter
-from edu_migrate.schema import SchemaResult, applied_version, apply_schema, require_schema
+from edu_migrate.schema import (
+    SchemaResult,
+    applied_version,
+    apply_schema,
+    require_schema,
+    schema_script,
+)
 from edu_migrate.switchover import CutoverResult, FallbackResult, FallbackSteps, Steps
 from edu_migrate.switchover import cutover as run_cutover
 from edu_migrate.switchover import fallback as run_fallback
@@ -190,6 +196,12 @@ def dirt_manifest_path(settings: Settings, seed: int) -> Path:
 
 def schema_apply(settings: Settings) -> SchemaResult:
     return apply_schema(target_url(settings))
+
+
+def schema_sql() -> str:
+    """The whole edu_v2 schema as one psql script (the guide's new_database_schema.sql); needs
+    no database."""
+    return schema_script()
 
 
 @dataclass

@@ -175,6 +175,15 @@ def schema_apply(target: TargetOpt = None, config: ConfigOpt = None) -> None:
     out.print(f"Schema at version {result.current_version}")
 
 
+@schema_app.command("sql")
+def schema_sql() -> None:
+    """Print the whole edu_v2 schema as one file, the guide's new_database_schema.sql, to review
+    or to apply by hand: `edu-migrate schema sql > new_database_schema.sql`, then
+    `psql -f new_database_schema.sql DBNAME` into an empty database (the same result as
+    `schema apply`). It holds no secret."""
+    sys.stdout.write(api.schema_sql())
+
+
 AsOfOpt = Annotated[str | None, typer.Option(
     "--as-of", metavar="TIMESTAMP",
     help="The run's \"now\" for every rule (a date in the future, the current term, a missing "
