@@ -664,10 +664,15 @@ def unfreeze_source(settings: Settings) -> str:
 
 def backup(settings: Settings, *, verify_restore: bool = False,
            reporter: Reporter | None = None, only: str | None = None,
-           keep_days: int | None = None) -> list[backups.BackupRecord]:
+           keep_days: int | None = None, dump_format: str = "custom"
+           ) -> list[backups.BackupRecord]:
     """pg_dump -Fc of the source, and of the target when it holds data, each verified; `only`
-    one of them; with `keep_days`, older dumps of the same database are removed afterwards."""
+    one of them; with `keep_days`, older dumps of the same database are removed afterwards.
+    `dump_format` plain also writes each as SQL (a .sql file beside the .dump)."""
     reporter = reporter or Reporter()
+    if dump_format not in ("custom", "plain"):
+        raise MigrationError(f"--format takes custom or plain, not {dump_format!r}",
+                             "plain writes the SQL dump beside the -Fc one")
     if only not in (None, "source", "target"):
         raise MigrationError(f"--only takes source or target, not {only!r}",
                              "e.g. --only target for edu_v2 after the cutover")
@@ -676,7 +681,8 @@ def backup(settings: Settings, *, verify_restore: bool = False,
     urls = endpoints(settings)
     made = backups.backup(urls.source_url, urls.target_url, settings.backup_dir,
                           verify_restore=verify_restore, reporter=reporter,
-                          roles=(only,) if only else ("source", "target"))
+                          roles=(only,) if only else ("source", "target"),
+                          plain=dump_format == "plain")
     if keep_days is not None:
         for record in made:
             backups.prune(settings.backup_dir, record, keep_days, reporter)

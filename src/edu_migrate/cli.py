@@ -489,21 +489,28 @@ def backup(
         "--keep-days", help="Afterwards remove this database's dumps older than N days (never "
         "the newest verified one, nor a final backup).", metavar="N",
         show_default=False)] = None,
+    dump_format: Annotated[str, typer.Option(
+        "--format", help="plain: also write each dump as SQL, for inspection (a .sql file "
+        "beside the -Fc .dump, from the same snapshot, private like it, recorded in the "
+        "manifest and checked to hold every table's data).",
+        metavar="custom|plain")] = "custom",
     source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
     json_file: JsonOpt = None,
 ) -> None:
     """pg_dump -Fc of the source, and of the target when it holds data, into the backup folder
-    with timestamps; each checked with pg_restore --list. `backup schedule` runs it nightly,
-    `backup list` shows what there is."""
+    with timestamps; each checked with pg_restore --list. `--format plain` adds the guide's SQL
+    backup beside each. `backup schedule` runs it nightly, `backup list` shows what there is."""
     if ctx.invoked_subcommand is not None:
         return
     _json_owns_stdout(json_file)
     settings = _settings(config, source_url=source, target_url=target)
     records = api.backup(settings, verify_restore=verify_restore, reporter=_reporter(),
-                         only=only, keep_days=keep_days)
+                         only=only, keep_days=keep_days, dump_format=dump_format)
     for record in records:
         out.print(f"{record.role}: {settings.backup_dir / record.file} ({record.verified})",
                   markup=False)
+        if record.plain:
+            out.print(f"{record.role}: {settings.backup_dir / record.plain} (SQL)", markup=False)
     _write_json(json_file, [record.summary() for record in records])
 
 

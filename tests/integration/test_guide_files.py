@@ -5,6 +5,7 @@ databases (`docs --out DIR`: data dictionary, ER diagram, OLD_TO_NEW_SCHEMA_MAPP
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -14,10 +15,15 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from edu_migrate import api
+from edu_migrate.backup import table_row_counts
+from edu_migrate.config import Settings
 from edu_migrate.pg.tools import client_program, run_client
 from edu_migrate.pg.urls import with_database
+from tests.conftest import make_settings
+from tests.faults.harness import cli, url_args
 from tests.integration.helpers import admin_sql, drop_databases
-from tests.integration.test_cli_errors import run_cli
+from tests.integration.test_cli_errors import assert_one_line_error, run_cli
 
 # pg_dump marks each dump with a random key (\restrict KEY, PostgreSQL 17.6 and later).
 _RESTRICT = re.compile(r"^\\(un)?restrict \S+$", re.MULTILINE)
@@ -30,6 +36,16 @@ def _schema_of(url: str) -> str:
     dump = run_client(client_program("pg_dump", version), ["--schema-only"], url,
                       what="pg_dump --schema-only").stdout
     return _RESTRICT.sub("", dump)
+
+
+@pytest.fixture(scope="module")
+def migrated(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """One dirty legacy database migrated, for this module's tests: each leaves it as it was."""
+    for settings in make_settings(admin_url, tmp_path_factory.mktemp("guide")):
+        api.generate(settings, scale=0.01, profile="dirty", seed=11)
+        api.schema_apply(settings)
+        api.migrate(settings, force=True)
+        yield settings
 
 
 @pytest.fixture
@@ -73,3 +89,36 @@ def test_schema_sql_applied_by_psql_gives_what_schema_apply_gives(
         run_client(psql, ["--no-psqlrc", "--quiet", "--file", str(script)], scripted,
                    what="psql -f new_database_schema.sql")
     assert _schema_of(scripted) == _schema_of(applied)
+
+
+def test_backup_format_plain_writes_the_sql_dump_beside_the_custom_one(
+        migrated: Settings, admin_url: str) -> None:
+    wrong = cli(migrated, "backup", "--format", "xml", *url_args(migrated))
+    assert_one_line_error(wrong, "--format takes custom or plain")
+    assert not migrated.backup_dir.exists() or not any(migrated.backup_dir.iterdir())
+
+    made = cli(migrated, "backup", "--format", "plain", "--only", "source", "--json", "-",
+               *url_args(migrated))
+    assert made.returncode == 0, made.stderr
+    (record,) = json.loads(made.stdout)
+    folder = migrated.backup_dir
+    dump, plain = folder / record["file"], folder / record["plain"]
+    assert plain == dump.with_suffix(".sql") and plain.stat().st_size == record["plain_bytes"]
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert plain.stat().st_mode & 0o777 == 0o600 == dump.stat().st_mode & 0o777
+    (entry,) = json.loads((folder / "manifest.json").read_text())["backups"]
+    assert (entry["file"], entry["plain"]) == (dump.name, plain.name)
+    assert "COPY public.grades " in plain.read_text(encoding="utf-8")
+
+    # The SQL dump is the source: psql -f into an empty database gives every table's rows.
+    name = f"plain_{uuid.uuid4().hex[:8]}"
+    admin_sql(admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        restored = with_database(admin_url, name)
+        run_client(client_program("psql", 0), ["--no-psqlrc", "--quiet", "--set",
+                                                "ON_ERROR_STOP=1", "--file", str(plain)],
+                   restored, what="psql -f of the SQL dump")
+        with psycopg.connect(restored) as conn:
+            assert table_row_counts(conn) == entry["table_counts"]
+    finally:
+        drop_databases(admin_url, name)
