@@ -22,6 +22,7 @@ from edu_migrate import backup as backups
 from edu_migrate.aftercare import tune as tuning
 from edu_migrate.aftercare.compare import CompareReport
 from edu_migrate.aftercare.compare import compare_queries as time_both
+from edu_migrate.aftercare.datadocs import DocsResult, write_docs
 from edu_migrate.aftercare.decommission import DecommissionResult, record_cutover
 from edu_migrate.aftercare.decommission import decommission as retire
 from edu_migrate.aftercare.health import HealthReport, check_health
@@ -915,6 +916,12 @@ def monitoring(settings: Settings, out: Path, *, exporter: str, api: str | None,
     Prometheus configuration, Grafana dashboard) written into `out`."""
     return write_setup(out, target_url(settings), exporter=exporter, api=api, runbook=runbook,
                        scrape_interval=scrape_interval)
+
+
+def docs(settings: Settings, out: Path) -> DocsResult:
+    """Day 1: the data dictionary, the ER diagram and OLD_TO_NEW_SCHEMA_MAPPING.md of edu_v2,
+    generated from its live catalogue, the legacy mapping and the phases' rules, into `out`."""
+    return write_docs(target_url(settings), legacy_mapping(settings), out)
 
 
 def monitoring_logging(settings: Settings, *, min_duration_ms: int, apply: bool = False,

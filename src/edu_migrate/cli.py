@@ -935,6 +935,32 @@ def monitoring_pgbadger(
 
 
 @app.command()
+def docs(
+    out_dir: Annotated[Path, typer.Option(
+        "--out", help="Folder to write the documents into (created when missing; its files "
+        "are replaced).", metavar="DIR")],
+    target: TargetOpt = None, config: ConfigOpt = None, mapping: MappingOpt = None,
+    json_file: JsonOpt = None,
+) -> None:
+    """Day 1: documentation generated from the databases, so it cannot drift: a data
+    dictionary of edu_v2 (every table and column with type, constraints, comment, row count and
+    row-level security policies), an ER diagram (Mermaid), and OLD_TO_NEW_SCHEMA_MAPPING.md (each
+    legacy column: where it goes, how it is transformed, which dirty-data rule applies). Only
+    reads edu_v2.
+
+    Example: edu-migrate docs --out docs/generated"""
+    _json_owns_stdout(json_file)
+    settings = _settings(config, target_url=target, mapping_file=mapping)
+    made = api.docs(settings, out_dir)
+    for name, what in made.files.items():
+        out.print(f"  {name:<32} {what}", markup=False)
+    out.print(f"✓ Wrote the documentation of {made.tables} tables ({made.columns} columns) and "
+              f"{made.legacy_columns} legacy columns into {out_dir}", markup=False,
+              soft_wrap=True)
+    _write_json(json_file, made.to_dict())
+
+
+@app.command()
 def decommission(
     min_days: Annotated[int, typer.Option(
         "--min-days", help="Days after the cutover before the old database may go.")] = 30,

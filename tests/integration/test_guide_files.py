@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +17,16 @@ import pytest
 from psycopg import sql
 
 from edu_migrate import api
+from edu_migrate.aftercare.datadocs import legacy_columns
 from edu_migrate.backup import table_row_counts
 from edu_migrate.config import Settings
+from edu_migrate.errors import MigrationError
+from edu_migrate.mapping import DEFAULT_MAPPING, LEGACY_COLUMNS
 from edu_migrate.pg.tools import client_program, run_client
 from edu_migrate.pg.urls import with_database
 from tests.conftest import make_settings
 from tests.faults.harness import cli, url_args
-from tests.integration.helpers import admin_sql, drop_databases
+from tests.integration.helpers import BUSINESS_TABLES, admin_sql, drop_databases
 from tests.integration.test_cli_errors import assert_one_line_error, run_cli
 
 # pg_dump marks each dump with a random key (\restrict KEY, PostgreSQL 17.6 and later).
@@ -122,3 +126,98 @@ def test_backup_format_plain_writes_the_sql_dump_beside_the_custom_one(
             assert table_row_counts(conn) == entry["table_counts"]
     finally:
         drop_databases(admin_url, name)
+
+
+# --- docs -------------------------------------------------------------------------------------
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+_DIRTY_ROW = re.compile(r"^\| (.+?) \| (repair|merge|set aside|kept) \| (.+?) \| (.+?) \|$")
+
+
+def _section(text: str, heading: str) -> str:
+    """The text of one `## heading` section of a generated document."""
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else len(text)]
+
+
+def _documented_rules() -> set[tuple[str, str]]:
+    """(kind, quoted reason) of every rule docs/dirty-data.md's tables state."""
+    found = set()
+    for line in (REPOSITORY / "docs" / "dirty-data.md").read_text("utf-8").splitlines():
+        if match := _DIRTY_ROW.match(line):
+            found |= {(match.group(2), span) for span in re.findall(r"`([^`]+)`", match.group(3))}
+    return found
+
+
+def test_docs_describe_every_business_table_and_every_legacy_column_with_its_rules(
+        migrated: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "generated"
+    made = cli(migrated, "docs", "--out", str(out), "--target", str(migrated.target_url),
+               "--json", "-")
+    assert made.returncode == 0, made.stderr
+    assert sorted(json.loads(made.stdout)["files"]) == sorted(
+        ["DATA_DICTIONARY.md", "ER_DIAGRAM.md", "OLD_TO_NEW_SCHEMA_MAPPING.md", "README.md"])
+    dictionary = (out / "DATA_DICTIONARY.md").read_text("utf-8")
+    diagram = (out / "ER_DIAGRAM.md").read_text("utf-8")
+    mapping = (out / "OLD_TO_NEW_SCHEMA_MAPPING.md").read_text("utf-8")
+
+    with psycopg.connect(migrated.target_url) as conn:
+        tables = [str(r[0]) for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+        assert len(tables) == len(BUSINESS_TABLES) and set(BUSINESS_TABLES) <= set(tables)
+        for table in tables:
+            section = _section(dictionary, f"public.{table}")
+            rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+                sql.Identifier(table))).fetchone()
+            assert rows is not None and f"Rows: {rows[0]:,}." in section
+            for column, comment in conn.execute(
+                    "SELECT attname, col_description(attrelid, attnum) FROM pg_attribute "
+                    "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                    [table]).fetchall():
+                # Schema version 16 comments every business column; the dictionary shows it.
+                assert comment, f"{table}.{column} has no comment"
+                assert re.search(rf"^\| `{column}` \|.*\| {re.escape(comment)} \|$", section,
+                                 re.MULTILINE), (table, column)
+            for (policy,) in conn.execute("SELECT policyname FROM pg_policies WHERE "
+                                          "schemaname = 'public' AND tablename = %s", [table]):
+                assert f"| `{policy}` |" in section, (table, policy)
+            assert re.search(rf"^    {table} \{{$", diagram, re.MULTILINE), table
+        for child, parent, column in conn.execute(
+                "SELECT conrelid::regclass::text, confrelid::regclass::text, a.attname "
+                "FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid "
+                "AND a.attnum = c.conkey[1] WHERE c.contype = 'f' "
+                "AND c.connamespace = 'public'::regnamespace").fetchall():
+            assert f'    {parent} ||--o{{ {child} : "{column}"' in diagram
+
+    documented = {text for _, text in _documented_rules()}
+    undocumented = []
+    described = tomllib.loads((REPOSITORY / "src" / "edu_migrate" / "mapping" /
+                               "columns.toml").read_text("utf-8"))
+    for table, columns in LEGACY_COLUMNS.items():
+        section = _section(mapping, f"{table} → " + ", ".join(described[table]["to"]))
+        for column, _ in columns:
+            (row,) = [line for line in section.splitlines()
+                      if line.startswith(f"| `{table}.{column}` |")]
+            rules_cell = row.rstrip(" |").rsplit(" | ", 1)[1]
+            rules = described[table]["columns"][column]["rules"]
+            if not rules:
+                assert rules_cell == "none: no dirty-data rule applies", row
+            for rule in rules:
+                kind, _, reason = rule.partition(": ")
+                assert f"{kind}: `{reason}` — " in rules_cell, (table, column, rule)
+                # The column map quotes only rules that docs/dirty-data.md states (a row there
+                # may state a repair and the set-aside it falls back to).
+                if not any(reason.split("<")[0] in text for text in documented):
+                    undocumented.append(f"{table}.{column}: {rule}")
+    assert undocumented == []
+    # The generated documents live only where they were written.
+    for name in ("DATA_DICTIONARY.md", "OLD_TO_NEW_SCHEMA_MAPPING.md", "ER_DIAGRAM.md"):
+        assert not [p for p in (REPOSITORY / "docs").rglob(name)] + \
+            [p for p in (REPOSITORY / "src").rglob(name)]
+
+
+def test_docs_refuse_a_column_map_that_names_what_edu_v2_lacks() -> None:
+    with pytest.raises(MigrationError, match=r"columns.toml does not match the code: users\.id "
+                       r"goes to users\.id, which is not an edu_v2 column"):
+        legacy_columns(DEFAULT_MAPPING, [])
