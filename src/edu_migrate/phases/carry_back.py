@@ -49,7 +49,9 @@ WITH touched AS (
 )
 SELECT t.table_name, t.row_id, f.before, f.created, false AS assigned_here,
        CASE WHEN t.table_name IN (SELECT target_table FROM migration.legacy_tables)
-            THEN migration.legacy_id(t.table_name, t.row_id) END AS legacy_id
+            THEN (SELECT k.source_id FROM migration.legacy_keys k
+                  WHERE k.target_table = t.table_name AND k.target_id = t.row_id LIMIT 1)
+       END AS legacy_id
 FROM touched t
 CROSS JOIN LATERAL (
     SELECT l.old_values AS before, l.operation = 'INSERT' AS created FROM audit.log l
