@@ -80,6 +80,7 @@ from edu_migrate.phases.archive import (
 )
 from edu_migrate.phases.as_of import clear_as_of, parse_as_of, recorded_as_of, settle_as_of
 from edu_migrate.phases.marks import MarksAhead
+from edu_migrate.phases.offline import offline_script
 from edu_migrate.phases.runner import (
     PHASES,
     RUN_ORDER,
@@ -339,6 +340,21 @@ def migrate(settings: Settings, phases: Sequence[int] | None = None,
                                                     reporter)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def migrate_sql(settings: Settings, phases: Sequence[int] | None = None, *,
+                as_of: datetime | str | None = None) -> str:
+    """The statements `migrate` would send to edu_v2 for the given phases (all when None), in
+    order, with the as-of time filled in, as a psql script to review (alembic's offline mode).
+    Reads the target in a read-only session; never opens the source; changes nothing."""
+    numbers = _parse_phases(phases)
+    requested_as_of = parse_as_of(as_of) if isinstance(as_of, str) else as_of
+    mapping = legacy_mapping(settings)
+    with connect(target_url(settings), purpose="target", read_only=True) as conn:
+        script = offline_script(conn, numbers, mapping, requested_as_of=requested_as_of,
+                                workers=settings.workers)
+        conn.rollback()
+    return script
 
 
 def _marks_ahead(numbers: list[int], states: dict[int, str], snapshot: SourceSnapshot,

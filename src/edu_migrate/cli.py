@@ -222,12 +222,25 @@ def migrate(
     source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
     mapping: MappingOpt = None, json_file: JsonOpt = None,
     override_cutover: OverrideCutoverOpt = False,
+    print_sql: Annotated[bool, typer.Option(
+        "--sql", help="Print the statements the phases would send to edu_v2, in order, with "
+        "the as-of time filled in, and run nothing: a psql script to review before the window "
+        "(no secret in it).")] = False,
 ) -> None:
     """Run migration phases: 1 users & persons, 2 students & staff, 3 organizations & terms,
-    4 courses & offerings, 5 enrollments & grades. Done phases are skipped."""
+    4 courses & offerings, 5 enrollments & grades. Done phases are skipped. With --sql, print
+    what they would run instead: `edu-migrate migrate --phase 5 --sql > phase5.sql`."""
     _json_owns_stdout(json_file)
     if not phase and not all_phases:
         raise MigrationError("say which phases to run", "use --phase N or --all")
+    if print_sql:
+        if freeze_source or json_file is not None:
+            raise MigrationError("--sql runs nothing: it cannot freeze the source or write "
+                                 "--json", "leave out --freeze-source and --json")
+        settings = _settings(config, source_url=source, target_url=target, workers=workers,
+                             mapping_file=mapping)
+        sys.stdout.write(api.migrate_sql(settings, None if all_phases else phase, as_of=as_of))
+        return
     settings = _settings(config, source_url=source, target_url=target, batch_size=batch_size,
                          workers=workers, archive_secrets=archive_secrets or None,
                          mapping_file=mapping)

@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from edu_migrate import api
 from edu_migrate.aftercare.datadocs import legacy_columns
@@ -24,9 +25,22 @@ from edu_migrate.errors import MigrationError
 from edu_migrate.mapping import DEFAULT_MAPPING, LEGACY_COLUMNS
 from edu_migrate.pg.tools import client_program, run_client
 from edu_migrate.pg.urls import with_database
+from edu_migrate.phases import sqlfile
+from edu_migrate.phases.as_of import recorded_as_of
+from edu_migrate.phases.runner import PHASES, RUN_ORDER, SCOPED_PHASE, rebuild_plan
 from tests.conftest import make_settings
 from tests.faults.harness import cli, url_args
-from tests.integration.helpers import BUSINESS_TABLES, admin_sql, drop_databases
+from tests.integration.helpers import (
+    BUSINESS_TABLES,
+    admin_sql,
+    clone_database,
+    differences,
+    drop_databases,
+    id_secret,
+    result_rows,
+    scalar,
+    table_digest,
+)
 from tests.integration.test_cli_errors import assert_one_line_error, run_cli
 
 # pg_dump marks each dump with a random key (\restrict KEY, PostgreSQL 17.6 and later).
@@ -126,6 +140,130 @@ def test_backup_format_plain_writes_the_sql_dump_beside_the_custom_one(
             assert table_row_counts(conn) == entry["table_counts"]
     finally:
         drop_databases(admin_url, name)
+
+
+# --- migrate --sql -------------------------------------------------------------------------
+
+
+def _everything(url: str) -> dict[str, object]:
+    """All that a database holds: each table's and sequence's content, the schema, and the run's
+    bookkeeping in full (equal before and after: nothing was written)."""
+    with psycopg.connect(url) as conn:
+        tables = [str(r[0]) for r in conn.execute(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN "
+            "('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
+            "ORDER BY 1")]
+        sequences = conn.execute("SELECT schemaname, sequencename, last_value FROM pg_sequences "
+                                 "ORDER BY 1, 2").fetchall()
+    assert tables
+    return {"tables": {t: table_digest(url, t) for t in tables}, "sequences": sequences,
+            "schema": _schema_of(url)}
+
+
+def _bookkeeping(conn: psycopg.Connection) -> list[list[tuple[str]]]:
+    return [conn.execute(sql.SQL("SELECT t::text FROM {} t ORDER BY 1").format(
+        sql.Identifier("migration", table))).fetchall()
+        for table in ("run_log", "phase_runs", "state")]
+
+
+def _markers(text: str) -> list[str]:
+    return [line for line in text.splitlines() if re.match(r"^-- phase \d: ", line)]
+
+
+def test_migrate_sql_prints_every_phase_in_run_order_and_changes_nothing(
+        migrated: Settings) -> None:
+    target, source = str(migrated.target_url), str(migrated.source_url)
+    with psycopg.connect(target) as conn:
+        logged = _bookkeeping(conn)
+        as_of = recorded_as_of(conn)
+    assert as_of is not None
+    before = {"target": _everything(target), "source": _everything(source)}
+
+    printed = cli(migrated, "migrate", "--all", "--sql", *url_args(migrated))
+    assert printed.returncode == 0, printed.stderr
+    script = printed.stdout
+
+    # Every statement of every phase file, in the runner's order, each under its name; phase 5's
+    # marks parsed before its transaction, its indexes built again after its statements.
+    expected: list[str] = []
+    for number in RUN_ORDER:
+        phase = PHASES[number]
+        expected.append(f"-- phase {number}: start (its own transaction)")
+        expected += [f"-- phase {number}: stage {table}: " for table in phase.reads]
+        if number == SCOPED_PHASE:
+            expected.append(f"-- phase {number}: parse_grades: ")
+        expected.append(f"-- phase {number}: the phase's transaction: all of it or nothing")
+        expected += [f"-- phase {number}: {s.name}" for s in sqlfile.load(phase.sql_file)]
+        expected.append(f"-- phase {number}: record_source_tables")
+        with psycopg.connect(target) as conn:
+            expected += [f"-- phase {number}: {name}"
+                         for name, _ in rebuild_plan(conn, phase.rebuilt_after_load).rebuilds]
+        expected.append(f"-- phase {number}: record the phase done")
+    found = _markers(script)
+    position = 0
+    for marker in expected:
+        position = next((i for i, line in enumerate(found[position:], position)
+                         if line.startswith(marker)), -1) + 1
+        assert position, f"{marker!r} missing or out of order"
+    assert any(line.startswith("-- phase 5: rebuild ") for line in found)
+    for number in RUN_ORDER:
+        for statement in sqlfile.load(PHASES[number].sql_file):
+            assert f"-- phase {number}: {statement.name}\n{statement.text.rstrip(';')};" \
+                in script
+
+    # The recorded as-of time filled in; the id secret nowhere; nothing written anywhere.
+    literal = f"set_config('edu_migrate.as_of', '{as_of.isoformat()}', true)"
+    assert script.count(literal) == len(RUN_ORDER) + 1  # each transaction and the marks' parse
+    assert ":'as_of'" not in script
+    assert id_secret(target) not in script
+    with psycopg.connect(target) as conn:
+        assert _bookkeeping(conn) == logged
+    assert {"target": _everything(target), "source": _everything(source)} == before
+
+    # One phase alone: its statements only, and the same ones.
+    alone = cli(migrated, "migrate", "--phase", "5", "--sql", *url_args(migrated))
+    assert alone.returncode == 0, alone.stderr
+    assert {m.split(":")[0] for m in _markers(alone.stdout)} == {"-- phase 5"}
+    assert [m for m in found if m.startswith("-- phase 5:")] == _markers(alone.stdout)
+
+
+def test_migrate_sql_refuses_what_the_run_would_refuse_in_one_line(migrated: Settings) -> None:
+    other_time = cli(migrated, "migrate", "--phase", "5", "--sql", "--as-of", "2020-01-01",
+                     *url_args(migrated))
+    assert_one_line_error(other_time, "would mix two times")
+    frozen = cli(migrated, "migrate", "--all", "--sql", "--freeze-source", *url_args(migrated))
+    assert_one_line_error(frozen, "--sql runs nothing")
+    assert other_time.stdout == frozen.stdout == ""
+
+
+def test_migrate_sql_run_by_psql_derives_what_the_run_derived(
+        migrated: Settings, admin_url: str, tmp_path: Path) -> None:
+    """The printed script is the run: psql runs it against a copy of the migrated edu_v2 (whose
+    stage tables hold the run's rows) and every phase derives the same rows again."""
+    printed = cli(migrated, "migrate", "--all", "--sql", *url_args(migrated))
+    assert printed.returncode == 0, printed.stderr
+    script = tmp_path / "migrate.sql"
+    script.write_text(printed.stdout, encoding="utf-8")
+    target = str(migrated.target_url)
+    clone = clone_database(admin_url, str(conninfo_to_dict(target)["dbname"]))
+    try:
+        copy = with_database(admin_url, clone)
+        # What psql derives must come from its own statements: it starts from empty tables.
+        emptied = [*BUSINESS_TABLES, "migration.crosswalk", "migration.rejected_rows",
+                   "migration.repairs"]
+        admin_sql(copy, sql.SQL("TRUNCATE {} CASCADE").format(sql.SQL(", ").join(
+            sql.Identifier(*t.split(".")) for t in emptied)))
+        assert scalar(copy, "SELECT count(*) FROM grades") == 0
+        run_client(client_program("psql", 0), ["--no-psqlrc", "--quiet", "--set",
+                                                "ON_ERROR_STOP=1", "--file", str(script)],
+                   copy, what="psql -f of migrate --sql")
+        assert differences(result_rows(target), result_rows(copy)) == []
+        with psycopg.connect(copy) as conn:
+            assert conn.execute("SELECT array_agg(status ORDER BY phase) FROM "
+                                "migration.phase_runs").fetchone() == (["running"] * 5,)
+    finally:
+        drop_databases(admin_url, clone)
 
 
 # --- docs -------------------------------------------------------------------------------------

@@ -107,14 +107,19 @@ def phase_states(conn: psycopg.Connection) -> dict[int, str]:
         "SELECT phase, status FROM migration.phase_runs")}
 
 
-@contextmanager
-def _indexes_rebuilt_after(conn: psycopg.Connection, tables: tuple[str, ...],
-                           reporter: Reporter) -> Iterator[None]:
-    """Drop the keys, indexes and foreign keys of `tables`, load, then build them again from the
-    catalogue's own definitions: one sort per index instead of millions of random inserts."""
+@dataclass(frozen=True)
+class RebuildPlan:
+    """What a load drops before it and builds again after it, from the catalogue: the statements
+    only, run by _indexes_rebuilt_after and printed by `migrate --sql` (phases/offline.py)."""
+    drops: tuple[sql.Composed, ...]
+    # (step name, statement), in the order they run: keys, then indexes, then foreign keys.
+    rebuilds: tuple[tuple[str, sql.Composed], ...]
+
+
+def rebuild_plan(conn: psycopg.Connection, tables: tuple[str, ...]) -> RebuildPlan:
+    """The keys, indexes and foreign keys of `tables` to drop and build again; reads only."""
     if not tables:
-        yield
-        return
+        return RebuildPlan((), ())
     foreign_keys = conn.execute(
         "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
         "WHERE contype = 'f' AND (conrelid = ANY(%(t)s::regclass[]) "
@@ -130,21 +135,35 @@ def _indexes_rebuilt_after(conn: psycopg.Connection, tables: tuple[str, ...],
         "  SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid "
         "  AND c.contype IN ('p', 'u')) ORDER BY 1",
         {"t": list(tables)}).fetchall()
-    for table, name, _ in foreign_keys + keys:
-        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
-            sql.SQL(table), sql.Identifier(name)))
-    for index, _ in indexes:
-        conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(index)))
+    drops = [sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+        sql.SQL(table), sql.Identifier(name)) for table, name, _ in foreign_keys + keys]
+    drops += [sql.SQL("DROP INDEX {}").format(sql.SQL(index)) for index, _ in indexes]
+    rebuilds = [(f"rebuild {name}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+        sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+        for table, name, definition in keys]
+    rebuilds += [(f"rebuild {index}", sql.Composed([sql.SQL(definition)]))
+                 for index, definition in indexes]
+    rebuilds += [(f"rebuild {name}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+        sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+        for table, name, definition in foreign_keys]
+    return RebuildPlan(tuple(drops), tuple(rebuilds))
+
+
+@contextmanager
+def _indexes_rebuilt_after(conn: psycopg.Connection, tables: tuple[str, ...],
+                           reporter: Reporter) -> Iterator[None]:
+    """Drop the keys, indexes and foreign keys of `tables`, load, then build them again from the
+    catalogue's own definitions: one sort per index instead of millions of random inserts."""
+    if not tables:
+        yield
+        return
+    plan = rebuild_plan(conn, tables)
+    for statement in plan.drops:
+        conn.execute(statement)
     yield
     started = time.perf_counter()
-    for table, name, definition in keys:
-        _timed(conn, reporter, f"rebuild {name}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}")
-               .format(sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
-    for index, definition in indexes:
-        _timed(conn, reporter, f"rebuild {index}", sql.SQL(definition))
-    for table, name, definition in foreign_keys:
-        _timed(conn, reporter, f"rebuild {name}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}")
-               .format(sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+    for name, statement in plan.rebuilds:
+        _timed(conn, reporter, name, statement)
     reporter.line(f"  indexes and foreign keys rebuilt in {time.perf_counter() - started:.1f}s")
 
 
