@@ -237,6 +237,29 @@ def test_migrate_sql_refuses_what_the_run_would_refuse_in_one_line(migrated: Set
     assert other_time.stdout == frozen.stdout == ""
 
 
+def test_migrate_sql_before_any_phase_shows_the_as_of_time_it_would_record(
+        two_empty_databases: tuple[str, str]) -> None:
+    target, _ = two_empty_databases
+    assert run_cli("schema", "apply", "--target", target).returncode == 0
+    # The source is never opened: none listens there.
+    nowhere = "postgresql://nobody@127.0.0.1:9/edu"
+    given = run_cli("migrate", "--phase", "2", "--sql", "--as-of", "2024-06-30T18:00:00",
+                    "--target", target, "--source", nowhere)
+    assert given.returncode == 0, given.stderr
+    # Without an offset, Baku time; recorded by the run first, then in every transaction.
+    assert "UPDATE migration.state SET as_of = '2024-06-30 18:00:00+04:00'::timestamptz;" \
+        in given.stdout
+    assert "set_config('edu_migrate.as_of', '2024-06-30T18:00:00+04:00', true)" in given.stdout
+    assert "-- Phase 2 needs phase 1, 3 done first" in given.stdout
+    unknown = run_cli("migrate", "--phase", "1", "--sql", "--target", target, "--source", nowhere)
+    assert unknown.returncode == 0, unknown.stderr
+    assert "set_config('edu_migrate.as_of', :'as_of', true)" in unknown.stdout
+    assert "-v as_of=TIMESTAMP" in unknown.stdout
+    with psycopg.connect(target) as conn:
+        assert conn.execute("SELECT as_of FROM migration.state").fetchone() == (None,)
+        assert conn.execute("SELECT count(*) FROM migration.phase_runs").fetchone() == (0,)
+
+
 def test_migrate_sql_run_by_psql_derives_what_the_run_derived(
         migrated: Settings, admin_url: str, tmp_path: Path) -> None:
     """The printed script is the run: psql runs it against a copy of the migrated edu_v2 (whose
