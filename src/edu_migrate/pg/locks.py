@@ -40,6 +40,10 @@ def migration_lock(target_url: str) -> Iterator[None]:
         try:
             yield
         finally:
-            # A lost session has released the lock with itself: nothing left to unlock.
+            # A lost session has released the lock with itself: nothing left to unlock. It
+            # may be found lost only now (the target restarted after a crash during the run).
             if not conn.broken:
-                conn.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_CLASS, LOCK_OBJECT])
+                try:
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_CLASS, LOCK_OBJECT])
+                except psycopg.OperationalError:
+                    pass
