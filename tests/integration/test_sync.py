@@ -237,7 +237,7 @@ def _methods(url: str) -> dict[str, str]:
 
 
 # Each example migrates a database: no shrinking (the failure names its changes in full).
-@hypothesis_settings(max_examples=10, deadline=None, phases=(Phase.explicit, Phase.generate),
+@hypothesis_settings(max_examples=9, deadline=None, phases=(Phase.explicit, Phase.generate),
                      suppress_health_check=[HealthCheck.function_scoped_fixture,
                                             HealthCheck.too_slow])
 @given(changes=CHANGES, as_of=st.sampled_from(AS_OF_TIMES),
@@ -565,18 +565,25 @@ def test_a_stalled_sync_older_than_the_mirror_is_refused_and_applies_nothing(
         _drop(base.admin_url, synced, source)
 
 
+@pytest.mark.parametrize("copy", ["intact", "emptied"])
 def test_phases_that_share_a_staged_table_derive_from_one_snapshot_of_it(
-        base: Base, tmp_path: Path) -> None:
+        base: Base, tmp_path: Path, copy: str) -> None:
     """Phase 3 derives the terms from the course runs; phase 4, run later on a new snapshot,
     reads the same runs. A run of a new term written between the two: had phase 4 staged the
     runs again (and their horizon with them), phase 3 would never see it and a sync would not
-    find it. The sync after must equal a full migration."""
+    find it. The sync after must equal a full migration. `emptied`: the staged runs were
+    emptied in between, as a crash of the target empties them (UNLOGGED; the real crash is
+    tests/faults/test_crash_restart.py): phase 4 must stage them again, on its snapshot, and
+    the sync derive phase 3 again."""
     source = _clone(base.admin_url, base.source)
     target, fresh = f"{source}_dst", f"{source}_full"
     settings = _settings(base, source, target, tmp_path)
     try:
         api.schema_apply(settings)
         api.migrate(settings, phases=[1, 3], force=True, as_of=MIGRATED_AT)
+        if copy == "emptied":
+            with psycopg.connect(settings.target_url) as conn:
+                conn.execute("TRUNCATE stage.courses")
         with psycopg.connect(settings.source_url) as conn:
             _copy_row_as(conn, "courses", 3, 900_001)
             conn.execute("UPDATE courses SET edu_year = '2031-2032', semester = 1 "
@@ -621,12 +628,12 @@ def mapped_base(base: Base, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         _drop(base.admin_url, made.target, made.source)
 
 
-@pytest.mark.parametrize("change", tuple(UNDER_THE_MAPPING))
-def test_an_enum_or_a_function_changed_under_the_mapping_is_found(
-        mapped_base: Base, tmp_path: Path, change: str) -> None:
+def test_an_enum_and_a_function_changed_under_the_mapping_are_found(
+        mapped_base: Base, tmp_path: Path) -> None:
     """A renamed enum label, a replaced function: no row is written, so no horizon sees them,
     yet every teacher reads differently. The mirror's fingerprint of what it was read
-    through differs, the sync compares teachers row by row and equals a full migration."""
+    through differs, the sync compares teachers row by row and equals a full migration.
+    (Either change alone makes the old code miss it: one sync covers both, for time.)"""
     base = mapped_base
     source, synced = _clone(base.admin_url, base.source), _clone(base.admin_url, base.target)
     fresh = f"{synced}_full"
@@ -634,10 +641,11 @@ def test_an_enum_or_a_function_changed_under_the_mapping_is_found(
         settings = _settings(base, source, synced, tmp_path, MAPPED)
         _read_from(source, settings)
         with psycopg.connect(settings.source_url) as conn:
-            conn.execute(UNDER_THE_MAPPING[change].encode())
+            for change in UNDER_THE_MAPPING.values():
+                conn.execute(change.encode())
         api.sync(settings, as_of=MIGRATED_AT)
         assert _methods(settings.target_url)["teachers"] == "comparison"
         _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, MIGRATED_AT,
-                                        f"after the {change} changed", MAPPED)
+                                        "after an enum label and a function changed", MAPPED)
     finally:
         _drop(base.admin_url, fresh, synced, source)
