@@ -208,8 +208,8 @@ def _apply(conn: psycopg.Connection, change: Change) -> set[str]:
                                                        sql.Identifier(column), value))
                 conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM new_row").format(
                     sql.Identifier(table)))
-    except (psycopg.errors.DataError, psycopg.errors.IntegrityConstraintViolation):
-        pass  # a value the legacy column cannot hold: not a change the source could have
+    except (psycopg.DataError, psycopg.IntegrityError):
+        pass  # a value or an id the legacy table cannot hold: not a change it could have
     return set()
 
 
