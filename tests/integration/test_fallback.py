@@ -28,12 +28,15 @@ from hypothesis import HealthCheck, Phase, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from edu_migrate import api
+from edu_migrate.aftercare import deprecation
 from edu_migrate.config import Settings
-from edu_migrate.errors import PreconditionFailed
+from edu_migrate.errors import MigrationError, PreconditionFailed
 from edu_migrate.legacy.generator import legacy_password
-from edu_migrate.pg.urls import with_database
+from edu_migrate.pg.urls import database_name, with_database
+from edu_migrate.runlog import Reporter
 from edu_migrate.security.passwords import hash_password
 from edu_migrate.web.app import create_app
 from tests.integration.helpers import BUSINESS_TABLES
@@ -69,10 +72,27 @@ def base(request: pytest.FixtureRequest, admin_url: str,
         api.generate(settings, scale=0.005, profile=str(request.param), seed=5)
         api.schema_apply(settings)
         api.migrate(settings, force=True)
+        _admin(admin_url, sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(made.source), sql.Literal(LEGACY_COMMENT)))
         api.cutover(settings, terminate_writers=True)
         yield made
     finally:
         _drop(admin_url, made.target, made.source)
+
+
+LEGACY_COMMENT = "The LMS's database"
+
+
+def _comment(url: str) -> str | None:
+    return deprecation.database_comment(url)
+
+
+def _cutover_mark(target_url: str) -> str:
+    with psycopg.connect(target_url) as conn:
+        row = conn.execute("SELECT at, detail ->> 'edu_comment' FROM migration.system_of_record "
+                           "WHERE event = 'cutover' ORDER BY id DESC LIMIT 1").fetchone()
+    assert row is not None and row[1] == LEGACY_COMMENT
+    return deprecation.mark_text(row[0], database_name(target_url))
 
 
 @pytest.fixture
@@ -383,9 +403,19 @@ def test_fallback_before_any_cutover_refuses_and_writes_nothing(pair: Settings) 
     assert _rows(pair.target_url, set()) == before
 
 
-def test_a_second_fallback_has_nothing_to_do_and_forward_works_again(pair: Settings) -> None:
+def test_a_second_fallback_has_nothing_to_do_and_forward_works_again(
+        base: Base, pair: Settings) -> None:
+    # The cutover marked edu deprecated, dated and naming edu_v2 (a clone of a database does not
+    # copy its comment: the clone gets the mark the cutover would have given it).
+    base_urls = [with_database(base.admin_url, name) for name in (base.source, base.target)]
+    assert _comment(base_urls[0]) == _cutover_mark(base_urls[1])
+    assert f"migrated to {base.target}" in (_comment(base_urls[0]) or "")
+    _admin(base.admin_url, sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+        sql.Identifier(database_name(pair.source_url)),
+        sql.Literal(_cutover_mark(pair.target_url))))
     first = api.fallback(pair)
     assert not first.nothing_to_do
+    assert _comment(pair.source_url) == LEGACY_COMMENT
     assert api.fallback(pair).nothing_to_do
     state = api.status(pair)
     assert state["direction"]["system_of_record"] == "edu"
@@ -400,6 +430,32 @@ def test_a_second_fallback_has_nothing_to_do_and_forward_works_again(pair: Setti
     assert row == (1,)
     api.cutover(pair, terminate_writers=True)
     assert api.status(pair)["direction"]["system_of_record"] == "edu_v2"
+    assert _comment(pair.source_url) == _cutover_mark(pair.target_url)
+
+
+class _Warnings(Reporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.warnings: list[str] = []
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+
+
+def test_without_ownership_the_mark_is_one_warning_and_nothing_fails(admin_url: str) -> None:
+    name, role = f"fb_owned_{uuid.uuid4().hex[:6]}", f"fb_guest_{uuid.uuid4().hex[:6]}"
+    _admin(admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    _admin(admin_url, sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'guest-pw'").format(
+        sql.Identifier(role)))
+    try:
+        guest = make_conninfo(with_database(admin_url, name), user=role, password="guest-pw")
+        reporter = _Warnings()
+        assert not deprecation.mark_deprecated(guest, datetime.now(UTC), "edu_v2", reporter)
+        assert len(reporter.warnings) == 1 and "needs its owner" in reporter.warnings[0]
+        assert _comment(with_database(admin_url, name)) is None
+    finally:
+        _drop(admin_url, name)
+        _admin(admin_url, sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def test_the_cli_says_in_one_line_why_sync_and_fallback_refuse(pair: Settings) -> None:
@@ -411,3 +467,28 @@ def test_the_cli_says_in_one_line_why_sync_and_fallback_refuse(pair: Settings) -
     refused = run_cli("fallback", "--yes", *target)
     assert refused.returncode == 4
     assert_one_line_error(refused, "nothing to fall back from: no cutover was made")
+
+
+def test_a_fallback_whose_writes_edu_alters_is_refused_and_edu_is_as_it_was(
+        pair: Settings) -> None:
+    """The fallback reads back what it wrote before committing: a trigger on edu that rewrites
+    a carried value (an old audit or clean-up trigger of the legacy application) would
+    otherwise leave edu holding something edu_v2 never had, with the fallback reporting success."""
+    with psycopg.connect(pair.target_url) as conn:
+        conn.execute("UPDATE persons SET last_name = 'Carried' WHERE id = (SELECT target_id "
+                     "FROM migration.crosswalk WHERE source_table = 'persons' "
+                     "ORDER BY source_id LIMIT 1)")
+    with psycopg.connect(pair.source_url) as conn:
+        conn.execute("SET TRANSACTION READ WRITE")
+        conn.execute("CREATE FUNCTION public.shout() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$BEGIN NEW.lastname := upper(NEW.lastname); RETURN NEW; END$$")
+        conn.execute("CREATE TRIGGER shout BEFORE UPDATE ON persons FOR EACH ROW "
+                     "EXECUTE FUNCTION public.shout()")
+    with psycopg.connect(pair.source_url) as conn:
+        before = conn.execute("SELECT lastname FROM persons ORDER BY id LIMIT 1").fetchone()
+    with pytest.raises(MigrationError, match=r"persons\.lastname"):
+        api.fallback(pair, terminate_writers=True)
+    with psycopg.connect(pair.source_url) as conn:
+        assert conn.execute("SELECT lastname FROM persons ORDER BY id LIMIT 1").fetchone() == \
+            before
+    assert api.status(pair)["direction"]["system_of_record"] == "edu_v2"
