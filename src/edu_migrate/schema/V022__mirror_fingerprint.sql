@@ -1,4 +1,4 @@
--- edu_v2, version 18: what each mirrored table was staged from, beside its horizon, so that a
+-- edu_v2, version 22: what each mirrored table was staged from, beside its horizon, so that a
 -- sync trusts the horizon only when nothing under the mirror changed (phases/changes.py).
 
 -- source_fingerprint: a digest of the definitions the staged rows were read through (the
