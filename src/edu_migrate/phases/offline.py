@@ -32,13 +32,16 @@ from edu_migrate.phases.marks import PARSE_SQL, WORK_TABLE
 from edu_migrate.phases.runner import (
     BANNER,
     PHASES,
+    RUN_ORDER,
     SCOPED_PHASE,
     Phase,
+    lost_copies,
     phase_states,
     rebuild_plan,
 )
 from edu_migrate.phases.session import ID_SECRET_SETTING, SESSION_SETTINGS
 from edu_migrate.phases.staging import (
+    MIRROR_SOURCE_COLUMNS,
     PARALLEL_THRESHOLD,
     STAGE_SCHEMA,
     copy_into_stage,
@@ -166,19 +169,31 @@ def _phase(script: _Script, phase: Phase, states: dict[int, str], as_of_text: st
                  "<the source's system identifier>), source_database = coalesce("
                  "source_database, <the source database's name>)")
     script.blank()
-    _stage(script, phase, mapping, workers)
+    _stage(script, phase, states, mapping, workers)
     if n == SCOPED_PHASE:
         _parse_marks(script, phase, as_of_text, workers)
     _transform(script, phase, as_of_text, mapping)
 
 
-def _stage(script: _Script, phase: Phase, mapping: LegacyMapping, workers: int) -> None:
+def _stage(script: _Script, phase: Phase, states: dict[int, str], mapping: LegacyMapping,
+           workers: int) -> None:
+    """runner._stage_reads and staging.stage_tables: each table the phase reads, streamed from
+    the source snapshot; for phases 1-4, a table a done phase read is kept while intact."""
     n = phase.number
     if n == SCOPED_PHASE:
         script.comment(f"phase {n}: stage (a `migrate --all` does this and the parse below in "
                        "the background, while phases 1-4 run)")
+        kept: tuple[str, ...] = ()
+    else:
+        lost = set(lost_copies(script.conn, phase.reads))
+        kept = tuple(t for t in phase.reads if t not in lost and any(
+            m != n and states.get(m) == "done" and t in PHASES[m].reads for m in RUN_ORDER))
     for table in phase.reads:
         staged = sql.Identifier(STAGE_SCHEMA, table)
+        if table in kept:
+            script.comment(f"phase {n}: stage {table}: kept, as a done phase derived from it "
+                           "(phases that share a table see one snapshot of it)")
+            continue
         script.comment(f"phase {n}: stage {table}: the run streams the source's rows, as its "
                        f"snapshot of the source sees them, into {STAGE_SCHEMA}.{table}")
         script.shown(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
@@ -193,10 +208,10 @@ def _stage(script: _Script, phase: Phase, mapping: LegacyMapping, workers: int) 
         script.shown(copy_into_stage(table))
         script.shown(sql.SQL("ANALYZE {}").format(staged))
         script.shown(sql.SQL(
-            "INSERT INTO migration.mirror_state (table_name, rows, source_horizon) VALUES ({}, "
-            "<rows copied>, <the snapshot's oldest running transaction>) ON CONFLICT "
-            "(table_name) DO UPDATE SET rows = excluded.rows, source_horizon = "
-            "excluded.source_horizon, staged_at = clock_timestamp()").format(sql.Literal(table)))
+            "INSERT INTO migration.mirror_state (table_name, rows, {}, stale_phases) VALUES ({}, "
+            "<rows copied>, <where the snapshot read them>, <done phases that read an earlier "
+            "copy>) ON CONFLICT (table_name) DO UPDATE SET ...").format(
+                sql.SQL(MIRROR_SOURCE_COLUMNS), sql.Literal(table)))
     script.blank()
 
 
@@ -227,6 +242,9 @@ def _transform(script: _Script, phase: Phase, as_of_text: str, mapping: LegacyMa
     script.comment(f"phase {n}: the phase's transaction: all of it or nothing")
     script.run("SET temp_buffers = '256MB'")
     script.run("BEGIN")
+    script.comment(f"phase {n}: first, the run checks that what it reads is still staged (a "
+                   "crash of the server empties UNLOGGED tables): if not, it rolls back,",
+                   "  stages again and starts over")
     _session(script, as_of_text)
     script.comment(f"phase {n}: clear what the phase writes")
     script.run(sql.SQL("TRUNCATE {} CASCADE").format(
