@@ -230,3 +230,17 @@ def test_the_cutover_validates_incrementally_and_fails_on_a_broken_delta(pair: S
     assert row is not None and row[0]["method"] == "incremental" and not row[0]["passed"]
     full = api.validate(pair, Reporter(), baseline=False)
     assert [c.name for c in full.checks if not c.passed] == ["Grade Count"]
+
+
+def test_a_cutover_report_says_which_validation_the_window_ran(
+        pair: Settings, tmp_path: Path) -> None:
+    """A cutover with a mark changed validates incrementally in its window; the sign-off report
+    says so, and that its own validation is a full one."""
+    with psycopg.connect(pair.source_url) as conn:
+        conn.execute("UPDATE grades SET value = '8' WHERE id = (SELECT min(id) FROM grades)")
+    api.cutover(pair, as_of=MIGRATED_AT, terminate_writers=True)
+    md = tmp_path / "report.md"
+    api.report(pair, md=md)
+    text = md.read_text(encoding="utf-8")
+    assert "| Validation in the window | incremental: what was written since" in text
+    assert "This report's own validation is full" in text
