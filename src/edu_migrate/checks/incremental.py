@@ -104,8 +104,10 @@ def _relation(name: str) -> sql.Identifier:
 
 
 def bucket_bits(rows: dict[str, int]) -> dict[str, int]:
-    """Bits of the id buckets per large edu_v2 table: about 32 rows a bucket."""
-    return {table: max(0, min(30, math.ceil(math.log2(max(rows.get(table, 0), 1) / 32))))
+    """Bits of the id buckets per large edu_v2 table: about 2 rows a bucket. Only buckets with
+    orphans are stored, so small buckets cost nothing to keep; and since ids are spread at
+    random over the table, a written id costs reading its bucket's rows again."""
+    return {table: max(0, min(32, math.ceil(math.log2(max(rows.get(table, 0), 1) / 2))))
             for table in KEYED_COUNTS}
 
 
@@ -133,13 +135,13 @@ def orphan_buckets(conn: psycopg.Connection, name: str, bits: dict[str, int],
     """An orphan check's rows per bucket of the child's ids (buckets with none left out): every
     bucket, or `only` those."""
     part = ORPHAN_PARTS[name]
-    join: sql.Composable = sql.SQL("")
-    if only is not None:
+    names = {"bucket": _bucket("c", bits[part.child]), "child": sql.Identifier(part.child),
+             "parent": sql.Identifier(part.parent), "fk": sql.Identifier(part.fk)}
+    if only is None:
+        query = sql.SQL(_statements()["orphan_buckets"]).format(**names)
+    else:
         _buckets_now(conn, only, bits[part.child])
-        join = sql.SQL("JOIN pg_temp.buckets_now k ON c.id BETWEEN k.lo AND k.hi")
-    query = sql.SQL(_statements()["orphan_buckets"]).format(
-        bucket=_bucket("c", bits[part.child]), child=sql.Identifier(part.child),
-        buckets_c=join, parent=sql.Identifier(part.parent), fk=sql.Identifier(part.fk))
+        query = sql.SQL(_statements()["orphan_buckets_now"]).format(**names)
     return [(int(b), int(n)) for b, n in conn.execute(query).fetchall()]
 
 
@@ -150,14 +152,16 @@ def _range_rows(conn: psycopg.Connection, table: str,
                 only: bool) -> list[tuple[int, tuple[int, ...]]]:
     """The accounting per range of legacy ids: every range, or (`only`) those in
     pg_temp.ranges_now."""
-    def join(alias: str) -> sql.Composable:
+    def rows(table: sql.Identifier, by_table: bool) -> sql.Composable:
         if not only:
-            return sql.SQL("")
-        return sql.SQL("JOIN pg_temp.ranges_now k ON {}.source_id BETWEEN k.lo AND k.hi").format(
-            sql.Identifier(alias))
+            return table
+        return sql.SQL(_statements()["rows_in_ranges"]).format(
+            table=table, filter=sql.SQL("y.source_table = %(t)s AND") if by_table
+            else sql.SQL(""))
     query = sql.SQL(_statements()["accounting_ranges"]).format(
-        crosswalk=sql.Identifier("migration", f"crosswalk_{table}"),
-        ranges_c=join("c"), ranges_r=join("r"), ranges_p=join("p"))
+        crosswalk=rows(sql.Identifier("migration", f"crosswalk_{table}"), False),
+        rejected=rows(sql.Identifier("migration", "rejected_rows"), True),
+        repairs=rows(sql.Identifier("migration", "repairs"), True))
     return [(int(row[0]), tuple(int(v) for v in row[1:]))
             for row in conn.execute(query, {"t": table}).fetchall()]
 
@@ -368,6 +372,11 @@ def _incremental_count(conn: psycopg.Connection, table: str, detail: dict[str, A
     return int(detail["rows"][table]) + (int(moved[0]) if moved else 0)
 
 
+# The look-ups per range and bucket are estimated as if each read a whole table (a parameter's
+# range is priced at a default share): JIT compilation would cost more than the reads.
+_NO_JIT = "SET jit = off"
+
+
 def validate_incremental(
         snapshot: SourceSnapshot, target: psycopg.Connection, exclude: Sequence[str] = (),
         facts: SourceFacts | None = None,
@@ -383,6 +392,7 @@ def validate_incremental(
         return report
     recomputed: dict[str, int] = {}
     counted_here: dict[str, int] = {}
+    target.execute(_NO_JIT)
 
     def counted() -> TargetCounts:
         def count(conn: psycopg.Connection, table: str) -> int:
@@ -394,6 +404,7 @@ def validate_incremental(
         if second_target is None:
             return target_counts(target, counted=count, orphans=orphans)
         with second_target() as conn:
+            conn.execute(_NO_JIT)
             return target_counts(conn, counted=count, orphans=orphans)
 
     with ThreadPoolExecutor(max_workers=2) as pool:

@@ -1,18 +1,16 @@
--- The incremental validation's statements (checks/incremental.py). {ranges_c}, {ranges_r} and
--- {ranges_p} are empty for the whole table (a full validation establishing the baseline) or a
--- join with pg_temp.ranges_now (the ranges to recompute); {bucket} is the expression of an id's
--- bucket, {bits} its number of bits.
+-- The incremental validation's statements (checks/incremental.py). {crosswalk}, {rejected} and
+-- {repairs} are the tables themselves (a full validation establishing the baseline) or only
+-- their rows in pg_temp.ranges_now (the ranges to read again), one index range scan per range;
+-- {bucket} is the expression of an edu_v2 id's bucket.
 
 -- name: accounting_ranges
 -- Per range of 64 legacy ids: the accounting's target side, as validation.accounted_ids counts
 -- it for the whole table (distinct ids migrated, ids set aside, ids both, merges, and the
 -- fingerprint of the ids migrated or set aside).
-WITH migrated AS (SELECT DISTINCT c.source_id FROM {crosswalk} c {ranges_c}),
-     rejected AS (SELECT r.source_id FROM migration.rejected_rows r {ranges_r}
-                  WHERE r.source_table = %(t)s),
-     merged AS (SELECT p.source_id >> 6 AS bucket, count(*) AS n FROM migration.repairs p
-                {ranges_p} WHERE p.source_table = %(t)s AND p.rule LIKE '%%merged%%'
-                GROUP BY 1),
+WITH migrated AS (SELECT DISTINCT c.source_id FROM {crosswalk} c),
+     rejected AS (SELECT r.source_id FROM {rejected} r WHERE r.source_table = %(t)s),
+     merged AS (SELECT p.source_id >> 6 AS bucket, count(*) AS n FROM {repairs} p
+                WHERE p.source_table = %(t)s AND p.rule LIKE '%%merged%%' GROUP BY 1),
      ids AS (SELECT source_id, true AS m FROM migrated
              UNION ALL SELECT source_id, false FROM rejected),
      per AS (SELECT source_id >> 6 AS bucket, count(*) FILTER (WHERE m) AS migrated,
@@ -28,8 +26,24 @@ FROM per FULL JOIN merged USING (bucket) LEFT JOIN both_ways USING (bucket)
 
 -- name: orphan_buckets
 -- Per bucket of the child's ids: its rows whose parent is missing (only buckets with some).
-SELECT {bucket} AS bucket, count(*) FROM {child} c {buckets_c}
+SELECT {bucket} AS bucket, count(*) FROM {child} c
 LEFT JOIN {parent} p ON c.{fk} = p.id WHERE p.id IS NULL GROUP BY 1
+
+-- name: orphan_buckets_now
+-- The same for the buckets in pg_temp.buckets_now only: one index range scan of the child and
+-- one look-up of each row's parent per bucket (OFFSET 0 keeps the planner from turning them
+-- into scans of the whole tables).
+SELECT k.bucket, o.n FROM pg_temp.buckets_now k
+CROSS JOIN LATERAL (SELECT count(*) AS n FROM {child} c WHERE c.id BETWEEN k.lo AND k.hi
+                    AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE p.id = c.{fk})
+                    OFFSET 0) o
+WHERE o.n > 0
+
+-- name: rows_in_ranges
+-- A table's rows in the ranges of pg_temp.ranges_now, by an index range scan per range.
+(SELECT x.* FROM pg_temp.ranges_now k
+ CROSS JOIN LATERAL (SELECT * FROM {table} y WHERE {filter} y.source_id BETWEEN k.lo AND k.hi
+                     OFFSET 0) x)
 
 -- name: affected_buckets
 -- The child's buckets whose orphans may differ from the baseline's: those of the child's ids
