@@ -22,6 +22,7 @@ from edu_migrate import backup as backups
 from edu_migrate.aftercare import tune as tuning
 from edu_migrate.aftercare.compare import CompareReport
 from edu_migrate.aftercare.compare import compare_queries as time_both
+from edu_migrate.aftercare.datadocs import DocsResult, write_docs
 from edu_migrate.aftercare.decommission import DecommissionResult, record_cutover
 from edu_migrate.aftercare.decommission import decommission as retire
 from edu_migrate.aftercare.health import HealthReport, check_health
@@ -94,7 +95,13 @@ from edu_migrate.phases.staging import SourceSnapshot, require_legacy_tables
 from edu_migrate.phases.sync import SyncResult, last_sync, unsynced_changes
 from edu_migrate.phases.sync import sync as run_sync
 from edu_migrate.runlog import Reporter
-from edu_migrate.schema import SchemaResult, applied_version, apply_schema, require_schema
+from edu_migrate.schema import (
+    SchemaResult,
+    applied_version,
+    apply_schema,
+    require_schema,
+    schema_script,
+)
 from edu_migrate.switchover import CutoverResult, FallbackResult, FallbackSteps, Steps
 from edu_migrate.switchover import cutover as run_cutover
 from edu_migrate.switchover import fallback as run_fallback
@@ -192,6 +199,12 @@ def dirt_manifest_path(settings: Settings, seed: int) -> Path:
 
 def schema_apply(settings: Settings) -> SchemaResult:
     return apply_schema(target_url(settings))
+
+
+def schema_sql() -> str:
+    """The whole edu_v2 schema as one psql script (the guide's new_database_schema.sql); needs
+    no database."""
+    return schema_script()
 
 
 @dataclass
@@ -709,10 +722,15 @@ def unfreeze_source(settings: Settings) -> str:
 
 def backup(settings: Settings, *, verify_restore: bool = False,
            reporter: Reporter | None = None, only: str | None = None,
-           keep_days: int | None = None) -> list[backups.BackupRecord]:
+           keep_days: int | None = None, dump_format: str = "custom"
+           ) -> list[backups.BackupRecord]:
     """pg_dump -Fc of the source, and of the target when it holds data, each verified; `only`
-    one of them; with `keep_days`, older dumps of the same database are removed afterwards."""
+    one of them; with `keep_days`, older dumps of the same database are removed afterwards.
+    `dump_format` plain also writes each as SQL (a .sql file beside the .dump)."""
     reporter = reporter or Reporter()
+    if dump_format not in ("custom", "plain"):
+        raise MigrationError(f"--format takes custom or plain, not {dump_format!r}",
+                             "plain writes the SQL dump beside the -Fc one")
     if only not in (None, "source", "target"):
         raise MigrationError(f"--only takes source or target, not {only!r}",
                              "e.g. --only target for edu_v2 after the cutover")
@@ -721,7 +739,8 @@ def backup(settings: Settings, *, verify_restore: bool = False,
     urls = endpoints(settings)
     made = backups.backup(urls.source_url, urls.target_url, settings.backup_dir,
                           verify_restore=verify_restore, reporter=reporter,
-                          roles=(only,) if only else ("source", "target"))
+                          roles=(only,) if only else ("source", "target"),
+                          plain=dump_format == "plain")
     if keep_days is not None:
         for record in made:
             backups.prune(settings.backup_dir, record, keep_days, reporter)
@@ -954,6 +973,12 @@ def monitoring(settings: Settings, out: Path, *, exporter: str, api: str | None,
     Prometheus configuration, Grafana dashboard) written into `out`."""
     return write_setup(out, target_url(settings), exporter=exporter, api=api, runbook=runbook,
                        scrape_interval=scrape_interval)
+
+
+def docs(settings: Settings, out: Path) -> DocsResult:
+    """Day 1: the data dictionary, the ER diagram and OLD_TO_NEW_SCHEMA_MAPPING.md of edu_v2,
+    generated from its live catalogue, the legacy mapping and the phases' rules, into `out`."""
+    return write_docs(target_url(settings), legacy_mapping(settings), out)
 
 
 def monitoring_logging(settings: Settings, *, min_duration_ms: int, apply: bool = False,
