@@ -45,6 +45,8 @@ from edu_migrate.aftercare.tune import TuneReport
 from edu_migrate.checks import dashboards
 from edu_migrate.checks.anomalies import Finding, find_anomalies
 from edu_migrate.checks.endpoints import ROLES, Account, CutoverReport, demo_accounts, run_checks
+from edu_migrate.checks.incremental import stale as baseline_stale
+from edu_migrate.checks.incremental import validate_incremental
 from edu_migrate.checks.preflight import (
     MINIMUM_SERVER_VERSION,
     WARN,
@@ -471,9 +473,10 @@ def cutover_steps(settings: Settings) -> Steps:
     moment of the window)."""
     return Steps(sync=lambda moment: sync(settings, Reporter(), as_of=moment),
                  source_facts=lambda: validation_facts(settings),
-                 validate=lambda facts: require_valid(validate(settings, Reporter(),
-                                                               facts=facts)),
-                 unsynced=lambda: unsynced_tables(settings))
+                 validate=lambda facts: require_valid(validate_in_window(settings, Reporter(),
+                                                                         facts=facts)),
+                 unsynced=lambda: unsynced_tables(settings),
+                 baseline=lambda reporter: validation_baseline(settings, reporter))
 
 
 def unsynced_tables(settings: Settings) -> dict[str, int]:
@@ -495,10 +498,11 @@ def validation_facts(settings: Settings) -> SourceFacts:
 
 
 def validate(settings: Settings, reporter: Reporter | None = None, *,
-             facts: SourceFacts | None = None) -> ValidationReport:
+             facts: SourceFacts | None = None, baseline: bool = True) -> ValidationReport:
     """The guide's Phase 6. Raises ValidationFailed (after reporting) when a check fails.
     `facts`: the source's side, already read (validation_facts) from a source that has not
-    changed since."""
+    changed since. `baseline`: keep what the cutover's window validates against
+    (checks/incremental.py), unless the target is read-only or already the system of record."""
     reporter = reporter or Reporter()
     mapping = legacy_mapping(settings)
     urls = endpoints(settings)
@@ -507,10 +511,64 @@ def validate(settings: Settings, reporter: Reporter | None = None, *,
         require_schema(target)
         report = run_validation(
             snapshot, target, settings.exclude, facts,
+            second_target=lambda: connect(urls.target_url, purpose="target"),
+            baseline=baseline)
+        target.rollback()
+    _print_validation(reporter, report, mapping)
+    return report
+
+
+def validate_in_window(settings: Settings, reporter: Reporter | None = None, *,
+                       facts: SourceFacts | None = None) -> ValidationReport:
+    """The cutover window's validation: what was written since the last full validation's
+    baseline, added to it (the same checks and numbers as `validate`), or the full validation
+    when that baseline cannot be trusted. Recorded in migration.run_log (event `validation`)."""
+    reporter = reporter or Reporter()
+    mapping = legacy_mapping(settings)
+    urls = endpoints(settings)
+    started = time.perf_counter()
+    with _source_snapshot(urls.source_url, mapping) as snapshot, \
+            connect(urls.target_url, purpose="target") as target:
+        require_schema(target)
+        report = validate_incremental(
+            snapshot, target, settings.exclude, facts,
             second_target=lambda: connect(urls.target_url, purpose="target"))
         target.rollback()
+        target.execute("INSERT INTO migration.run_log (event, detail) VALUES ('validation', %s)",
+                       [Jsonb({"window": True, "method": report.method,
+                               "fallback": report.fallback, "passed": report.passed,
+                               "recomputed": report.recomputed,
+                               "seconds": round(time.perf_counter() - started, 2)})])
+        target.commit()
+    if report.fallback:
+        reporter.warn(f"validated in full, not incrementally: {report.fallback}")
+    _print_validation(reporter, report, mapping)
+    return report
+
+
+def validation_baseline(settings: Settings, reporter: Reporter) -> None:
+    """Before the cutover's freeze: a full validation to keep as the window's baseline, unless
+    the stored one is usable and little was written since. Its verdict decides nothing here:
+    the window's validation does."""
+    urls = endpoints(settings)
+    with connect(urls.target_url, purpose="target") as target:
+        reason = baseline_stale(target)
+        target.rollback()
+    if reason is None:
+        reporter.line("The last full validation's baseline holds: the window validates what "
+                      "was written since")
+        return
+    started = time.perf_counter()
+    validate(settings, Reporter(), baseline=True)
+    reporter.line(f"Full validation before the freeze, as the window's baseline ({reason}), in "
+                  f"{time.perf_counter() - started:.1f}s")
+
+
+def _print_validation(reporter: Reporter, report: ValidationReport,
+                      mapping: LegacyMapping) -> None:
     reporter.line("=" * 60)
-    reporter.line("VALIDATION RESULTS")
+    reporter.line("VALIDATION RESULTS" + (" (incremental)" if report.method == "incremental"
+                                          else ""))
     reporter.line("=" * 60)
     renamed = {legacy: source for legacy, source in report.source_tables.items()
                if legacy != source}
@@ -524,7 +582,6 @@ def validate(settings: Settings, reporter: Reporter | None = None, *,
                       "migration.rejected_rows):")
         for disposition in report.dispositions:
             reporter.line(disposition.line())
-    return report
 
 
 def inventory(settings: Settings) -> list[TableEntry]:

@@ -85,6 +85,9 @@ class Steps:
     # The source's tables written since the last sync's snapshot, with their rows: what a sync
     # now would apply.
     unsynced: Callable[[], dict[str, int]]
+    # Before the freeze: make sure a full validation's baseline is there for the window's
+    # incremental validation (checks/incremental.py).
+    baseline: Callable[[Reporter], None] = lambda reporter: None
 
 
 def cutover(source_url: str, target_url: str, steps: Steps, reporter: Reporter, *,
@@ -106,6 +109,7 @@ def cutover(source_url: str, target_url: str, steps: Steps, reporter: Reporter, 
                                                   and synced.changed_rows >= previous):
             break
         previous = synced.changed_rows
+    steps.baseline(reporter)
     frozen = time.perf_counter()
     set_frozen(source_url, True)
     result.frozen_at = _server_now(source_url)
