@@ -1,5 +1,5 @@
 """Validation that grows with the delta: the cutover's window checks what was written since a
-full validation, against what that validation stored (migration.validation_*, schema V020).
+full validation, against what that validation stored (migration.validation_*, schema V023).
 
 What a full validation reads of the target is, for its large part, sums over rows: the
 accounting of the marks and enrollments (per legacy id: migrated, set aside, both, merged, its

@@ -1,4 +1,4 @@
--- edu_v2, version 20: what a full validation established, kept so that the cutover's window
+-- edu_v2, version 23: what a full validation established, kept so that the cutover's window
 -- validates only what was written since (docs/engine.md, "Validation that grows with the delta").
 --
 -- A full validation stores, per range of 64 legacy ids of the large legacy tables, the target's
