@@ -17,7 +17,9 @@ student. Everything runs in one transaction that is rolled back: the target is l
 Parallel workers and JIT are off, so a time is one core's.
 
     python -m bench.colocation --target-url postgresql://postgres@127.0.0.1:PORT/edu_v2
-    python -m bench.colocation --scale 0.1 [--profile dirty] [--work DIR]  # an embedded server, generated, migrated
+    python -m bench.colocation --scale 0.1 [--profile dirty] [--work DIR]
+
+(the second: an embedded server of its own, a generated edu, migrated).
 """
 
 from __future__ import annotations
@@ -71,26 +73,23 @@ JOINS: tuple[tuple[str, str, str], ...] = (
         JOIN bench_mark_keys k ON k.source_id = xg.source_id
         JOIN course_enrollments e ON e.id = g.enrollment_id"""),
     ("enrollment → its survivor", "merge_duplicate_enrollments, crosswalk_enrollments",
-     """SELECT count(*), count(*) FILTER (WHERE {key} IS DISTINCT FROM e.student_id)
+     f"""SELECT count(*), count(*) FILTER (WHERE {STUDENT_KEY} IS DISTINCT FROM e.student_id)
         FROM migration.crosswalk_course_students x
         JOIN stage.course_students cs ON cs.id = x.source_id
-        JOIN course_enrollments e ON e.id = x.target_id""".format(key=STUDENT_KEY)),
+        JOIN course_enrollments e ON e.id = x.target_id"""),
     ("enrollment → its student", "prepare_enrollments, FK course_enrollments.student_id",
-     """SELECT count(*), count(*) FILTER (WHERE xs.target_id IS DISTINCT FROM {key})
+     f"""SELECT count(*), count(*) FILTER (WHERE xs.target_id IS DISTINCT FROM {STUDENT_KEY})
         FROM stage.course_students cs
-        JOIN migration.crosswalk_students xs ON xs.source_id = cs.student_id""".format(
-        key=STUDENT_KEY)),
+        JOIN migration.crosswalk_students xs ON xs.source_id = cs.student_id"""),
     ("sync scope: marks of an enrollment in scope", "scope_grades (course_student_id)",
-     """SELECT count(*), count(*) FILTER (WHERE k.student_key IS DISTINCT FROM {key})
+     f"""SELECT count(*), count(*) FILTER (WHERE k.student_key IS DISTINCT FROM {STUDENT_KEY})
         FROM stage.grades g JOIN bench_mark_keys k ON k.source_id = g.id
-        JOIN stage.course_students cs ON cs.id = g.course_student_id""".format(
-        key=STUDENT_KEY)),
+        JOIN stage.course_students cs ON cs.id = g.course_student_id"""),
     ("sync scope: a duplicate group", "scope_course_students (student_id, course_id)",
-     """SELECT count(*), count(*) FILTER (WHERE {key} IS DISTINCT FROM
+     f"""SELECT count(*), count(*) FILTER (WHERE {STUDENT_KEY} IS DISTINCT FROM
                                                migration.derive_id('students', o.student_id::text))
         FROM stage.course_students cs JOIN stage.course_students o
-          ON o.student_id = cs.student_id AND o.course_id = cs.course_id""".format(
-        key=STUDENT_KEY)),
+          ON o.student_id = cs.student_id AND o.course_id = cs.course_id"""),
 )
 
 # Parents shared by students: how many of them have children of more than one student, and how

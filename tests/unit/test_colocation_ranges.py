@@ -3,10 +3,11 @@ falls in exactly one range, so the per-range timings cover every student and mar
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
+import itertools
 
 from bench.colocation import HASH_MAX, HASH_MIN, SHARDS, shard_of, shard_ranges
+from hypothesis import given
+from hypothesis import strategies as st
 
 hashes = st.integers(min_value=HASH_MIN, max_value=HASH_MAX - 1)
 
@@ -22,7 +23,7 @@ def test_every_hash_falls_in_exactly_one_range(count: int, value: int) -> None:
 def test_the_ranges_tile_the_hash_space_in_order(count: int) -> None:
     ranges = shard_ranges(count)
     assert ranges[0][0] == HASH_MIN and ranges[-1][1] == HASH_MAX
-    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(ranges, ranges[1:]))
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in itertools.pairwise(ranges))
 
 
 @given(value=hashes)
