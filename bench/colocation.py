@@ -252,8 +252,9 @@ def measure(target_url: str, ranges: int = 4, repeats: int = 2) -> dict[str, Any
         conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         counts = conn.execute("SELECT (SELECT count(*) FROM students), "
                               "(SELECT count(*) FROM course_enrollments), "
-                              "(SELECT count(*) FROM grades), (SELECT count(*) FROM stage.grades)"
-                              ).fetchone()
+                              "(SELECT count(*) FROM grades), (SELECT count(*) FROM stage.grades), "
+                              "(SELECT count(*) FROM migration.rejected_rows), "
+                              "(SELECT count(*) FROM migration.repairs)").fetchone()
         assert counts is not None
         _mark_keys(conn)
         joins = measure_joins(conn)
@@ -268,7 +269,8 @@ def measure(target_url: str, ranges: int = 4, repeats: int = 2) -> dict[str, Any
                        f"{_cores()} cores, {platform.system()} {platform.release()}",
             "server_version": _server_version(target_url),
             "tables": {"students": counts[0], "course_enrollments": counts[1],
-                       "grades": counts[2], "staged_marks": counts[3]},
+                       "grades": counts[2], "staged_marks": counts[3],
+                       "rejected_rows": counts[4], "repairs": counts[5]},
             "joins": [asdict(j) for j in joins], "shared_parents": [asdict(s) for s in shared],
             "shards_for_spread": SHARDS, "marks_without_key": keyless,
             "ranges": [asdict(r) for r in per_range],
@@ -291,7 +293,8 @@ def _server_version(url: str) -> str:
 def markdown(result: dict[str, Any]) -> str:
     t = result["tables"]
     lines = [f"{t['students']} students, {t['course_enrollments']} enrollments, {t['grades']} "
-             f"marks ({t['staged_marks']} staged); PostgreSQL {result['server_version']}; "
+             f"marks ({t['staged_marks']} staged), {t['rejected_rows']} rows set aside, "
+             f"{t['repairs']} repairs; PostgreSQL {result['server_version']}; "
              f"{result['machine']}.", "",
              "| join | statements | rows joined | of another student |", "|---|---|---:|---:|"]
     lines += [f"| {j['join']} | {j['statements']} | {j['rows']} | {j['across_students']} |"
