@@ -763,8 +763,35 @@ def _drop_database(admin_url: str, name: str) -> None:
             sql.Identifier(name)))
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def served_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
+    """The Host headers `serve` answers: the address it listens on (every loopback name when
+    that is a loopback one) and the names given; any when it listens on every interface and
+    no name is given."""
+    if host in ("0.0.0.0", "::", "") and not extra:
+        return ["*"]
+    names = list(LOOPBACK_NAMES) if host in LOOPBACK_NAMES else [host]
+    return names + [name for name in extra if name not in names]
+
+
+def server_config(app: Any, *, host: str, port: int,
+                  forwarded_allow_ips: Sequence[str] = ()) -> Any:
+    """uvicorn's configuration of `serve`. X-Forwarded-For and X-Forwarded-Proto are believed
+    only from the proxies named: uvicorn's default believes them from 127.0.0.1, and then any
+    local client picks its own address for the per-client login limit."""
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level="info",
+                          proxy_headers=bool(forwarded_allow_ips),
+                          forwarded_allow_ips=list(forwarded_allow_ips) or "",
+                          server_header=False)
+
+
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
-          reporter: Reporter | None = None) -> None:
+          reporter: Reporter | None = None, forwarded_allow_ips: Sequence[str] = (),
+          allowed_hosts: Sequence[str] = ()) -> None:
     """The reference API over edu_v2, until interrupted. Requests and password checks run as
     two login roles of the API's own, created (or brought back in line) first; the target URL's
     user, the owner of edu_v2, serves nothing."""
@@ -788,8 +815,14 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
                                  "choose another --port or --host") from exc
     logins = prepare_api_logins(urls.target_url)
     reporter.line(f"Serving {masked(urls.target_url)}: {logins.describe()}")
-    uvicorn.run(create_app(urls.target_url, logins=logins), host=host, port=port,
-                log_level="info")
+    if logins.open_elsewhere:
+        reporter.line(f"! The API's logins may also connect to {', '.join(logins.open_elsewhere)}"
+                      " on this server: serve as a superuser (who confines them to this "
+                      "database), or REVOKE CONNECT ON DATABASE … FROM PUBLIC there")
+    app = create_app(urls.target_url, logins=logins,
+                     allowed_hosts=served_hosts(host, allowed_hosts))
+    config = server_config(app, host=host, port=port, forwarded_allow_ips=forwarded_allow_ips)
+    uvicorn.Server(config).run()
 
 
 def _account(role: str, credentials: str) -> Account:

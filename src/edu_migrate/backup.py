@@ -30,7 +30,7 @@ from edu_migrate.pg.locks import migration_lock
 from edu_migrate.pg.tools import client_program, restore_archive, run_client
 from edu_migrate.pg.urls import database_name, masked, parse, with_database
 from edu_migrate.runlog import Reporter
-from edu_migrate.schema import applied_version, foreign_tables
+from edu_migrate.schema import applied_version, apply_security_grants, foreign_tables
 
 MANIFEST = "manifest.json"
 # Staged copies of legacy tables: rebuilt by every phase, not worth a byte of backup.
@@ -193,6 +193,10 @@ def verify_by_restore(url: str, record: BackupRecord, backup_dir: Path,
             "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
                 sql.Identifier(scratch), sql.Literal(row[0]), sql.Literal(row[1]),
                 sql.Literal(row[2])))
+        # A new database lets PUBLIC connect, and the restore below brings no grants back: for
+        # the minutes it lives, nobody but its owner may open the copy.
+        conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
+            sql.Identifier(scratch)))
         try:
             scratch_url = with_database(url, scratch)
             reporter.line(f"Restoring {record.file} into the scratch database {scratch} …")
@@ -353,6 +357,7 @@ def restore(plan: RestorePlan, reporter: Reporter) -> dict[str, int]:
         reporter.line(f"Restoring {plan.describe()} …")
         restore_archive(plan.file, destination, version, options,
                         what=f"restore of {plan.file.name}")
+        _reapply_security_grants(destination, reporter)
     skip = TARGET_SCHEMAS_NOT_BACKED_UP if plan.role == "target" else ()
     with connect(destination, purpose="restored database", read_only=True) as conn:
         counts = table_row_counts(conn, skip)
@@ -367,6 +372,18 @@ def restore(plan: RestorePlan, reporter: Reporter) -> dict[str, int]:
     reporter.line(f"✓ Restored {len(counts)} tables, {sum(counts.values()):,} rows"
                   + (", every count equal to the backup's" if plan.record else ""))
     return counts
+
+
+def _reapply_security_grants(url: str, reporter: Reporter) -> None:
+    """An edu_v2 restored without its privileges (--no-privileges, or into another database)
+    would have every SECURITY DEFINER helper executable by PUBLIC and be open to every role:
+    its grants are applied again, whole."""
+    with connect(url, purpose="restored database") as conn:
+        if applied_version(conn) is None:
+            return
+        apply_security_grants(conn)
+        conn.commit()
+    reporter.line("✓ The security grants of edu_v2 applied to the restored database")
 
 
 def prune(backup_dir: Path, kept: BackupRecord, keep_days: int, reporter: Reporter,

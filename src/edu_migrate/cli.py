@@ -615,12 +615,25 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     target: TargetOpt = None, config: ConfigOpt = None,
+    forwarded_allow_ips: Annotated[list[str] | None, typer.Option(
+        "--forwarded-allow-ips", metavar="ADDRESS",
+        help="A reverse proxy whose X-Forwarded-For (the client's address, which the login "
+        "limits count by) is believed; repeat for several. None by default: then every "
+        "request's address is the one that connected.", show_default=False)] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        "--allowed-host", metavar="NAME",
+        help="A name clients reach the API by (its Host header), besides the address it "
+        "listens on; repeat for several. Requests naming another host are refused.",
+        show_default=False)] = None,
 ) -> None:
     """The reference API over edu_v2 (FastAPI), with row-level security doing the access control.
     OpenAPI at /openapi.json, interactive docs at /docs. Creates the API's own login roles
     first (<database>_api for requests, <database>_login for password checks) and says so;
     the target URL's user must own edu_v2 and may create roles."""
-    api.serve(_settings(config, target_url=target), host=host, port=port, reporter=_reporter())
+    api.serve(_settings(config, target_url=target), host=host, port=port, reporter=_reporter(),
+              forwarded_allow_ips=[ip.strip() for value in forwarded_allow_ips or ()
+                                   for ip in value.split(",") if ip.strip()],
+              allowed_hosts=allowed_host or ())
 
 
 CredentialsOpt = Annotated[str | None, typer.Option(

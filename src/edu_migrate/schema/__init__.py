@@ -59,6 +59,13 @@ def foreign_tables(conn: psycopg.Connection) -> list[str]:
     return sorted(r[0] for r in rows if r[0] not in ours)
 
 
+def apply_security_grants(conn: psycopg.Connection) -> None:
+    """The grants of edu_v2's roles, whole (security/grants.sql): after every schema apply, and
+    after every restore of an edu_v2 dump, which may have brought none back."""
+    text = resources.files("edu_migrate.security").joinpath("grants.sql").read_bytes()
+    conn.execute(text)
+
+
 def apply_schema(target_url: str) -> SchemaResult:
     created = create_database_if_missing(target_url, purpose="target")
     applied: list[str] = []
@@ -88,6 +95,7 @@ def apply_schema(target_url: str) -> SchemaResult:
             conn.execute("INSERT INTO migration.schema_versions (version, name) VALUES (%s, %s)",
                          [version.version, version.name])
             applied.append(f"V{version.version:03d}__{version.name}")
+        apply_security_grants(conn)
         conn.execute("INSERT INTO migration.state (id_secret) VALUES (%s) ON CONFLICT DO NOTHING",
                      [secrets.token_hex(32)])
         conn.commit()
