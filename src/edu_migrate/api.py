@@ -66,7 +66,7 @@ from edu_migrate.pg.connect import connect, create_database_if_missing
 from edu_migrate.pg.embedded import EmbeddedServer, ServerStatus
 from edu_migrate.pg.freeze import set_frozen
 from edu_migrate.pg.locks import lock_holder, migration_lock
-from edu_migrate.pg.urls import masked
+from edu_migrate.pg.urls import masked, redacted
 from edu_migrate.phases.archive import (
     ARCHIVE_SCHEMA,
     ArchiveResult,
@@ -832,11 +832,42 @@ def _account(role: str, credentials: str) -> Account:
     return Account(role, username, password)
 
 
+def credentials_file(path: Path) -> dict[str, str]:
+    """The USER:PASS of each role in a file of `role=USER:PASS` lines (# comments), which must
+    be readable by its owner alone: the way to give cutover-check passwords without putting
+    them on a command line, which every local user can read (`ps`, /proc/<pid>/cmdline)."""
+    try:
+        info = path.stat()
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MigrationError(f"cannot read the credentials file {path}: {exc.strerror}",
+                             "give a file of role=USER:PASS lines") from exc
+    if info.st_mode & 0o077:
+        raise PreconditionFailed(
+            f"the credentials file {path} may be read by others (mode {info.st_mode & 0o777:o})",
+            f"chmod 600 {path}")
+    found: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        role, equals, value = line.partition("=")
+        if not equals or role.strip() not in ROLES:
+            # The line is not quoted: it may hold a password.
+            raise MigrationError(f"line {number} of {path} is not role=USER:PASS",
+                                 f"role is one of {', '.join(ROLES)}")
+        found[role.strip()] = value.strip()
+    return found
+
+
 def cutover_check(settings: Settings, api_url: str, credentials: dict[str, str | None],
                   reporter: Reporter | None = None, *, browser: bool = False,
-                  pages: Sequence[str] = (), screenshots: Path | None = None) -> CutoverReport:
-    """The guide's Phase 7 against the API at `api_url`. A role without credentials signs in
-    with an account of the migrated demo data (the generator knows its password).
+                  pages: Sequence[str] = (), screenshots: Path | None = None,
+                  credentials_path: Path | None = None) -> CutoverReport:
+    """The guide's Phase 7 against the API at `api_url`. Each role signs in with the
+    credentials given (an option or its environment variable), else those of the
+    `credentials_path` file, else an account of the migrated demo data (the generator knows
+    its password). The URLs are shown and recorded without their passwords.
 
     With `browser` (or `pages`, ROLE=URL each), each role also signs in to its dashboard in
     headless Chromium: those `edu-migrate serve` has at `api_url`, or the pages given; the
@@ -847,7 +878,10 @@ def cutover_check(settings: Settings, api_url: str, credentials: dict[str, str |
     given_pages = dict(_page(value) for value in pages)
     if browser or given_pages:
         dashboards.find_chromium()
-    accounts = {role: _account(role, value) for role, value in credentials.items() if value}
+    from_file = credentials_file(credentials_path) if credentials_path else {}
+    given = {role: credentials.get(role) or from_file.get(role) for role in ROLES}
+    accounts = {role: _account(role, value) for role, value in given.items() if value}
+    shown = redacted(api_url)
     if any(role not in accounts for role in ROLES):
         found = demo_accounts(endpoints(settings).target_url, legacy_password)
         accounts.update({role: found[role] for role in ROLES
@@ -859,14 +893,14 @@ def cutover_check(settings: Settings, api_url: str, credentials: dict[str, str |
             dashboards.page_urls(api_url, given_pages), accounts, expected,
             screenshots=screenshots))
     reporter.line("=" * 60)
-    reporter.line(f"CUTOVER CHECKS against {api_url}")
+    reporter.line(f"CUTOVER CHECKS against {shown}")
     reporter.line("=" * 60)
     for check in report.checks:
         reporter.line(check.line())
     if report.passed:
         # decommission counts its 30 days from the first passing check after the migration.
         try:
-            record_cutover(target_url(settings), {"api": api_url,
+            record_cutover(target_url(settings), {"api": shown,
                                                   "checks": len(report.checks)})
             reporter.line("Recorded the cutover in migration.run_log: `edu-migrate "
                           "decommission` counts its days from the first one")
@@ -880,7 +914,7 @@ def _page(value: str) -> tuple[str, str]:
     role, equals, url = value.partition("=")
     if not equals or role not in ROLES or urlsplit(url).scheme not in ("http", "https"):
         raise MigrationError(f"--page takes ROLE=URL with ROLE one of {', '.join(ROLES)} and "
-                             f"an http(s) URL, not {value!r}",
+                             f"an http(s) URL, not {redacted(value)!r}",
                              "e.g. --page student=https://lms.example.edu/dashboard")
     return role, url
 

@@ -24,6 +24,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from edu_migrate.errors import MigrationError, PreconditionFailed
+from edu_migrate.files import owner_only_folder, reserve_private_file
 from edu_migrate.pg.connect import connect, create_database_if_missing
 from edu_migrate.pg.freeze import is_frozen
 from edu_migrate.pg.locks import migration_lock
@@ -133,19 +134,24 @@ def _exported_snapshot(url: str, purpose: str) -> Iterator[tuple[psycopg.Connect
 
 
 def _dump_file(backup_dir: Path, role: str, database: str, when: datetime) -> Path:
+    """A new dump file, created empty and 0600 in a folder of mode 0700: pg_dump writes into
+    it, so no byte of the dump is ever readable by another user (pg_dump would create it under
+    the process's umask)."""
+    owner_only_folder(backup_dir)
     stamp = when.strftime("%Y%m%dT%H%M%SZ")
-    candidate = backup_dir / f"{role}_{database}_{stamp}.dump"
     number = 1
-    while candidate.exists():
-        number += 1
-        candidate = backup_dir / f"{role}_{database}_{stamp}_{number}.dump"
-    return candidate
+    while True:
+        suffix = f"_{number}" if number > 1 else ""
+        candidate = backup_dir / f"{role}_{database}_{stamp}{suffix}.dump"
+        try:
+            return reserve_private_file(candidate)
+        except FileExistsError:
+            number += 1
 
 
 def dump_database(url: str, role: str, backup_dir: Path, reporter: Reporter) -> BackupRecord:
     """pg_dump -Fc of one database, its counts from the same snapshot, checked by --list."""
     skip = TARGET_SCHEMAS_NOT_BACKED_UP if role == "target" else ()
-    backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     when = datetime.now(UTC).replace(microsecond=0)
     database = database_name(url)
     path = _dump_file(backup_dir, role, database, when)
@@ -160,7 +166,6 @@ def dump_database(url: str, role: str, backup_dir: Path, reporter: Reporter) -> 
             path.unlink(missing_ok=True)
             raise
         counts = table_row_counts(conn, skip)
-    path.chmod(0o600)
     pg_restore = client_program("pg_restore", 0)
     listing = run_client(pg_restore, ["--list", str(path)], None,
                          what=f"pg_restore --list of {path.name}").stdout

@@ -636,15 +636,24 @@ def serve(
               allowed_hosts=allowed_host or ())
 
 
-CredentialsOpt = Annotated[str | None, typer.Option(
-    metavar="USER:PASS", show_default=False,
-    help="Account to sign in with; by default one from the migrated demo data.")]
+def _credentials_option(role: str) -> Any:
+    return typer.Option(
+        metavar="USER:PASS", show_default=False, envvar=f"EDU_{role.upper()}_CREDENTIALS",
+        help=f"The {role} account to sign in with; by default one from the migrated demo data. "
+        f"Better in the environment variable EDU_{role.upper()}_CREDENTIALS or a "
+        "--credentials-file: a command line is readable by every local user.")
 
 
 @app.command("cutover-check")
 def cutover_check(
     api_url: Annotated[str, typer.Option("--api", help="Base URL of the running API.")],
-    student: CredentialsOpt = None, teacher: CredentialsOpt = None, admin: CredentialsOpt = None,
+    student: Annotated[str | None, _credentials_option("student")] = None,
+    teacher: Annotated[str | None, _credentials_option("teacher")] = None,
+    admin: Annotated[str | None, _credentials_option("admin")] = None,
+    credentials_file: Annotated[Path | None, typer.Option(
+        "--credentials-file", show_default=False,
+        help="A file of role=USER:PASS lines (student, teacher, admin), readable by its owner "
+        "only (chmod 600); an option or variable of a role wins over it.")] = None,
     target: TargetOpt = None, config: ConfigOpt = None, json_file: JsonOpt = None,
     browser: Annotated[bool, typer.Option(
         "--browser", help="Also sign in as each role in headless Chromium (Debian's `chromium`) "
@@ -667,7 +676,7 @@ def cutover_check(
     report = api.cutover_check(settings, api_url,
                                {"student": student, "teacher": teacher, "admin": admin},
                                reporter=_reporter(), browser=browser, pages=page or (),
-                               screenshots=screenshots)
+                               screenshots=screenshots, credentials_path=credentials_file)
     _write_json(json_file, report.to_dict())
     api.require_cutover_passed(report)
 
