@@ -581,3 +581,42 @@ def test_a_restored_copy_gets_the_security_grants_back(
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(copy)))
+
+
+def test_a_request_naming_a_host_the_server_does_not_serve_is_refused(
+        migrated: Migrated) -> None:
+    """DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1 reaches the
+    loopback API with `Host: evil.example`."""
+    from edu_migrate.api import served_hosts
+
+    assert served_hosts("0.0.0.0") == ["*"]
+    assert served_hosts("10.1.2.3", ["lms.example.edu"]) == ["10.1.2.3", "lms.example.edu"]
+    with TestClient(create_app(migrated.url, allowed_hosts=served_hosts("127.0.0.1"))) as own:
+        assert own.get("/api/v1/courses/", headers={"Host": "evil.example"}).status_code == 400
+        assert own.post("/api/v1/auth/login", headers={"Host": "evil.example:8000"}, json={
+            "username": "x", "password": "y"}).status_code == 400
+        for host in ("127.0.0.1:8000", "localhost"):
+            assert own.get("/api/v1/courses/", headers={"Host": host}).status_code == 200
+
+
+def _raw_request(base: str, head: str, body: bytes) -> bytes:
+    """What the server answers within 10 s to a request it never gets the rest of."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(head.encode() + body)
+        return raw.recv(200)
+
+
+def test_sign_in_refuses_a_large_form_without_reading_it(migrated: Migrated) -> None:
+    """The 8 KiB limit was checked after the whole body had been read."""
+    with _serving(create_app(migrated.url)) as base:
+        declared = _raw_request(base, "POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                "Content-Type: application/x-www-form-urlencoded\r\n"
+                                "Content-Length: 100000000\r\n\r\n", b"username=a")
+        assert declared.startswith(b"HTTP/1.1 413"), declared
+        chunk = b"username=" + b"a" * 9000
+        streamed = _raw_request(base, "POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                "Content-Type: application/x-www-form-urlencoded\r\n"
+                                "Transfer-Encoding: chunked\r\n\r\n",
+                                f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        assert streamed.startswith(b"HTTP/1.1 413"), streamed
