@@ -325,14 +325,19 @@ def test_a_teacher_sees_only_name_number_and_email_of_their_students(
 # ============================================================================================
 
 @contextmanager
-def _serving(app: Any, **options: Any) -> Iterator[str]:
-    """`app` served by uvicorn as `serve` configures it, on a free loopback port; its URL."""
-    from edu_migrate.api import server_config
-
+def _serving(app: Any, *, as_serve: bool = True, **options: Any) -> Iterator[str]:
+    """`app` served by uvicorn as `serve` configures it (or with uvicorn's defaults), on a free
+    loopback port; its URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(server_config(app, host="127.0.0.1", port=port, **options))
+    if as_serve:
+        from edu_migrate.api import server_config
+
+        config = server_config(app, host="127.0.0.1", port=port, **options)
+    else:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -609,7 +614,7 @@ def _raw_request(base: str, head: str, body: bytes) -> bytes:
 
 def test_sign_in_refuses_a_large_form_without_reading_it(migrated: Migrated) -> None:
     """The 8 KiB limit was checked after the whole body had been read."""
-    with _serving(create_app(migrated.url)) as base:
+    with _serving(create_app(migrated.url), as_serve=False) as base:
         declared = _raw_request(base, "POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                 "Content-Type: application/x-www-form-urlencoded\r\n"
                                 "Content-Length: 100000000\r\n\r\n", b"username=a")
