@@ -7,6 +7,10 @@
 5. last_delta.sql on the live copy; an application session keeps writing a mark a few times a
    second; `cutover --terminate-writers` syncs while the delta shrinks, freezes the source, ends
    that session, applies the last delta and validates: its window is the downtime.
+6. day_on_edu_v2.sql on edu_v2: the applications' day after the cutover. An application session
+   keeps re-entering a mark on edu_v2 while `fallback --yes --terminate-writers` carries the
+   day back to edu in rounds, freezes edu_v2, ends that session and writes edu: its window is
+   the downtime of the guide's "switch back to old database".
 """
 
 from __future__ import annotations
@@ -55,6 +59,10 @@ class CatchUp:
     last_delta: dict[str, int]
     cutover: Command
     trickle_writes: int
+    fallback_day: dict[str, int] = field(default_factory=dict)
+    fallback: Command | None = None
+    fallback_trickle_writes: int = 0
+    fallback_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,7 +86,7 @@ def apply_changes(url: str, file_name: str) -> dict[str, int]:
         for statement in _statements(file_name):
             cursor = conn.execute(statement.encode())
             match = re.match(r"(INSERT INTO|UPDATE|DELETE FROM)\s+(\w+)", statement)
-            if match and cursor.rowcount >= 0:
+            if match and cursor.rowcount >= 0 and match[2] != "new_students":
                 key = f"{match[1].split()[0].lower()} {match[2]}"
                 counts[key] = counts.get(key, 0) + cursor.rowcount
         conn.commit()
@@ -102,12 +110,21 @@ def _cli(arguments: list[str], source_url: str, target_url: str, work: Path, nam
                    profile_from_log(work / f"{name}-logs", first_section=arguments[0]))
 
 
-class Trickle:
-    """An application session that keeps re-entering marks on the live copy until it is ended
-    (the cutover's --terminate-writers ends it) or stopped."""
+# An application's write of a mark, the n-th of its session: on edu (0 or 1, a valid mark of
+# every type), and on edu_v2 after the cutover.
+EDU_MARK = ("UPDATE grades SET value = ((id + %(n)s) %% 2)::text "
+            "WHERE id = (SELECT min(id) FROM grades) + %(n)s * 7")
+EDU_V2_MARK = ("UPDATE grades SET score = %(n)s %% 2, is_absent = false WHERE id = ("
+               "SELECT target_id FROM migration.crosswalk WHERE source_table = 'grades' "
+               "ORDER BY source_id OFFSET %(n)s * 7 LIMIT 1)")
 
-    def __init__(self, url: str, interval: float = 0.2) -> None:
-        self.url, self.interval = url, interval
+
+class Trickle:
+    """An application session that keeps re-entering marks until it is ended (the cutover's or
+    the fallback's --terminate-writers ends it) or stopped."""
+
+    def __init__(self, url: str, statement: str = EDU_MARK, interval: float = 0.2) -> None:
+        self.url, self.statement, self.interval = url, statement, interval
         self.writes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -127,10 +144,7 @@ class Trickle:
             with psycopg.connect(self.url, application_name="lms-web") as conn:
                 self._connected.set()
                 while not self._stop.is_set():
-                    # 0 or 1: a valid mark of every type.
-                    conn.execute("UPDATE grades SET value = ((id + %s) %% 2)::text "
-                                 "WHERE id = (SELECT min(id) FROM grades) + %s",
-                                 [self.writes, self.writes * 7])
+                    conn.execute(self.statement.encode(), {"n": self.writes})
                     conn.commit()
                     self.writes += 1
                     self._stop.wait(self.interval)
@@ -169,10 +183,24 @@ def run_catch_up(admin_url: str, url_of: Callable[[str], str], work: Path,
         say(f"catch-up: cutover window {window.result.get('window_seconds', 0):.1f}s "
             f"(validate {window.result.get('validation_seconds', 0):.1f}s), "
             f"{window.seconds:.1f}s in all")
+        catch_up = CatchUp(full.seconds, full.client_cpu_seconds, full.server_cpu_seconds,
+                           changes, first, day, last, window, trickle.writes)
+        try:
+            catch_up.fallback_day = apply_changes(target, "day_on_edu_v2.sql")
+            say(f"fallback: a day of application writes on edu_v2 "
+                f"({sum(catch_up.fallback_day.values()):,} rows)")
+            with Trickle(target, EDU_V2_MARK) as v2_trickle:
+                catch_up.fallback = _cli(["fallback", "--yes", "--terminate-writers"], source,
+                                         target, work, "fallback", server_cpu)
+            catch_up.fallback_trickle_writes = v2_trickle.writes
+            say(f"fallback: window {catch_up.fallback.result.get('window_seconds', 0):.1f}s, "
+                f"{catch_up.fallback.seconds:.1f}s in all")
+        except (RuntimeError, psycopg.Error) as exc:
+            catch_up.fallback_error = str(exc).strip().splitlines()[0]
+            say(f"fallback failed: {catch_up.fallback_error}")
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             for name in (LIVE_TARGET_DB, LIVE_DB):
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                     sql.Identifier(name)))
-    return CatchUp(full.seconds, full.client_cpu_seconds, full.server_cpu_seconds, changes, first,
-                   day, last, window, trickle.writes)
+    return catch_up

@@ -101,7 +101,48 @@ def _catch_up_rows(results: dict[str, dict[str, Any]], scale: float) -> list[str
                  lambda c: f"client {c['day_sync']['client_cpu_seconds'] or 0:.1f} s + server "
                            f"{c['day_sync']['server_cpu_seconds'] or 0:.1f} s"),
              ""]
+    if any(results[n]["catch_up"].get("fallback") for n in names):
+        lines += _fallback_rows(results, names)
     return lines
+
+
+def _fallback(c: dict[str, Any], *keys: str) -> Any:
+    value: Any = c.get("fallback") or {}
+    for key in keys:
+        value = value.get(key, {}) if isinstance(value, dict) else {}
+    return value
+
+
+def _fallback_rows(results: dict[str, dict[str, Any]], names: list[str]) -> list[str]:
+    def row(label: str, cell: Any) -> str:
+        return f"| {label} | " + " | ".join(
+            cell(results[n]["catch_up"]) if results[n]["catch_up"].get("fallback") else
+            f"failed: {results[n]['catch_up'].get('fallback_error')}" for n in names) + " |"
+
+    def applied(c: dict[str, Any]) -> str:
+        per_action = _fallback(c, "result", "applied")
+        return ", ".join(f"{action} {sum(tables.values()):,}"
+                         for action, tables in per_action.items() if tables)
+
+    return ["Fallback after the cutover (bench/day_on_edu_v2.sql: the applications' day on "
+            "edu_v2, then `fallback --yes --terminate-writers` while an application session "
+            "keeps re-entering a mark on edu_v2):", "",
+            "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names),
+            row("rows the applications wrote on edu_v2",
+                lambda c: f"{sum(c['fallback_day'].values()):,}"),
+            row("`fallback --yes --terminate-writers`, whole command",
+                lambda c: _s(_fallback(c, "seconds"))),
+            row("rounds before edu_v2's freeze (rows, seconds)",
+                lambda c: ", ".join(f"{r['rows']:,} in {r['seconds']:.1f} s"
+                                    for r in _fallback(c, "result", "rounds") or [])),
+            row("last delta inside the window (rows)",
+                lambda c: f"{_fallback(c, 'result', 'final_rows'):,}"),
+            row("legacy rows written to edu", applied),
+            row("accounts listed for a password reset on edu",
+                lambda c: f"{len(_fallback(c, 'result', 'password_resets') or []):,}"),
+            row("fallback window, edu_v2's freeze to edu written",
+                lambda c: _s(_fallback(c, "result", "window_seconds"))),
+            ""]
 
 
 def _side_by_side(results: dict[str, dict[str, Any]], scale: float) -> list[str]:

@@ -22,6 +22,7 @@ from edu_migrate import backup as backups
 from edu_migrate.aftercare import tune as tuning
 from edu_migrate.aftercare.compare import CompareReport
 from edu_migrate.aftercare.compare import compare_queries as time_both
+from edu_migrate.aftercare.datadocs import DocsResult, write_docs
 from edu_migrate.aftercare.decommission import DecommissionResult, record_cutover
 from edu_migrate.aftercare.decommission import decommission as retire
 from edu_migrate.aftercare.health import HealthReport, check_health
@@ -44,6 +45,8 @@ from edu_migrate.aftercare.tune import TuneReport
 from edu_migrate.checks import dashboards
 from edu_migrate.checks.anomalies import Finding, find_anomalies
 from edu_migrate.checks.endpoints import ROLES, Account, CutoverReport, demo_accounts, run_checks
+from edu_migrate.checks.incremental import stale as baseline_stale
+from edu_migrate.checks.incremental import validate_incremental
 from edu_migrate.checks.preflight import (
     MINIMUM_SERVER_VERSION,
     WARN,
@@ -79,6 +82,7 @@ from edu_migrate.phases.archive import (
 )
 from edu_migrate.phases.as_of import clear_as_of, parse_as_of, recorded_as_of, settle_as_of
 from edu_migrate.phases.marks import MarksAhead
+from edu_migrate.phases.offline import offline_script
 from edu_migrate.phases.runner import (
     PHASES,
     RUN_ORDER,
@@ -92,7 +96,13 @@ from edu_migrate.phases.staging import SourceSnapshot, require_legacy_tables
 from edu_migrate.phases.sync import SyncResult, last_sync, unsynced_changes
 from edu_migrate.phases.sync import sync as run_sync
 from edu_migrate.runlog import Reporter
-from edu_migrate.schema import SchemaResult, applied_version, apply_schema, require_schema
+from edu_migrate.schema import (
+    SchemaResult,
+    applied_version,
+    apply_schema,
+    require_schema,
+    schema_script,
+)
 from edu_migrate.switchover import CutoverResult, FallbackResult, FallbackSteps, Steps
 from edu_migrate.switchover import cutover as run_cutover
 from edu_migrate.switchover import fallback as run_fallback
@@ -190,6 +200,12 @@ def dirt_manifest_path(settings: Settings, seed: int) -> Path:
 
 def schema_apply(settings: Settings) -> SchemaResult:
     return apply_schema(target_url(settings))
+
+
+def schema_sql() -> str:
+    """The whole edu_v2 schema as one psql script (the guide's new_database_schema.sql); needs
+    no database."""
+    return schema_script()
 
 
 @dataclass
@@ -328,6 +344,21 @@ def migrate(settings: Settings, phases: Sequence[int] | None = None,
     return result
 
 
+def migrate_sql(settings: Settings, phases: Sequence[int] | None = None, *,
+                as_of: datetime | str | None = None) -> str:
+    """The statements `migrate` would send to edu_v2 for the given phases (all when None), in
+    order, with the as-of time filled in, as a psql script to review (alembic's offline mode).
+    Reads the target in a read-only session; never opens the source; changes nothing."""
+    numbers = _parse_phases(phases)
+    requested_as_of = parse_as_of(as_of) if isinstance(as_of, str) else as_of
+    mapping = legacy_mapping(settings)
+    with connect(target_url(settings), purpose="target", read_only=True) as conn:
+        script = offline_script(conn, numbers, mapping, requested_as_of=requested_as_of,
+                                workers=settings.workers)
+        conn.rollback()
+    return script
+
+
 def _marks_ahead(numbers: list[int], states: dict[int, str], snapshot: SourceSnapshot,
                  target_url: str, settings: Settings, reporter: Reporter) -> MarksAhead | None:
     """While phases 1–4 run, phase 5's marks are staged and parsed on the other core; only when
@@ -442,9 +473,10 @@ def cutover_steps(settings: Settings) -> Steps:
     moment of the window)."""
     return Steps(sync=lambda moment: sync(settings, Reporter(), as_of=moment),
                  source_facts=lambda: validation_facts(settings),
-                 validate=lambda facts: require_valid(validate(settings, Reporter(),
-                                                               facts=facts)),
-                 unsynced=lambda: unsynced_tables(settings))
+                 validate=lambda facts: require_valid(validate_in_window(settings, Reporter(),
+                                                                         facts=facts)),
+                 unsynced=lambda: unsynced_tables(settings),
+                 baseline=lambda reporter: validation_baseline(settings, reporter))
 
 
 def unsynced_tables(settings: Settings) -> dict[str, int]:
@@ -466,10 +498,11 @@ def validation_facts(settings: Settings) -> SourceFacts:
 
 
 def validate(settings: Settings, reporter: Reporter | None = None, *,
-             facts: SourceFacts | None = None) -> ValidationReport:
+             facts: SourceFacts | None = None, baseline: bool = True) -> ValidationReport:
     """The guide's Phase 6. Raises ValidationFailed (after reporting) when a check fails.
     `facts`: the source's side, already read (validation_facts) from a source that has not
-    changed since."""
+    changed since. `baseline`: keep what the cutover's window validates against
+    (checks/incremental.py), unless the target is read-only or already the system of record."""
     reporter = reporter or Reporter()
     mapping = legacy_mapping(settings)
     urls = endpoints(settings)
@@ -478,10 +511,64 @@ def validate(settings: Settings, reporter: Reporter | None = None, *,
         require_schema(target)
         report = run_validation(
             snapshot, target, settings.exclude, facts,
+            second_target=lambda: connect(urls.target_url, purpose="target"),
+            baseline=baseline)
+        target.rollback()
+    _print_validation(reporter, report, mapping)
+    return report
+
+
+def validate_in_window(settings: Settings, reporter: Reporter | None = None, *,
+                       facts: SourceFacts | None = None) -> ValidationReport:
+    """The cutover window's validation: what was written since the last full validation's
+    baseline, added to it (the same checks and numbers as `validate`), or the full validation
+    when that baseline cannot be trusted. Recorded in migration.run_log (event `validation`)."""
+    reporter = reporter or Reporter()
+    mapping = legacy_mapping(settings)
+    urls = endpoints(settings)
+    started = time.perf_counter()
+    with _source_snapshot(urls.source_url, mapping) as snapshot, \
+            connect(urls.target_url, purpose="target") as target:
+        require_schema(target)
+        report = validate_incremental(
+            snapshot, target, settings.exclude, facts,
             second_target=lambda: connect(urls.target_url, purpose="target"))
         target.rollback()
+        target.execute("INSERT INTO migration.run_log (event, detail) VALUES ('validation', %s)",
+                       [Jsonb({"window": True, "method": report.method,
+                               "fallback": report.fallback, "passed": report.passed,
+                               "recomputed": report.recomputed,
+                               "seconds": round(time.perf_counter() - started, 2)})])
+        target.commit()
+    if report.fallback:
+        reporter.warn(f"validated in full, not incrementally: {report.fallback}")
+    _print_validation(reporter, report, mapping)
+    return report
+
+
+def validation_baseline(settings: Settings, reporter: Reporter) -> None:
+    """Before the cutover's freeze: a full validation to keep as the window's baseline, unless
+    the stored one is usable and little was written since. Its verdict decides nothing here:
+    the window's validation does."""
+    urls = endpoints(settings)
+    with connect(urls.target_url, purpose="target") as target:
+        reason = baseline_stale(target)
+        target.rollback()
+    if reason is None:
+        reporter.line("The last full validation's baseline holds: the window validates what "
+                      "was written since")
+        return
+    started = time.perf_counter()
+    validate(settings, Reporter(), baseline=True)
+    reporter.line(f"Full validation before the freeze, as the window's baseline ({reason}), in "
+                  f"{time.perf_counter() - started:.1f}s")
+
+
+def _print_validation(reporter: Reporter, report: ValidationReport,
+                      mapping: LegacyMapping) -> None:
     reporter.line("=" * 60)
-    reporter.line("VALIDATION RESULTS")
+    reporter.line("VALIDATION RESULTS" + (" (incremental)" if report.method == "incremental"
+                                          else ""))
     reporter.line("=" * 60)
     renamed = {legacy: source for legacy, source in report.source_tables.items()
                if legacy != source}
@@ -495,7 +582,6 @@ def validate(settings: Settings, reporter: Reporter | None = None, *,
                       "migration.rejected_rows):")
         for disposition in report.dispositions:
             reporter.line(disposition.line())
-    return report
 
 
 def inventory(settings: Settings) -> list[TableEntry]:
@@ -652,10 +738,15 @@ def unfreeze_source(settings: Settings) -> str:
 
 def backup(settings: Settings, *, verify_restore: bool = False,
            reporter: Reporter | None = None, only: str | None = None,
-           keep_days: int | None = None) -> list[backups.BackupRecord]:
+           keep_days: int | None = None, dump_format: str = "custom"
+           ) -> list[backups.BackupRecord]:
     """pg_dump -Fc of the source, and of the target when it holds data, each verified; `only`
-    one of them; with `keep_days`, older dumps of the same database are removed afterwards."""
+    one of them; with `keep_days`, older dumps of the same database are removed afterwards.
+    `dump_format` plain also writes each as SQL (a .sql file beside the .dump)."""
     reporter = reporter or Reporter()
+    if dump_format not in ("custom", "plain"):
+        raise MigrationError(f"--format takes custom or plain, not {dump_format!r}",
+                             "plain writes the SQL dump beside the -Fc one")
     if only not in (None, "source", "target"):
         raise MigrationError(f"--only takes source or target, not {only!r}",
                              "e.g. --only target for edu_v2 after the cutover")
@@ -664,7 +755,8 @@ def backup(settings: Settings, *, verify_restore: bool = False,
     urls = endpoints(settings)
     made = backups.backup(urls.source_url, urls.target_url, settings.backup_dir,
                           verify_restore=verify_restore, reporter=reporter,
-                          roles=(only,) if only else ("source", "target"))
+                          roles=(only,) if only else ("source", "target"),
+                          plain=dump_format == "plain")
     if keep_days is not None:
         for record in made:
             backups.prune(settings.backup_dir, record, keep_days, reporter)
@@ -964,6 +1056,12 @@ def monitoring(settings: Settings, out: Path, *, exporter: str, api: str | None,
     Prometheus configuration, Grafana dashboard) written into `out`."""
     return write_setup(out, target_url(settings), exporter=exporter, api=api, runbook=runbook,
                        scrape_interval=scrape_interval)
+
+
+def docs(settings: Settings, out: Path) -> DocsResult:
+    """Day 1: the data dictionary, the ER diagram and OLD_TO_NEW_SCHEMA_MAPPING.md of edu_v2,
+    generated from its live catalogue, the legacy mapping and the phases' rules, into `out`."""
+    return write_docs(target_url(settings), legacy_mapping(settings), out)
 
 
 def monitoring_logging(settings: Settings, *, min_duration_ms: int, apply: bool = False,

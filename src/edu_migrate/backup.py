@@ -11,6 +11,7 @@ preflight looks for a recent one.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -47,6 +48,8 @@ WHERE c.relkind = 'r' AND n.nspname <> ALL(%(skip)s)
 ORDER BY 1, 2
 """
 _TABLE_DATA_ENTRY = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ")
+_PLAIN_COPY = re.compile(r'^COPY ((?:"[^"]+"|[^ ."]+))\.((?:"[^"]+"|[^ ."]+)) .*FROM stdin;$')
+_PLAIN_END = "-- PostgreSQL database dump complete"
 
 
 @dataclass
@@ -65,6 +68,9 @@ class BackupRecord:
     table_counts: dict[str, int] = field(default_factory=dict)
     # SHA-256 of the dump file, recorded for the final backup before a database is dropped.
     sha256: str | None = None
+    # `backup --format plain`: the SQL dump beside the -Fc one (same snapshot, same checks).
+    plain: str | None = None
+    plain_bytes: int | None = None
 
     @property
     def created(self) -> datetime:
@@ -149,8 +155,49 @@ def _dump_file(backup_dir: Path, role: str, database: str, when: datetime) -> Pa
             number += 1
 
 
-def dump_database(url: str, role: str, backup_dir: Path, reporter: Reporter) -> BackupRecord:
-    """pg_dump -Fc of one database, its counts from the same snapshot, checked by --list."""
+def _plain_tables(path: Path) -> tuple[set[str], bool]:
+    """The tables whose data a plain (SQL) dump holds, and whether it ends as pg_dump ends a
+    complete dump: the plain dump's --list. Read line by line, never whole."""
+    found: set[str] = set()
+    in_copy, complete = False, False
+    with path.open(encoding="utf-8", errors="replace") as dump:
+        for line in dump:
+            line = line.rstrip("\n")
+            if in_copy:
+                in_copy = line != "\\."
+            elif match := _PLAIN_COPY.match(line):
+                found.add(".".join(part.strip('"') for part in match.groups()))
+                in_copy = True
+            elif line == _PLAIN_END:
+                complete = True
+    return found, complete
+
+
+def _dump_plain(pg_dump: Path, url: str, snapshot: str, skip: tuple[str, ...], dump: Path,
+                database: str, reporter: Reporter) -> Path:
+    """The guide's "SQL backup for easy inspection", beside the -Fc dump and from the same
+    snapshot. The file is created private (0600) before pg_dump writes its first byte."""
+    path = dump.with_suffix(".sql")
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        raise MigrationError(f"{path.name} exists already", "move it away and back up again"
+                             ) from None
+    reporter.line(f"Dumping {database} as SQL to {path.name} …")
+    args = ["--format=plain", f"--snapshot={snapshot}", f"--file={path}"]
+    try:
+        run_client(pg_dump, args + [f"--exclude-schema={schema}" for schema in skip], url,
+                   what=f"pg_dump --format=plain of {database}")
+    except MigrationError:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def dump_database(url: str, role: str, backup_dir: Path, reporter: Reporter, *,
+                  plain: bool = False) -> BackupRecord:
+    """pg_dump -Fc of one database, its counts from the same snapshot, checked by --list; with
+    `plain`, also the SQL dump from that snapshot, checked for every table's data."""
     skip = TARGET_SCHEMAS_NOT_BACKED_UP if role == "target" else ()
     when = datetime.now(UTC).replace(microsecond=0)
     database = database_name(url)
@@ -162,6 +209,8 @@ def dump_database(url: str, role: str, backup_dir: Path, reporter: Reporter) -> 
         args += [f"--exclude-schema={schema}" for schema in skip]
         try:
             run_client(pg_dump, args, url, what=f"pg_dump of {database}")
+            plain_path = _dump_plain(pg_dump, url, snapshot, skip, path, database, reporter) \
+                if plain else None
         except MigrationError:
             path.unlink(missing_ok=True)
             raise
@@ -176,6 +225,20 @@ def dump_database(url: str, role: str, backup_dir: Path, reporter: Reporter) -> 
     record = BackupRecord(path.name, role, database, server_of(url), when.isoformat(),
                           path.stat().st_size, len(counts), sum(counts.values()), "listed",
                           counts)
+    if plain_path is not None:
+        held, complete = _plain_tables(plain_path)
+        lacking = sorted(set(counts) - held)
+        if lacking or not complete:
+            path.unlink(missing_ok=True)
+            plain_path.unlink(missing_ok=True)
+            raise MigrationError(
+                f"the SQL dump {plain_path.name} "
+                + (f"lacks the data of {', '.join(lacking[:5])}" if lacking else
+                   "does not end as a complete dump"),
+                "the dump is incomplete: look at the run log and dump again")
+        record.plain, record.plain_bytes = plain_path.name, plain_path.stat().st_size
+        reporter.line(f"✓ {plain_path.name}: every table's data, "
+                      f"{record.plain_bytes / 1e6:,.1f} MB of SQL")
     reporter.line(f"✓ {path.name}: {record.tables} tables, {record.rows:,} rows, "
                   f"{record.bytes / 1e6:,.1f} MB, readable by pg_restore")
     return record
@@ -260,9 +323,10 @@ def record_backup(backup_dir: Path, record: BackupRecord, target_url: str | None
 
 
 def backup(source_url: str, target_url: str, backup_dir: Path, *, verify_restore: bool,
-           reporter: Reporter, roles: tuple[str, ...] = ("source", "target")
-           ) -> list[BackupRecord]:
-    """Dump the source, and the target when it holds data (of `roles`); record each dump."""
+           reporter: Reporter, roles: tuple[str, ...] = ("source", "target"),
+           plain: bool = False) -> list[BackupRecord]:
+    """Dump the source, and the target when it holds data (of `roles`); record each dump.
+    `plain` adds the SQL dump of each beside its -Fc dump."""
     made: list[BackupRecord] = []
     plan = [("source", source_url)] if "source" in roles else []
     if "target" in roles:
@@ -278,7 +342,7 @@ def backup(source_url: str, target_url: str, backup_dir: Path, *, verify_restore
     for role, url in plan:
         # A dump of the target while a phase rewrites it would wait on, or hold up, the phase.
         with migration_lock(url) if role == "target" else nullcontext():
-            record = dump_database(url, role, backup_dir, reporter)
+            record = dump_database(url, role, backup_dir, reporter, plain=plain)
         record_backup(backup_dir, record, None)
         if verify_restore:
             verify_by_restore(url, record, backup_dir, reporter)
@@ -406,6 +470,8 @@ def prune(backup_dir: Path, kept: BackupRecord, keep_days: int, reporter: Report
            and r.file not in protected and r.sha256 is None]
     for record in old:
         (backup_dir / record.file).unlink(missing_ok=True)
+        if record.plain:
+            (backup_dir / record.plain).unlink(missing_ok=True)
         reporter.line(f"Removed {record.file}: older than {keep_days} days")
     gone = {r.file for r in old}
     if gone:

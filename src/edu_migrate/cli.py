@@ -175,6 +175,15 @@ def schema_apply(target: TargetOpt = None, config: ConfigOpt = None) -> None:
     out.print(f"Schema at version {result.current_version}")
 
 
+@schema_app.command("sql")
+def schema_sql() -> None:
+    """Print the whole edu_v2 schema as one file, the guide's new_database_schema.sql, to review
+    or to apply by hand: `edu-migrate schema sql > new_database_schema.sql`, then
+    `psql -f new_database_schema.sql DBNAME` into an empty database (the same result as
+    `schema apply`). It holds no secret."""
+    sys.stdout.write(api.schema_sql())
+
+
 AsOfOpt = Annotated[str | None, typer.Option(
     "--as-of", metavar="TIMESTAMP",
     help="The run's \"now\" for every rule (a date in the future, the current term, a missing "
@@ -213,12 +222,25 @@ def migrate(
     source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
     mapping: MappingOpt = None, json_file: JsonOpt = None,
     override_cutover: OverrideCutoverOpt = False,
+    print_sql: Annotated[bool, typer.Option(
+        "--sql", help="Print the statements the phases would send to edu_v2, in order, with "
+        "the as-of time filled in, and run nothing: a psql script to review before the window "
+        "(no secret in it).")] = False,
 ) -> None:
     """Run migration phases: 1 users & persons, 2 students & staff, 3 organizations & terms,
-    4 courses & offerings, 5 enrollments & grades. Done phases are skipped."""
+    4 courses & offerings, 5 enrollments & grades. Done phases are skipped. With --sql, print
+    what they would run instead: `edu-migrate migrate --phase 5 --sql > phase5.sql`."""
     _json_owns_stdout(json_file)
     if not phase and not all_phases:
         raise MigrationError("say which phases to run", "use --phase N or --all")
+    if print_sql:
+        if freeze_source or json_file is not None:
+            raise MigrationError("--sql runs nothing: it cannot freeze the source or write "
+                                 "--json", "leave out --freeze-source and --json")
+        settings = _settings(config, source_url=source, target_url=target, workers=workers,
+                             mapping_file=mapping)
+        sys.stdout.write(api.migrate_sql(settings, None if all_phases else phase, as_of=as_of))
+        return
     settings = _settings(config, source_url=source, target_url=target, batch_size=batch_size,
                          workers=workers, archive_secrets=archive_secrets or None,
                          mapping_file=mapping)
@@ -480,21 +502,28 @@ def backup(
         "--keep-days", help="Afterwards remove this database's dumps older than N days (never "
         "the newest verified one, nor a final backup).", metavar="N",
         show_default=False)] = None,
+    dump_format: Annotated[str, typer.Option(
+        "--format", help="plain: also write each dump as SQL, for inspection (a .sql file "
+        "beside the -Fc .dump, from the same snapshot, private like it, recorded in the "
+        "manifest and checked to hold every table's data).",
+        metavar="custom|plain")] = "custom",
     source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
     json_file: JsonOpt = None,
 ) -> None:
     """pg_dump -Fc of the source, and of the target when it holds data, into the backup folder
-    with timestamps; each checked with pg_restore --list. `backup schedule` runs it nightly,
-    `backup list` shows what there is."""
+    with timestamps; each checked with pg_restore --list. `--format plain` adds the guide's SQL
+    backup beside each. `backup schedule` runs it nightly, `backup list` shows what there is."""
     if ctx.invoked_subcommand is not None:
         return
     _json_owns_stdout(json_file)
     settings = _settings(config, source_url=source, target_url=target)
     records = api.backup(settings, verify_restore=verify_restore, reporter=_reporter(),
-                         only=only, keep_days=keep_days)
+                         only=only, keep_days=keep_days, dump_format=dump_format)
     for record in records:
         out.print(f"{record.role}: {settings.backup_dir / record.file} ({record.verified})",
                   markup=False)
+        if record.plain:
+            out.print(f"{record.role}: {settings.backup_dir / record.plain} (SQL)", markup=False)
     _write_json(json_file, [record.summary() for record in records])
 
 
@@ -937,6 +966,32 @@ def monitoring_pgbadger(
     made = api.monitoring_pgbadger(settings, report_file, log=log, prefix=prefix)
     out.print(f"✓ Wrote {made.html} ({made.bytes / 1e6:,.1f} MB) from {made.log}",
               markup=False, soft_wrap=True)
+    _write_json(json_file, made.to_dict())
+
+
+@app.command()
+def docs(
+    out_dir: Annotated[Path, typer.Option(
+        "--out", help="Folder to write the documents into (created when missing; its files "
+        "are replaced).", metavar="DIR")],
+    target: TargetOpt = None, config: ConfigOpt = None, mapping: MappingOpt = None,
+    json_file: JsonOpt = None,
+) -> None:
+    """Day 1: documentation generated from the databases, so it cannot drift: a data
+    dictionary of edu_v2 (every table and column with type, constraints, comment, row count and
+    row-level security policies), an ER diagram (Mermaid), and OLD_TO_NEW_SCHEMA_MAPPING.md (each
+    legacy column: where it goes, how it is transformed, which dirty-data rule applies). Only
+    reads edu_v2.
+
+    Example: edu-migrate docs --out docs/generated"""
+    _json_owns_stdout(json_file)
+    settings = _settings(config, target_url=target, mapping_file=mapping)
+    made = api.docs(settings, out_dir)
+    for name, what in made.files.items():
+        out.print(f"  {name:<32} {what}", markup=False)
+    out.print(f"✓ Wrote the documentation of {made.tables} tables ({made.columns} columns) and "
+              f"{made.legacy_columns} legacy columns into {out_dir}", markup=False,
+              soft_wrap=True)
     _write_json(json_file, made.to_dict())
 
 

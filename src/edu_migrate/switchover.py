@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from edu_migrate.aftercare import deprecation
 from edu_migrate.checks.validation import SourceFacts
 from edu_migrate.direction import EDU, EDU_V2, require_cut_over
 from edu_migrate.direction import current as current_direction
@@ -30,6 +31,7 @@ from edu_migrate.errors import MigrationError, PreconditionFailed, StillWritable
 from edu_migrate.mapping import LegacyMapping
 from edu_migrate.pg.connect import connect
 from edu_migrate.pg.freeze import set_frozen
+from edu_migrate.pg.urls import database_name
 from edu_migrate.pg.writers import require_no_writers, require_not_overridden, settle_writers
 from edu_migrate.phases import carry_back
 from edu_migrate.phases.sync import SyncResult
@@ -83,6 +85,9 @@ class Steps:
     # The source's tables written since the last sync's snapshot, with their rows: what a sync
     # now would apply.
     unsynced: Callable[[], dict[str, int]]
+    # Before the freeze: make sure a full validation's baseline is there for the window's
+    # incremental validation (checks/incremental.py).
+    baseline: Callable[[Reporter], None] = lambda reporter: None
 
 
 def cutover(source_url: str, target_url: str, steps: Steps, reporter: Reporter, *,
@@ -104,6 +109,7 @@ def cutover(source_url: str, target_url: str, steps: Steps, reporter: Reporter, 
                                                   and synced.changed_rows >= previous):
             break
         previous = synced.changed_rows
+    steps.baseline(reporter)
     frozen = time.perf_counter()
     set_frozen(source_url, True)
     result.frozen_at = _server_now(source_url)
@@ -132,7 +138,7 @@ def cutover(source_url: str, target_url: str, steps: Steps, reporter: Reporter, 
         _require_nothing_written(source_url, steps, result, reporter, terminate_writers)
         result.write_check_seconds = round(time.perf_counter() - started, 2)
         result.window_seconds = round(time.perf_counter() - frozen, 2)
-        _record(target_url, result)
+        _record(source_url, target_url, result, reporter)
     except (MigrationError, psycopg.Error) as exc:
         set_frozen(source_url, False)
         cause = exc.message if isinstance(exc, MigrationError) else str(exc).strip()
@@ -175,10 +181,14 @@ def _require_nothing_written(source_url: str, steps: Steps, result: CutoverResul
     reporter.line("Nothing reached the source's mapped tables after the last sync's snapshot")
 
 
-def _record(target_url: str, result: CutoverResult) -> None:
+def _record(source_url: str, target_url: str, result: CutoverResult,
+            reporter: Reporter) -> None:
+    # edu's comment before the deprecation mark, recorded with the cutover: a fallback puts it
+    # back (aftercare/deprecation.py).
+    before = deprecation.database_comment(source_url)
     with connect(target_url, purpose="target") as conn:
         detail = {key: value for key, value in result.to_dict().items()
-                  if key != "rounds"} | {"rounds": len(result.rounds)}
+                  if key != "rounds"} | {"rounds": len(result.rounds), "edu_comment": before}
         conn.execute("INSERT INTO migration.run_log (event, detail) VALUES ('cutover', %s)",
                      [Jsonb(detail)])
         for (table,) in conn.execute("SELECT source_table FROM migration.legacy_tables"
@@ -186,7 +196,12 @@ def _record(target_url: str, result: CutoverResult) -> None:
             conn.execute(sql.SQL(_RESERVE_LEGACY_IDS).format(
                 stage=sql.Identifier("stage", table)), {"t": table})
         record_direction(conn, EDU_V2, "cutover", detail)
+        row = conn.execute("SELECT at FROM migration.system_of_record ORDER BY id DESC LIMIT 1"
+                           ).fetchone()
         conn.commit()
+    assert row is not None
+    # Dated with the cutover's recorded time; never fails the cutover, which has succeeded.
+    deprecation.mark_deprecated(source_url, row[0], database_name(target_url), reporter)
 
 
 @dataclass
@@ -278,7 +293,8 @@ def fallback(source_url: str, target_url: str, steps: FallbackSteps, reporter: R
         result.password_resets = carry_back.password_resets(target_url)
         with connect(target_url, purpose="target") as conn:
             carry_back.writable(conn)
-            applied = carry_back.apply_images(source_url, target_url, steps.mapping)
+            applied = carry_back.apply_images(source_url, target_url, steps.mapping,
+                                                 reporter)
             result.applied = applied.to_dict()
             result.window_seconds = round(time.perf_counter() - frozen, 2)
             carry_back.record_carried(conn)
@@ -294,6 +310,7 @@ def fallback(source_url: str, target_url: str, steps: FallbackSteps, reporter: R
             f"stay on edu_v2: {cause.splitlines()[0] if cause else type(exc).__name__}",
             "fix the cause, then run `edu-migrate fallback` again") from exc
     set_frozen(source_url, False)
+    deprecation.unmark(source_url, target_url, reporter)
     total = sum(sum(counts.values()) for counts in result.applied.values())
     reporter.line(f"Fallback window: {result.window_seconds:.1f}s from edu_v2's freeze to edu "
                   f"written ({total:,} legacy rows). edu is writable and the system of record "

@@ -57,11 +57,13 @@ def result_rows(url: str) -> dict[str, Counter[str]]:
 
 
 def differences(left: dict[str, Counter[str]], right: dict[str, Counter[str]]) -> list[str]:
+    """The rows one side has and the other lacks: `left` is the full run's, `right` the
+    sync's."""
     found = []
     for table in left:
-        missing, extra = right[table] - left[table], left[table] - right[table]
-        found += [f"{table}: full has {row}" for row in list(missing.elements())[:3]]
-        found += [f"{table}: sync has {row}" for row in list(extra.elements())[:3]]
+        only_full, only_sync = left[table] - right[table], right[table] - left[table]
+        found += [f"{table}: full has {row}" for row in list(only_full.elements())[:3]]
+        found += [f"{table}: sync has {row}" for row in list(only_sync.elements())[:3]]
     return found
 
 

@@ -60,3 +60,27 @@ def test_every_command_in_the_runbook_exists_or_is_marked_planned() -> None:
         known = {opt for param in commands[name].params for opt in param.opts}
         unknown = [option for option in options if option not in known | {"--help"}]
         assert not unknown, f"`edu-migrate {name}` takes no {unknown}"
+
+
+# The guide's post-migration tasks ("Post-Migration Tasks" of migration-guide.md), in its order.
+GUIDE_AFTER_CUTOVER = (
+    ("day 1", "monitor application performance"), ("day 1", "verify backups working"),
+    ("day 1", "update documentation"), ("week 1", "add indexes for performance"),
+    ("week 1", "implement row-level security"), ("week 1", "set up monitoring"),
+    ("month 1", "decommission old database"), ("month 1", "optimize database configuration"))
+
+
+def test_after_the_cutover_gives_each_of_the_guides_tasks_in_its_order_with_commands() -> None:
+    text = RUNBOOK.read_text("utf-8")
+    section = text[text.index("\n## After the cutover\n"):]
+    section = section[:section.index("\n### ")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in section.splitlines() if line.startswith("| ") and "edu-migrate" in line]
+    found = []
+    for when, task, command in rows:
+        for expected_when, title in GUIDE_AFTER_CUTOVER:
+            if when == expected_when and title in task.lower():
+                found.append((when, title))
+                assert "`edu-migrate " in command, (task, command)
+    # Every task, each first met in the guide's order (a task may take several rows).
+    assert list(dict.fromkeys(found)) == list(GUIDE_AFTER_CUTOVER)

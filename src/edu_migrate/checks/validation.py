@@ -71,6 +71,12 @@ class ValidationReport:
     dispositions: list[Disposition] = field(default_factory=list)
     # Each legacy table and the source table it was read from (legacy-edu.md's or the mapping's).
     source_tables: dict[str, str] = field(default_factory=dict)
+    # 'full' (every row read) or 'incremental' (checks/incremental.py: what was written since
+    # the baseline a full validation established, added to it); why a full one ran instead.
+    method: str = "full"
+    fallback: str | None = None
+    # an incremental validation: the legacy ranges, id buckets and ids it read again
+    recomputed: dict[str, int] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -80,7 +86,8 @@ class ValidationReport:
         return {"passed": self.passed, "checks": [asdict(c) | {"line": c.line()}
                                                    for c in self.checks],
                 "dispositions": [asdict(d) for d in self.dispositions],
-                "source_tables": self.source_tables}
+                "source_tables": self.source_tables, "method": self.method,
+                "fallback": self.fallback, "recomputed": self.recomputed}
 
 
 DISPOSITIONS = """
@@ -395,44 +402,93 @@ class TargetCounts:
     keys: Check
 
 
-def target_counts(target: psycopg.Connection) -> TargetCounts:
+    # a full validation establishing the baseline: the large tables' orphans per id bucket
+    orphan_buckets: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    bits: dict[str, int] = field(default_factory=dict)
+
+
+CATALOGUE_ASIDE = ("SELECT count(DISTINCT migration.normalise_course_code(detail ->> 'code')) "
+                   "FROM migration.rejected_rows r WHERE source_table = 'courses' AND NOT EXISTS "
+                   "(SELECT 1 FROM courses c WHERE c.code = "
+                   "migration.normalise_course_code(r.detail ->> 'code'))")
+
+
+def target_counts(target: psycopg.Connection, *, by_bucket: bool = False,
+                  counted: Callable[[psycopg.Connection, str], int] | None = None,
+                  orphans: Callable[[psycopg.Connection, str], int] | None = None
+                  ) -> TargetCounts:
+    """The target's counts and orphans. `by_bucket`: the large tables' orphans counted per
+    bucket of ids as well (a baseline stores them). `counted`, `orphans`: how an incremental
+    validation gets a large table's count and an orphan check's number instead."""
+    from edu_migrate.checks import incremental
+
+    rows = {count.target_table: (counted(target, count.target_table)
+                                 if counted and count.target_table in incremental.KEYED_COUNTS
+                                 else _scalar(target, sql.SQL("SELECT count(*) FROM {}").format(
+                                     sql.Identifier(count.target_table))))
+            for count in COUNT_CHECKS}
+    found: dict[str, int] = {}
+    buckets: dict[str, list[tuple[int, int]]] = {}
+    bits = incremental.bucket_bits(rows) if by_bucket else {}
+    for name, query in ORPHAN_QUERIES.items():
+        if name in incremental.ORPHAN_PARTS and orphans is not None:
+            found[name] = orphans(target, name)
+        elif name in incremental.ORPHAN_PARTS and by_bucket:
+            buckets[name] = incremental.orphan_buckets(target, name, bits)
+            found[name] = sum(n for _, n in buckets[name])
+        else:
+            found[name] = _scalar(target, query)
     return TargetCounts(
-        rows={count.target_table: _scalar(target, sql.SQL("SELECT count(*) FROM {}").format(
-            sql.Identifier(count.target_table))) for count in COUNT_CHECKS},
+        rows=rows,
         catalogue=_scalar(target, "SELECT count(*) FROM courses"),
-        catalogue_aside=_scalar(target, "SELECT count(DISTINCT migration.normalise_course_code("
-                                        "detail ->> 'code')) FROM migration.rejected_rows r "
-                                        "WHERE source_table = 'courses' AND NOT EXISTS (SELECT "
-                                        "1 FROM courses c WHERE c.code = "
-                                        "migration.normalise_course_code(r.detail ->> 'code'))"),
-        legacy_orphans={name: _scalar(target, new_query)
+        catalogue_aside=_scalar(target, CATALOGUE_ASIDE),
+        # the same queries as two of the orphan checks: their numbers, not read twice
+        legacy_orphans={name: found[incremental.SAME_AS[name]] if name in incremental.SAME_AS
+                        else _scalar(target, new_query)
                         for name, (_, new_query) in LEGACY_ORPHAN_QUERIES.items()},
-        orphans={name: _scalar(target, query) for name, query in ORPHAN_QUERIES.items()},
-        keys=foreign_key_check(target))
+        orphans=found,
+        keys=foreign_key_check(target), orphan_buckets=buckets, bits=bits)
 
 
 def validate(snapshot: SourceSnapshot, target: psycopg.Connection,
              exclude: Sequence[str] = (), facts: SourceFacts | None = None,
-             second_target: Callable[[], AbstractContextManager[psycopg.Connection]] | None = None
-             ) -> ValidationReport:
+             second_target: Callable[[], AbstractContextManager[psycopg.Connection]] | None = None,
+             *, baseline: bool = False) -> ValidationReport:
     """The checks, each the source's side against the target's, read at once: the source's
     side (`facts`, or read here on the snapshot's session), the target's counts and orphans
     (on `second_target`, a further session of the target, when given) and the accounting of
-    every legacy id (on `target`), each in a thread of its own."""
+    every legacy id (on `target`), each in a thread of its own.
+
+    `baseline`: also keep what the cutover's window validates against (checks/incremental.py),
+    committed on `target` with the numbers read; the target's writers wait meanwhile."""
+    from edu_migrate.checks import incremental
+
+    establishing = baseline and incremental.begin_baseline(target)
 
     def counted() -> TargetCounts:
         if second_target is None:
-            return target_counts(target)
+            return target_counts(target, by_bucket=establishing)
         with second_target() as conn:
-            return target_counts(conn)
+            return target_counts(conn, by_bucket=establishing)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         reading = pool.submit(source_facts, snapshot, exclude) if facts is None else None
         counting = pool.submit(counted) if second_target is not None else None
-        accounted = {table: accounted_ids(target, table) for table in ACCOUNTING_NAMES}
+        accounted = {table: incremental.accounted_ranges(target, table) if establishing
+                     and table in incremental.RANGE_TABLES else accounted_ids(target, table)
+                     for table in ACCOUNTING_NAMES}
         counts = counting.result() if counting else counted()
         facts = facts or (reading.result() if reading else None)
     assert facts is not None
+    report = assemble(snapshot, target, facts, counts, accounted)
+    if establishing:
+        incremental.finish_baseline(target, counts, accounted)
+    return report
+
+
+def assemble(snapshot: SourceSnapshot, target: psycopg.Connection, facts: SourceFacts,
+             counts: TargetCounts, accounted: dict[str, Accounted]) -> ValidationReport:
+    """The checks from the numbers read, whichever way they were read (full or incremental)."""
     accounting = {table: account_for(snapshot, target, table, facts.fingerprints[table],
                                      accounted[table]) for table in ACCOUNTING_NAMES}
     checks: list[Check] = []

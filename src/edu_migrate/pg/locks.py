@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import psycopg
 
@@ -40,6 +40,8 @@ def migration_lock(target_url: str) -> Iterator[None]:
         try:
             yield
         finally:
-            # A lost session has released the lock with itself: nothing left to unlock.
+            # A lost session has released the lock with itself: nothing left to unlock. It
+            # may be found lost only now (the target restarted after a crash during the run).
             if not conn.broken:
-                conn.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_CLASS, LOCK_OBJECT])
+                with suppress(psycopg.OperationalError):
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_CLASS, LOCK_OBJECT])

@@ -36,6 +36,18 @@ def recorded_as_of(conn: psycopg.Connection) -> datetime | None:
     return row[0] if row else None
 
 
+def _refuse_a_second_time(conn: psycopg.Connection, recorded: datetime,
+                          requested: datetime | None) -> None:
+    done = conn.execute("SELECT count(*) FROM migration.phase_runs "
+                        "WHERE status = 'done'").fetchone()
+    if done and done[0]:
+        raise PreconditionFailed(
+            f"the target is migrated as of {recorded.isoformat()}; --as-of "
+            f"{requested.isoformat() if requested else ''} would mix two times",
+            "leave out --as-of to go on as of the recorded time, or run "
+            "`edu-migrate rollback --all` first to start over")
+
+
 def settle_as_of(conn: psycopg.Connection, requested: datetime | None,
                  snapshot_time: datetime) -> datetime:
     """The as-of time of this run: the recorded one, else `requested`, else the snapshot's.
@@ -46,18 +58,20 @@ def settle_as_of(conn: psycopg.Connection, requested: datetime | None,
         conn.commit()
         return recorded
     if recorded is not None:
-        done = conn.execute("SELECT count(*) FROM migration.phase_runs "
-                            "WHERE status = 'done'").fetchone()
-        if done and done[0]:
-            raise PreconditionFailed(
-                f"the target is migrated as of {recorded.isoformat()}; --as-of "
-                f"{requested.isoformat() if requested else ''} would mix two times",
-                "leave out --as-of to go on as of the recorded time, or run "
-                "`edu-migrate rollback --all` first to start over")
+        _refuse_a_second_time(conn, recorded, requested)
     chosen = requested if requested is not None else snapshot_time
     conn.execute("UPDATE migration.state SET as_of = %s", [chosen])
     conn.commit()
     return chosen
+
+
+def planned_as_of(conn: psycopg.Connection, requested: datetime | None) -> datetime | None:
+    """The as-of time that settle_as_of would choose, read only: None when it would be the
+    snapshot's time of the run, unknown until it starts (`migrate --sql`)."""
+    recorded = recorded_as_of(conn)
+    if recorded is not None and requested is not None and requested != recorded:
+        _refuse_a_second_time(conn, recorded, requested)
+    return requested if requested is not None else recorded
 
 
 def clear_as_of(conn: psycopg.Connection) -> None:

@@ -49,7 +49,9 @@ WITH touched AS (
 )
 SELECT t.table_name, t.row_id, f.before, f.created, false AS assigned_here,
        CASE WHEN t.table_name IN (SELECT target_table FROM migration.legacy_tables)
-            THEN migration.legacy_id(t.table_name, t.row_id) END AS legacy_id
+            THEN (SELECT k.source_id FROM migration.legacy_keys k
+                  WHERE k.target_table = t.table_name AND k.target_id = t.row_id LIMIT 1)
+       END AS legacy_id
 FROM touched t
 CROSS JOIN LATERAL (
     SELECT l.old_values AS before, l.operation = 'INSERT' AS created FROM audit.log l
@@ -180,7 +182,8 @@ def password_resets(target_url: str) -> list[str]:
             "WHERE f.target_table = 'users' AND f.column_name = 'password' ORDER BY 1")]
 
 
-def apply_images(source_url: str, target_url: str, mapping: LegacyMapping) -> Applied:
+def apply_images(source_url: str, target_url: str, mapping: LegacyMapping,
+                 reporter: Reporter | None = None) -> Applied:
     """Write every kept image into edu, in one transaction: inserted, updated and deleted legacy
     rows, and each legacy id sequence moved past the ids used. Raises (and writes nothing) when
     a row to update or delete is missing, or a new row's id is taken."""
@@ -191,6 +194,15 @@ def apply_images(source_url: str, target_url: str, mapping: LegacyMapping) -> Ap
             "carry the changes back by hand from migration.fallback_images, or map the source "
             "with its default tables")
     applied = Applied()
+    reporter = reporter or Reporter()
+    clock = time.perf_counter()
+
+    def step(name: str, rows: int) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        reporter.step(name, now - clock, rows)
+        clock = now
+
     with connect(target_url, purpose="target") as target, \
             connect(source_url, purpose="source") as source:
         writable(source)
@@ -204,11 +216,54 @@ def apply_images(source_url: str, target_url: str, mapping: LegacyMapping) -> Ap
         target.rollback()
         source.execute("CREATE INDEX ON images (source_table, action, source_id)")
         source.execute("ANALYZE images")
+        step("copy the images to edu", applied.total)
         for table, columns in LEGACY_COLUMNS.items():
             relation = mapping[table].relation
+            before = applied.total
             _apply_table(source, table, relation, [c for c, _ in columns if c != "id"], applied)
+            step(f"write {table}", applied.total - before)
+        for table in LEGACY_COLUMNS:
+            _read_back(source, table, mapping[table].relation)
+        step("read back what edu holds", applied.total)
         source.commit()
+        step("commit edu", applied.total)
     return applied
+
+
+def _read_back(conn: psycopg.Connection, table: str, relation: sql.Identifier) -> None:
+    """Before edu commits, what it holds must be what the images say: every value an image
+    names, read back from its row through the same coercion that wrote it, and no deleted row
+    left. A trigger or rule on edu that rewrites a carried value (or a column type that rounds
+    it) would otherwise leave edu holding what edu_v2 never had, and the fallback would report
+    success. The cost grows with the images, not with edu."""
+    names = {"rel": relation, "t": sql.Literal(table)}
+    # One comparison per row: the row against itself with the image laid over it. Only when
+    # some row differs is each column looked at, to name it.
+    differs = conn.execute(sql.SQL(
+        "SELECT EXISTS (SELECT FROM images i LEFT JOIN {rel} r ON r.id = i.source_id "
+        "WHERE i.source_table = {t} AND i.action IN ('insert', 'update') "
+        "AND (r.id IS NULL OR r IS DISTINCT FROM jsonb_populate_record(r, i.image "
+        "- 'id')))").format(**names)).fetchone()
+    differing = [] if differs and not differs[0] else conn.execute(sql.SQL(
+        "SELECT k.key, count(*) FROM images i "
+        "LEFT JOIN {rel} r ON r.id = i.source_id "
+        "CROSS JOIN LATERAL jsonb_populate_record(NULL::{rel}, i.image) n "
+        "CROSS JOIN LATERAL jsonb_object_keys(i.image) k (key) "
+        "WHERE i.source_table = {t} AND i.action IN ('insert', 'update') AND k.key <> 'id' "
+        "AND (r.id IS NULL OR to_jsonb(r) -> k.key IS DISTINCT FROM to_jsonb(n) -> k.key) "
+        "GROUP BY k.key ORDER BY k.key").format(**names)).fetchall()
+    left = conn.execute(sql.SQL(
+        "SELECT count(*) FROM images i JOIN {rel} r ON r.id = i.source_id "
+        "WHERE i.source_table = {t} AND i.action = 'delete'").format(**names)).fetchone()
+    problems = [f"{table}.{column} differs in {count:,} rows" for column, count in differing]
+    if left and left[0]:
+        problems.append(f"{left[0]:,} rows of {table} to delete are still there")
+    if problems:
+        raise PreconditionFailed(
+            f"edu does not hold what the fallback wrote ({'; '.join(problems)}): a trigger or "
+            "rule on edu changes the rows written to it",
+            "find it (psql: \\d+ of the table), disable it for the fallback, then run "
+            "`edu-migrate fallback` again; nothing was written")
 
 
 def _apply_table(conn: psycopg.Connection, table: str, relation: sql.Identifier,

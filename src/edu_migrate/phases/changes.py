@@ -24,6 +24,7 @@ transaction counter went back (restored from a backup) is compared the second wa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ import psycopg
 from psycopg import sql
 
 from edu_migrate.errors import PreconditionFailed
+from edu_migrate.mapping import MappedTable
 from edu_migrate.phases.staging import (
     STAGE_SCHEMA,
     SourceSnapshot,
@@ -54,6 +56,8 @@ class TableChanges:
     deleted: int = 0
     # how they were found: 'horizon', 'comparison' or 'whole' (the mirror was lost)
     method: str = "comparison"
+    # why not by the horizon, when compared
+    reason: str = ""
 
     @property
     def total(self) -> int:
@@ -75,15 +79,105 @@ def pipe(snapshot: SourceSnapshot, conn: psycopg.Connection, copy_out_of: sql.Co
     return max(out_cur.rowcount, 0)
 
 
+@dataclass(frozen=True)
+class MirrorRecord:
+    """What migration.mirror_state says of one mirrored table."""
+
+    rows: int
+    horizon: int | None
+    snapshot: str | None
+    lsn: str | None
+    timeline: int | None
+    fingerprint: str | None
+    stale_phases: tuple[int, ...] = ()
+
+
+def mirror_records(conn: psycopg.Connection) -> dict[str, MirrorRecord]:
+    return {str(r[0]): MirrorRecord(int(r[1]), None if r[2] is None else int(r[2]),
+                                    None if r[3] is None else str(r[3]),
+                                    None if r[4] is None else str(r[4]),
+                                    None if r[5] is None else int(r[5]),
+                                    None if r[6] is None else str(r[6]), tuple(r[7]))
+            for r in conn.execute(
+                "SELECT table_name, rows, source_horizon, source_snapshot::text, "
+                "source_lsn::text, source_timeline, source_fingerprint, stale_phases "
+                "FROM migration.mirror_state").fetchall()}
+
+
+def lsn_value(lsn: str) -> int:
+    high, low = lsn.split("/")
+    return int(high, 16) << 32 | int(low, 16)
+
+
+def source_went_back(snapshot: SourceSnapshot, records: dict[str, MirrorRecord]) -> str | None:
+    """Why the source's transaction ids cannot be trusted against the mirror's horizons: its
+    WAL is now behind where a mirror was read (restored to an earlier point) or it is on
+    another timeline (a promoted standby, a point-in-time recovery). None when neither."""
+    live, timeline = snapshot.position()
+    for table, record in records.items():
+        if record.lsn is None:
+            continue
+        if lsn_value(live) < lsn_value(record.lsn):
+            return (f"the source's WAL is at {live}, behind {record.lsn} where the mirror of "
+                    f"{table} was read: restored to an earlier point")
+        if record.timeline != timeline:
+            return (f"the source is on timeline {timeline}, the mirror of {table} was read on "
+                    f"{record.timeline}: promoted or recovered")
+    return None
+
+
+def usable_horizon(snapshot: SourceSnapshot, table: str, record: MirrorRecord | None,
+                   fingerprint: str, went_back: str | None) -> tuple[int | None, str]:
+    """The horizon a table's changes may be read from, or None and why they must be compared:
+    the horizon is only as good as the snapshot it was taken in and the definitions the rows
+    were read through."""
+    if record is None or record.horizon is None or record.lsn is None:
+        return None, "the mirror's horizon or WAL position is not recorded"
+    if went_back is not None:
+        return None, went_back
+    if record.fingerprint != fingerprint:
+        return None, ("what the mirror was read through changed (the mapping, the source "
+                      "table, its columns, an enum, a function)")
+    return record.horizon, ""
+
+
+def snapshot_older_than_mirror(snapshot: SourceSnapshot,
+                               records: dict[str, MirrorRecord]) -> str | None:
+    """A mirrored table whose snapshot saw a transaction committed that `snapshot` does not
+    see: `snapshot` is older than the mirror (a sync that stalled while a later one ran), and
+    applying it would put older rows over newer. Only meaningful while the source did not go
+    back (source_went_back): xids of one history. An xid assigned after `snapshot` and before
+    the mirror's counts as seen by the mirror (it may have written nothing: refusing then only
+    costs a rerun)."""
+    for table, record in sorted(records.items()):
+        if record.snapshot is None:
+            continue
+        row = snapshot.conn.execute(
+            "SELECT pg_snapshot_xmax(%(c)s::pg_snapshot) < pg_snapshot_xmax(%(r)s::pg_snapshot) "
+            "OR EXISTS (SELECT 1 FROM pg_snapshot_xip(%(c)s::pg_snapshot) x "
+            "  WHERE pg_visible_in_snapshot(x, %(r)s::pg_snapshot) "
+            "  AND pg_xact_status(x) = 'committed')",
+            {"c": snapshot.snapshot_text, "r": record.snapshot}).fetchone()
+        if row and row[0]:
+            return table
+    return None
+
+
 def take_changes(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str, *,
-                 whole: bool, horizon: int | None, batch_size: int) -> TableChanges:
+                 whole: bool, horizon: int | None, batch_size: int,
+                 reason: str = "") -> TableChanges:
     """Bring stage.<table> to the snapshot's rows; leave delta_<table> (the ids that changed)
     and old_<table> (those rows as the mirror held them) for the scope."""
     if whole:
         return _take_whole(conn, snapshot, table)
-    if horizon is not None and _horizon_usable(snapshot, table, horizon):
-        return _take_since_horizon(conn, snapshot, table, horizon, batch_size)
-    return _take_by_comparison(conn, snapshot, table, batch_size)
+    if horizon is not None:
+        why_not = _horizon_unusable(snapshot, table, horizon)
+        if why_not is None:
+            return _take_since_horizon(conn, snapshot, table, horizon, batch_size)
+        reason = why_not
+    changes = _take_by_comparison(conn, snapshot, table, batch_size)
+    changes.reason = reason
+    return changes
 
 
 def _take_whole(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str) -> TableChanges:
@@ -103,21 +197,43 @@ def _take_whole(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str) 
     return TableChanges(inserted=copied, method="whole")
 
 
-def _horizon_usable(snapshot: SourceSnapshot, table: str, horizon: int) -> bool:
-    """The source's rows carry an xmin that can be compared with the horizon, and their ids are
-    unique by an index (so no count of duplicates is needed)."""
+def _horizon_unusable(snapshot: SourceSnapshot, table: str, horizon: int) -> str | None:
+    """Why not, unless the source's rows carry an xmin that can be compared with the horizon,
+    their staged values depend on their own row alone, and their ids are unique by an index
+    (so no count of duplicates is needed)."""
     if not snapshot.reaches_back_to(horizon):
-        return False
+        return "the horizon is not within the source's transaction ids"
     source = snapshot.mapping[table]
     if source.id.kind != "column":
-        return False
+        return "the id is not a column"
+    if not _expressions_follow_rows(snapshot, source):
+        return "a mapping expression may read more than its own row"
     row = snapshot.conn.execute(
         "SELECT c.relkind IN ('r', 'p') AND EXISTS (SELECT 1 FROM pg_index i "
         "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
         "WHERE i.indrelid = c.oid AND i.indisunique AND i.indnkeyatts = 1 "
         "AND i.indpred IS NULL AND a.attname = %s) FROM pg_class c WHERE c.oid = %s::regclass",
         [source.id.text, source.relation.as_string(snapshot.conn)]).fetchone()
-    return bool(row and row[0])
+    return None if row and row[0] else "the source is not a table with a unique index on its id"
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+
+
+def _expressions_follow_rows(snapshot: SourceSnapshot, source: MappedTable) -> bool:
+    """A staged value changes only with its row's xmin when every mapping expression reads its
+    row alone: no subquery, and no function by any of its words that is not IMMUTABLE (a
+    STABLE or VOLATILE one may read other tables or the clock). Conservative: a word that
+    merely shares a name with such a function sends the table to comparison."""
+    words = {w.lower() for c in source.columns if c.kind == "sql" for w in _NAME.findall(c.text)}
+    if not words:
+        return True
+    if "select" in words:
+        return False
+    row = snapshot.conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE lower(proname) = ANY(%s) "
+        "AND provolatile <> 'i')", [sorted(words)]).fetchone()
+    return not (row and row[0])
 
 
 def _take_since_horizon(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
@@ -130,7 +246,10 @@ def _take_since_horizon(conn: psycopg.Connection, snapshot: SourceSnapshot, tabl
         "stage": stage, "buckets": buckets_table(table), "fetched": fetched,
         "counted": sql.Identifier(f"source_buckets_{table}"), "delta": delta,
         "old": sql.Identifier(f"old_{table}"), "hash_f": staged_row_hash(table, "f"),
-        "hash_m": staged_row_hash(table, "m"), "bits": sql.Literal(BUCKET_BITS)}
+        "hash_m": staged_row_hash(table, "m"), "bits": sql.Literal(BUCKET_BITS),
+        # A bucket's last id is its first plus 63: the first id of the next bucket would
+        # overflow bigint for the top bucket (ids near 2^63), where << wraps without an error.
+        "last": sql.Literal(2**BUCKET_BITS - 1)}
 
     def run(statement: str, params: dict[str, Any] | None = None) -> psycopg.Cursor[Any]:
         return conn.execute(sql.SQL(statement).format(**names), params)
@@ -210,9 +329,10 @@ def _reconcile_buckets(conn: psycopg.Connection, snapshot: SourceSnapshot, table
     # One index range scan per bucket on the source's unique id index.
     pipe(snapshot, conn, sql.SQL(
         "COPY (SELECT t.{id}::bigint FROM unnest(%(buckets)s::bigint[]) AS b(bucket) "
-        "JOIN {rel} t ON t.{id} >= b.bucket << {bits} AND t.{id} < (b.bucket + 1) << {bits}) "
+        "JOIN {rel} t ON t.{id} >= b.bucket << {bits} "
+        "AND t.{id} <= (b.bucket << {bits}) + {last}) "
         "TO STDOUT (FORMAT binary)").format(id=source.id.expression, rel=source.relation,
-                                            bits=names["bits"]),
+                                            bits=names["bits"], last=names["last"]),
         sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(ids), {"buckets": differing})
     conn.execute(sql.SQL("ANALYZE {}").format(ids))
     # The mirror's ids of those buckets, by index range scans too: the two sets are compared
@@ -221,7 +341,7 @@ def _reconcile_buckets(conn: psycopg.Connection, snapshot: SourceSnapshot, table
     conn.execute(sql.SQL(
         "CREATE TEMP TABLE {mirrored} ON COMMIT DROP AS SELECT m.id FROM {stage} m "
         "JOIN unnest(%(buckets)s::bigint[]) AS b(bucket) ON m.id >= b.bucket << {bits} "
-        "AND m.id < (b.bucket + 1) << {bits}").format(mirrored=mirrored, **names),
+        "AND m.id <= (b.bucket << {bits}) + {last}").format(mirrored=mirrored, **names),
         {"buckets": differing})
     conn.execute(sql.SQL("ANALYZE {}").format(mirrored))
     conn.execute(sql.SQL(

@@ -107,14 +107,19 @@ def phase_states(conn: psycopg.Connection) -> dict[int, str]:
         "SELECT phase, status FROM migration.phase_runs")}
 
 
-@contextmanager
-def _indexes_rebuilt_after(conn: psycopg.Connection, tables: tuple[str, ...],
-                           reporter: Reporter) -> Iterator[None]:
-    """Drop the keys, indexes and foreign keys of `tables`, load, then build them again from the
-    catalogue's own definitions: one sort per index instead of millions of random inserts."""
+@dataclass(frozen=True)
+class RebuildPlan:
+    """What a load drops before it and builds again after it, from the catalogue: the statements
+    only, run by _indexes_rebuilt_after and printed by `migrate --sql` (phases/offline.py)."""
+    drops: tuple[sql.Composed, ...]
+    # (step name, statement), in the order they run: keys, then indexes, then foreign keys.
+    rebuilds: tuple[tuple[str, sql.Composed], ...]
+
+
+def rebuild_plan(conn: psycopg.Connection, tables: tuple[str, ...]) -> RebuildPlan:
+    """The keys, indexes and foreign keys of `tables` to drop and build again; reads only."""
     if not tables:
-        yield
-        return
+        return RebuildPlan((), ())
     foreign_keys = conn.execute(
         "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
         "WHERE contype = 'f' AND (conrelid = ANY(%(t)s::regclass[]) "
@@ -130,21 +135,35 @@ def _indexes_rebuilt_after(conn: psycopg.Connection, tables: tuple[str, ...],
         "  SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid "
         "  AND c.contype IN ('p', 'u')) ORDER BY 1",
         {"t": list(tables)}).fetchall()
-    for table, name, _ in foreign_keys + keys:
-        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
-            sql.SQL(table), sql.Identifier(name)))
-    for index, _ in indexes:
-        conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(index)))
+    drops = [sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+        sql.SQL(table), sql.Identifier(name)) for table, name, _ in foreign_keys + keys]
+    drops += [sql.SQL("DROP INDEX {}").format(sql.SQL(index)) for index, _ in indexes]
+    rebuilds = [(f"rebuild {name}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+        sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+        for table, name, definition in keys]
+    rebuilds += [(f"rebuild {index}", sql.Composed([sql.SQL(definition)]))
+                 for index, definition in indexes]
+    rebuilds += [(f"rebuild {name}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+        sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+        for table, name, definition in foreign_keys]
+    return RebuildPlan(tuple(drops), tuple(rebuilds))
+
+
+@contextmanager
+def _indexes_rebuilt_after(conn: psycopg.Connection, tables: tuple[str, ...],
+                           reporter: Reporter) -> Iterator[None]:
+    """Drop the keys, indexes and foreign keys of `tables`, load, then build them again from the
+    catalogue's own definitions: one sort per index instead of millions of random inserts."""
+    if not tables:
+        yield
+        return
+    plan = rebuild_plan(conn, tables)
+    for statement in plan.drops:
+        conn.execute(statement)
     yield
     started = time.perf_counter()
-    for table, name, definition in keys:
-        _timed(conn, reporter, f"rebuild {name}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}")
-               .format(sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
-    for index, definition in indexes:
-        _timed(conn, reporter, f"rebuild {index}", sql.SQL(definition))
-    for table, name, definition in foreign_keys:
-        _timed(conn, reporter, f"rebuild {name}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}")
-               .format(sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+    for name, statement in plan.rebuilds:
+        _timed(conn, reporter, name, statement)
     reporter.line(f"  indexes and foreign keys rebuilt in {time.perf_counter() - started:.1f}s")
 
 
@@ -215,8 +234,8 @@ def run_phase(phase: Phase, snapshot: SourceSnapshot, target_url: str, *, batch_
     started = time.perf_counter()
     try:
         if phase.number != SCOPED_PHASE:
-            stage_tables(snapshot, target_url, phase.reads, batch_size=batch_size,
-                         workers=workers, reporter=reporter)
+            _stage_reads(phase, snapshot, target_url, batch_size=batch_size, workers=workers,
+                         reporter=reporter)
         elif ahead is not None and ahead.snapshot is snapshot:
             ahead.result()
             reporter.line(f"Marks staged and parsed in the background ({ahead.seconds:.1f}s, "
@@ -224,7 +243,20 @@ def run_phase(phase: Phase, snapshot: SourceSnapshot, target_url: str, *, batch_
         else:
             prepare_marks(snapshot, target_url, phase.reads, batch_size=batch_size,
                           workers=workers, reporter=reporter)
-        counts = _transform(phase, target_url, reporter, started, snapshot.mapping)
+        try:
+            counts = _transform(phase, target_url, reporter, started, snapshot.mapping)
+        except StagedCopyLost as lost:
+            # The target restarted after a crash since the tables were staged: stage them
+            # again from this run's snapshot and derive once more (a second loss fails).
+            reporter.warn(f"the staged copy of {', '.join(lost.tables)} is gone (the target "
+                          "server restarted after a crash): staging it again")
+            if phase.number == SCOPED_PHASE:
+                prepare_marks(snapshot, target_url, phase.reads, batch_size=batch_size,
+                              workers=workers, reporter=reporter)
+            else:
+                _stage_reads(phase, snapshot, target_url, batch_size=batch_size,
+                             workers=workers, reporter=reporter)
+            counts = _transform(phase, target_url, reporter, started, snapshot.mapping)
     except (psycopg.Error, MigrationError) as exc:
         _record_failure(target_url, phase, exc)
         if isinstance(exc, MigrationError):
@@ -233,6 +265,82 @@ def run_phase(phase: Phase, snapshot: SourceSnapshot, target_url: str, *, batch_
         raise MigrationError(f"phase {phase.number} failed and was rolled back: {first_line}",
                              _hint_for(exc)) from exc
     return PhaseResult(phase.number, "done", time.perf_counter() - started, counts)
+
+
+class StagedCopyLost(MigrationError):
+    """A staged table the phase derives from was emptied by a crash of the target server (stage
+    tables are UNLOGGED) after it was staged."""
+
+    def __init__(self, tables: list[str]) -> None:
+        super().__init__(f"the staged copy of {', '.join(tables)} was emptied by a restart of "
+                         "the target server after a crash, twice",
+                         "run the same command again; it stages the tables anew")
+        self.tables = tables
+
+
+def lost_copies(conn: psycopg.Connection, tables: tuple[str, ...]) -> list[str]:
+    """The tables whose staged copy is not what migration.mirror_state recorded: missing, or
+    empty where rows were staged (a crash resets an UNLOGGED table to empty, never part-way)."""
+    recorded = {str(r[0]): int(r[1]) for r in conn.execute(
+        "SELECT table_name, rows FROM migration.mirror_state WHERE table_name = ANY(%s)",
+        [list(tables)])}
+    lost = []
+    for table in tables:
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                              [f"{STAGE_SCHEMA}.{table}"]).fetchone()
+        if table not in recorded or not (exists and exists[0]):
+            lost.append(table)
+            continue
+        if recorded[table] > 0:
+            empty = conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(
+                sql.Identifier(STAGE_SCHEMA, table))).fetchone()
+            if empty and empty[0]:
+                lost.append(table)
+    return lost
+
+
+def _work_table_lost(conn: psycopg.Connection) -> bool:
+    """Phase 5's parsed marks (one row per staged mark) gone or emptied while marks are staged."""
+    row = conn.execute(sql.SQL(
+        "SELECT to_regclass('stage.parsed_grades') IS NULL OR (EXISTS (SELECT 1 FROM {}) "
+        "AND NOT EXISTS (SELECT 1 FROM stage.parsed_grades))").format(
+            sql.Identifier(STAGE_SCHEMA, "grades"))).fetchone()
+    return bool(row and row[0])
+
+
+def _require_staged(conn: psycopg.Connection, phase: Phase) -> None:
+    """In the phase's transaction, before it derives anything: what it reads is still staged."""
+    lost = lost_copies(conn, phase.reads)
+    if not lost and phase.number == SCOPED_PHASE and _work_table_lost(conn):
+        lost = ["parsed_grades"]
+    if lost:
+        conn.rollback()
+        raise StagedCopyLost(lost)
+
+
+def _stage_reads(phase: Phase, snapshot: SourceSnapshot, target_url: str, *, batch_size: int,
+                 workers: int, reporter: Reporter) -> None:
+    """Stage what a phase of 1–4 reads. A table that a done phase read (courses: phases 3 and
+    4) and whose staged copy is intact is kept: phases that share a table derive from one
+    snapshot of it, whatever run each is in, and its horizon stays the one they both saw. A
+    copy a crash emptied is staged again; a done phase that read it on another snapshot is
+    then noted as stale, for the next sync to derive again."""
+    with connect(target_url, purpose="target") as conn:
+        states = phase_states(conn)
+        lost = set(lost_copies(conn, phase.reads))
+        snapshots = {str(r[0]): r[1] for r in conn.execute(
+            "SELECT table_name, source_snapshot::text FROM migration.mirror_state")}
+        conn.commit()
+    readers = {table: [n for n in RUN_ORDER if n != phase.number and states.get(n) == "done"
+                       and table in PHASES[n].reads] for table in phase.reads}
+    kept = tuple(t for t in phase.reads if readers[t] and t not in lost)
+    for table in kept:
+        reporter.line(f"stage.{table} kept: phase {', '.join(map(str, readers[table]))} "
+                      "derived from it, and phases that share a table see one snapshot of it")
+    stale = {t: readers[t] for t in phase.reads
+             if t not in kept and readers[t] and snapshots.get(t) != snapshot.snapshot_text}
+    stage_tables(snapshot, target_url, tuple(t for t in phase.reads if t not in kept),
+                 batch_size=batch_size, workers=workers, reporter=reporter, stale_phases=stale)
 
 
 def _hint_for(exc: psycopg.Error) -> str:
@@ -319,6 +427,7 @@ def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float
                mapping: LegacyMapping) -> dict[str, int]:
     with connect(target_url, purpose="target") as conn:
         conn.execute("SET temp_buffers = '256MB'")
+        _require_staged(conn, phase)
         set_session(conn)
         _clear_phase(conn, phase)
         _source_tables_by_default(conn, phase, mapping)

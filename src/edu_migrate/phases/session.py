@@ -7,21 +7,31 @@ import psycopg
 
 from edu_migrate.errors import PreconditionFailed
 
-
-def set_session(conn: psycopg.Connection) -> None:
-    """Settings for this transaction only: none outlives the run or touches the source."""
-    conn.execute("SET LOCAL synchronous_commit = off")
-    conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
-    conn.execute("SET LOCAL work_mem = '128MB'")
+# Settings for the transaction only: none outlives the run or touches the source.
+SESSION_SETTINGS: tuple[str, ...] = (
+    "SET LOCAL synchronous_commit = off",
+    "SET LOCAL maintenance_work_mem = '512MB'",
+    "SET LOCAL work_mem = '128MB'",
     # A server with JIT on (PostgreSQL 15 as packaged) compiles the small phases' statements,
     # whose estimated costs run high before their staged tables are analysed: seconds of
     # compiling for a few thousand rows (docs/benchmarks.md). None of them gains from it.
-    conn.execute("SET LOCAL jit = off")
+    "SET LOCAL jit = off",
     # The phases must see and write every row: if row-level security applied to this role, fail
     # loudly instead of loading a filtered subset (the owner needs superuser or BYPASSRLS).
-    conn.execute("SET LOCAL row_security = off")
-    row = conn.execute("SELECT set_config('edu_migrate.id_secret', id_secret, true) "
-                       "FROM migration.state").fetchone()
+    "SET LOCAL row_security = off",
+)
+
+# The id secret goes from migration.state into the setting without ever reaching the client: the
+# query answers whether it was set, not with its value (a psql script shows its answers).
+ID_SECRET_SETTING = ("SELECT set_config('edu_migrate.id_secret', id_secret, true) IS NOT NULL "
+                     "AS id_secret_set FROM migration.state")
+
+
+def set_session(conn: psycopg.Connection) -> None:
+    """Settings for this transaction only: none outlives the run or touches the source."""
+    for setting in SESSION_SETTINGS:
+        conn.execute(setting)
+    row = conn.execute(ID_SECRET_SETTING).fetchone()
     if row is None:
         raise PreconditionFailed("the target has no migration state",
                                  "run `edu-migrate schema apply` first")

@@ -20,8 +20,10 @@ class Statement:
 
 
 @cache
-def load(file_name: str) -> tuple[Statement, ...]:
-    source = resources.files("edu_migrate.phases").joinpath("sql", file_name).read_text("utf-8")
+def load(file_name: str, package: str = "edu_migrate.phases",
+         folder: str = "sql") -> tuple[Statement, ...]:
+    base = resources.files(package)
+    source = (base.joinpath(folder) if folder else base).joinpath(file_name).read_text("utf-8")
     statements: list[Statement] = []
     name: str | None = None
     say: str | None = None

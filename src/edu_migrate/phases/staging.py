@@ -56,7 +56,8 @@ class SourceSnapshot:
         row = self.conn.execute(
             "SELECT pg_export_snapshot(), now(), "
             "pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
-            "pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetchone()
+            "pg_snapshot_xmax(pg_current_snapshot())::text::bigint, "
+            "pg_current_snapshot()::text").fetchone()
         assert row is not None
         self.snapshot_id: str | None = row[0]
         # The snapshot's time: the default as-of time of a run that reads it.
@@ -65,6 +66,32 @@ class SourceSnapshot:
         # transaction or a later one (phases/changes.py). And the next transaction id then.
         self.horizon: int = int(row[2])
         self.next_xid: int = int(row[3])
+        # The snapshot itself (xmin:xmax:running), to tell a snapshot older than the mirror.
+        self.snapshot_text: str = str(row[4])
+        # Where the source's WAL was when the snapshot was taken (read after it), and on which
+        # timeline: a restored source or a promoted standby goes back or moves to another.
+        self.lsn, self.timeline = self.position()
+
+    def position(self) -> tuple[str, int | None]:
+        """The source's WAL position now and its timeline (None where this role may not read
+        it), with functions a read-only transaction, and a standby, may call."""
+        row = self.conn.execute(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+            "ELSE pg_current_wal_insert_lsn() END::text, "
+            "CASE WHEN NOT pg_is_in_recovery() THEN "
+            "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint "
+            "END").fetchone()
+        assert row is not None
+        lsn, timeline = str(row[0]), (None if row[1] is None else int(row[1]))
+        if timeline is None:  # a standby: the timeline of its last restartpoint
+            try:
+                with self.conn.transaction():
+                    found = self.conn.execute(
+                        "SELECT timeline_id::bigint FROM pg_control_checkpoint()").fetchone()
+                    timeline = None if found is None or found[0] is None else int(found[0])
+            except psycopg.errors.InsufficientPrivilege:
+                timeline = None
+        return lsn, timeline
 
     def reaches_back_to(self, horizon: int) -> bool:
         """Whether the rows written since `horizon` (a 64-bit transaction id) can be told by
@@ -179,22 +206,110 @@ def _pipe(source: psycopg.Connection, target: psycopg.Connection, mapped: Mapped
         return max(out_cur.rowcount, 0)
 
 
-def record_mirror(conn: psycopg.Connection, table: str, rows: int, horizon: int) -> None:
-    """Note how many rows stage.<table> holds, and the horizon of the snapshot they come from:
-    a sync compares the count, to tell a staged copy that a server crash emptied (stage tables
-    are UNLOGGED) from a source that has no rows, and reads the rows written since the horizon."""
-    conn.execute("INSERT INTO migration.mirror_state (table_name, rows, source_horizon) "
-                 "VALUES (%s, %s, %s) ON CONFLICT (table_name) DO UPDATE SET "
-                 "rows = excluded.rows, source_horizon = excluded.source_horizon, "
-                 "staged_at = clock_timestamp()", [table, rows, horizon])
+# What the staged rows of a table are read through, besides the rows themselves: none of it
+# writes a row version when it changes, so a horizon cannot see it (phases/changes.py). The
+# relation (a table renamed into its place is another oid), every column of it (a column swap
+# by RENAMEs keeps the names and moves the numbers), the labels of the enum types its columns
+# are of (ALTER TYPE … RENAME VALUE), and, for a table read through an expression, every
+# function and enum outside the system's schemas (an expression's functions, and what they
+# call, replaced) and the settings a cast or a name depends on.
+FINGERPRINT_SQL = """
+WITH RECURSIVE used_types(oid) AS (
+    SELECT a.atttypid FROM pg_attribute a
+    WHERE a.attrelid = %(rel)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+    UNION
+    SELECT unnest(ARRAY[t.typbasetype, t.typelem]) FROM pg_type t JOIN used_types u USING (oid)
+)
+SELECT md5(concat_ws(E'\\n', %(mapping)s::text, c.oid::text, c.relkind::text,
+    (SELECT string_agg(concat_ws(':', a.attnum, a.attname, a.atttypid, a.atttypmod,
+                                 a.attcollation), ',' ORDER BY a.attnum)
+     FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+    (SELECT string_agg(concat_ws(':', e.enumtypid, e.enumsortorder, e.enumlabel), ','
+                       ORDER BY e.enumtypid, e.enumsortorder)
+     FROM pg_enum e WHERE %(expressions)s OR e.enumtypid IN (SELECT oid FROM used_types)),
+    CASE WHEN %(expressions)s THEN (
+        SELECT string_agg(concat_ws(':', p.oid, n.nspname, p.proname, p.provolatile,
+                                    p.prorettype, p.proargtypes::text, md5(p.prosrc), p.probin,
+                                    p.proconfig::text), ',' ORDER BY p.oid)
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')) END,
+    CASE WHEN %(expressions)s THEN current_setting('search_path') END,
+    current_setting('server_version_num'), current_setting('TimeZone'),
+    current_setting('DateStyle'), current_setting('IntervalStyle'),
+    current_setting('extra_float_digits'),
+    (SELECT datcollate || ':' || datctype FROM pg_database
+     WHERE datname = current_database())))
+FROM pg_class c WHERE c.oid = %(rel)s::regclass
+"""
+
+
+def definitions_fingerprint(conn: psycopg.Connection, mapped: MappedTable) -> str:
+    """A digest of what `mapped`'s staged rows are read through, as `conn`'s snapshot sees the
+    catalogue: equal digests, the same rows stage alike."""
+    described = "|".join([mapped.shown, *(f"{c.name}:{c.staged_type}:{c.kind}:{c.text}"
+                                          for c in mapped.columns)])
+    row = conn.execute(FINGERPRINT_SQL, {
+        "rel": mapped.relation.as_string(conn), "mapping": described,
+        "expressions": any(c.kind == "sql" for c in mapped.columns)}).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+@dataclass(frozen=True)
+class MirrorSource:
+    """Where a mirrored table's rows were read: the snapshot (its horizon, the snapshot, the WAL
+    position and timeline) and the definitions' fingerprint."""
+
+    horizon: int
+    snapshot: str
+    lsn: str
+    timeline: int | None
+    fingerprint: str
+
+    @staticmethod
+    def of(snapshot: SourceSnapshot, fingerprint: str) -> MirrorSource:
+        return MirrorSource(snapshot.horizon, snapshot.snapshot_text, snapshot.lsn,
+                            snapshot.timeline, fingerprint)
+
+
+MIRROR_SOURCE_COLUMNS = ("source_horizon, source_snapshot, source_lsn, source_timeline, "
+                         "source_fingerprint")
+MIRROR_SOURCE_UPDATE = ("source_horizon = excluded.source_horizon, "
+                        "source_snapshot = excluded.source_snapshot, "
+                        "source_lsn = excluded.source_lsn, "
+                        "source_timeline = excluded.source_timeline, "
+                        "source_fingerprint = excluded.source_fingerprint")
+
+
+def mirror_source_values(source: MirrorSource) -> list[object]:
+    return [source.horizon, source.snapshot, source.lsn, source.timeline, source.fingerprint]
+
+
+def record_mirror(conn: psycopg.Connection, table: str, rows: int, source: MirrorSource,
+                  stale_phases: list[int] | None = None) -> None:
+    """Note how many rows stage.<table> holds, and where they were read: a sync compares the
+    count, to tell a staged copy that a server crash emptied (stage tables are UNLOGGED) from a
+    source that has no rows, and reads the rows written since the horizon as long as nothing
+    under the mirror changed. `stale_phases`: done phases that read an earlier copy."""
+    conn.execute("INSERT INTO migration.mirror_state (table_name, rows, "
+                 f"{MIRROR_SOURCE_COLUMNS}, stale_phases) "
+                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (table_name) DO UPDATE "
+                 f"SET rows = excluded.rows, {MIRROR_SOURCE_UPDATE}, "
+                 "stale_phases = ARRAY(SELECT DISTINCT unnest(migration.mirror_state.stale_phases "
+                 "|| excluded.stale_phases) ORDER BY 1), staged_at = clock_timestamp()",
+                 [table, rows, *mirror_source_values(source), stale_phases or []])
 
 
 def stage_tables(snapshot: SourceSnapshot, target_url: str, tables: tuple[str, ...], *,
                  batch_size: int, workers: int, reporter: Reporter,
-                 source: psycopg.Connection | None = None) -> list[StageResult]:
+                 source: psycopg.Connection | None = None,
+                 stale_phases: dict[str, list[int]] | None = None) -> list[StageResult]:
     """(Re)create stage.<table> for each table and fill it from the snapshot. `source`: a reader
-    of the snapshot to use instead of the snapshot's own session (a background thread's)."""
+    of the snapshot to use instead of the snapshot's own session (a background thread's).
+    `stale_phases`: per table, the done phases that read an earlier copy of it."""
     source = snapshot.conn if source is None else source
+    stale_phases = stale_phases or {}
+    fingerprints: dict[str, str] = {}
     results: list[StageResult] = []
     with connect(target_url, purpose="target", autocommit=True) as target:
         target.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
@@ -208,6 +323,7 @@ def stage_tables(snapshot: SourceSnapshot, target_url: str, tables: tuple[str, .
     for table in tables:
         mapped = snapshot.mapping[table]
         require_legacy_tables(source, (table,), mapping=snapshot.mapping)
+        fingerprints[table] = definitions_fingerprint(source, mapped)
         bounds = source.execute(sql.SQL(
             "SELECT count(*), min({0}), max({0}) FROM {1}").format(
                 mapped.id.expression, mapped.relation)).fetchone()
@@ -225,7 +341,8 @@ def stage_tables(snapshot: SourceSnapshot, target_url: str, tables: tuple[str, .
         with connect(target_url, purpose="target", autocommit=True) as target:
             target.execute(sql.SQL("ANALYZE {}.{}").format(
                 sql.Identifier(STAGE_SCHEMA), sql.Identifier(table)))
-            record_mirror(target, table, rows, snapshot.horizon)
+            record_mirror(target, table, rows, MirrorSource.of(snapshot, fingerprints[table]),
+                          stale_phases.get(table))
         results.append(StageResult(table, rows))
     return results
 

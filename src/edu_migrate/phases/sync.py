@@ -34,7 +34,15 @@ from edu_migrate.errors import PreconditionFailed
 from edu_migrate.mapping import LEGACY_COLUMNS, LegacyMapping
 from edu_migrate.pg.connect import connect
 from edu_migrate.phases import sqlfile
-from edu_migrate.phases.changes import TableChanges, take_changes
+from edu_migrate.phases.changes import (
+    MirrorRecord,
+    TableChanges,
+    mirror_records,
+    snapshot_older_than_mirror,
+    source_went_back,
+    take_changes,
+    usable_horizon,
+)
 from edu_migrate.phases.marks import parse_in_transaction
 from edu_migrate.phases.runner import (
     PHASES,
@@ -46,7 +54,15 @@ from edu_migrate.phases.runner import (
     run_statements,
     set_session,
 )
-from edu_migrate.phases.staging import STAGE_SCHEMA, SourceSnapshot
+from edu_migrate.phases.staging import (
+    MIRROR_SOURCE_COLUMNS,
+    MIRROR_SOURCE_UPDATE,
+    STAGE_SCHEMA,
+    MirrorSource,
+    SourceSnapshot,
+    definitions_fingerprint,
+    mirror_source_values,
+)
 from edu_migrate.runlog import Reporter
 from edu_migrate.security.audit import record_bulk_event, row_audit_paused
 
@@ -95,6 +111,9 @@ def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
     started = time.perf_counter()
     with connect(target_url, purpose="target") as conn:
         previous = _require_synchronisable(conn, snapshot)
+        records = mirror_records(conn)
+        went_back = source_went_back(snapshot, records)
+        _require_not_older(snapshot, records, went_back)
         conn.commit()
         _index_mirror(conn, reporter)
         result = SyncResult(as_of=as_of or snapshot.taken_at, previous_as_of=previous,
@@ -113,18 +132,21 @@ def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
         if result.whole:
             reporter.warn("the staged copy of the source is gone (the target server restarted "
                           "after a crash): this sync reads every row and derives all again")
-        horizons = _mirror_horizons(conn)
+        fingerprints = _fingerprints(snapshot)
         for table in LEGACY_COLUMNS:
             table_started = time.perf_counter()
+            horizon, reason = usable_horizon(snapshot, table, records.get(table),
+                                             fingerprints[table], went_back)
             with reporter.progress(f"changes in {table}", None) as advance:
                 result.changes[table] = take_changes(
-                    conn, snapshot, table, whole=result.whole, horizon=horizons.get(table),
-                    batch_size=batch_size)
+                    conn, snapshot, table, whole=result.whole, horizon=horizon,
+                    batch_size=batch_size, reason=reason)
                 advance(result.changes[table].total)
             reporter.step(f"sync: changes in {table} ({result.changes[table].method})",
                           time.perf_counter() - table_started, result.changes[table].total)
-        result.recomputed = _derive_again(conn, result, snapshot.mapping, reporter)
-        _record(conn, result, snapshot.horizon, time.perf_counter() - started)
+        stale = {n for record in records.values() for n in record.stale_phases}
+        result.recomputed = _derive_again(conn, result, snapshot.mapping, reporter, stale)
+        _record(conn, result, snapshot, fingerprints, time.perf_counter() - started)
         conn.commit()
     result.seconds = time.perf_counter() - started
     return result
@@ -139,10 +161,14 @@ def unsynced_changes(snapshot: SourceSnapshot, target_url: str, *,
     when edu_v2 holds the source exactly as `snapshot` sees it."""
     found: dict[str, TableChanges] = {}
     with connect(target_url, purpose="target") as conn:
-        horizons = _mirror_horizons(conn)
+        records = mirror_records(conn)
+        went_back = source_went_back(snapshot, records)
+        fingerprints = _fingerprints(snapshot)
         for table in LEGACY_COLUMNS:
-            changes = take_changes(conn, snapshot, table, whole=False,
-                                   horizon=horizons.get(table), batch_size=batch_size)
+            horizon, reason = usable_horizon(snapshot, table, records.get(table),
+                                             fingerprints[table], went_back)
+            changes = take_changes(conn, snapshot, table, whole=False, horizon=horizon,
+                                   batch_size=batch_size, reason=reason)
             if changes.total:
                 found[table] = changes
         conn.rollback()
@@ -205,11 +231,27 @@ def _index_mirror(conn: psycopg.Connection, reporter: Reporter) -> None:
     conn.commit()
 
 
-def _mirror_horizons(conn: psycopg.Connection) -> dict[str, int]:
-    """Per legacy table, the horizon of the source snapshot its mirror was last brought to."""
-    return {str(r[0]): int(r[1]) for r in conn.execute(
-        "SELECT table_name, source_horizon FROM migration.mirror_state "
-        "WHERE source_horizon IS NOT NULL").fetchall()}
+def _fingerprints(snapshot: SourceSnapshot) -> dict[str, str]:
+    """Per legacy table, what its rows are read through now (staging.definitions_fingerprint)."""
+    return {table: definitions_fingerprint(snapshot.conn, snapshot.mapping[table])
+            for table in LEGACY_COLUMNS}
+
+
+def _require_not_older(snapshot: SourceSnapshot, records: dict[str, MirrorRecord],
+                       went_back: str | None) -> None:
+    """Refuse a snapshot older than the mirror: a sync that took it, then waited (for the
+    migration lock, a slow network) while another sync brought the mirror further, would put
+    the older rows over the newer. Where the source itself went back, the mirror is compared
+    instead (its snapshots are of another history)."""
+    if went_back is not None:
+        return
+    table = snapshot_older_than_mirror(snapshot, records)
+    if table is not None:
+        raise PreconditionFailed(
+            f"this sync's snapshot of the source ({snapshot.taken_at.isoformat()}) is older "
+            f"than the one the mirror of {table} was brought to: applying it would put older "
+            "rows over newer (nothing was applied)",
+            "run `edu-migrate sync` again: it reads a new snapshot")
 
 
 def _mirror_lost(conn: psycopg.Connection) -> bool:
@@ -229,7 +271,7 @@ def _mirror_lost(conn: psycopg.Connection) -> bool:
 
 
 def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyMapping,
-                  reporter: Reporter) -> dict[str, int]:
+                  reporter: Reporter, stale: set[int]) -> dict[str, int]:
     quiet = Reporter()  # the phases' own lines describe a full run; a sync reports its totals
     statements = {s.name: s for s in sqlfile.load(SYNC_SQL)}
     moved = result.previous_as_of != result.as_of
@@ -246,7 +288,9 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyM
             phase = PHASES[number]
             if number == SCOPED_PHASE:
                 continue
-            if not (result.whole or moved or came_out_differently.intersection(phase.needs)
+            # `stale`: the phase read an earlier copy of a table than the mirror holds
+            if not (result.whole or moved or number in stale
+                    or came_out_differently.intersection(phase.needs)
                     or any(result.changes[t].total for t in phase.reads)):
                 continue
             started = time.perf_counter()
@@ -301,15 +345,18 @@ def _delete_derived(conn: psycopg.Connection, number: int) -> None:
     conn.execute("DELETE FROM migration.repairs WHERE phase = %s", [number])
 
 
-def _record(conn: psycopg.Connection, result: SyncResult, horizon: int, seconds: float) -> None:
+def _record(conn: psycopg.Connection, result: SyncResult, snapshot: SourceSnapshot,
+            fingerprints: dict[str, str], seconds: float) -> None:
     for table, changes in result.changes.items():
         conn.execute(
-            "INSERT INTO migration.mirror_state (table_name, rows, source_horizon) "
-            "VALUES (%s, %s, %s) ON CONFLICT (table_name) DO UPDATE SET rows = CASE WHEN %s "
-            "THEN excluded.rows ELSE migration.mirror_state.rows + %s - %s END, "
-            "source_horizon = excluded.source_horizon, staged_at = clock_timestamp()",
-            [table, changes.inserted, horizon, result.whole, changes.inserted,
-             changes.deleted])
+            f"INSERT INTO migration.mirror_state (table_name, rows, {MIRROR_SOURCE_COLUMNS}) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (table_name) DO UPDATE SET "
+            "rows = CASE WHEN %s THEN excluded.rows "
+            "ELSE migration.mirror_state.rows + %s - %s END, "
+            f"{MIRROR_SOURCE_UPDATE}, stale_phases = '{{}}', staged_at = clock_timestamp()",
+            [table, changes.inserted,
+             *mirror_source_values(MirrorSource.of(snapshot, fingerprints[table])),
+             result.whole, changes.inserted, changes.deleted])
     changed = {t: asdict(c) for t, c in result.changes.items()}
     conn.execute(
         "INSERT INTO migration.sync_runs (started_at, seconds, as_of, snapshot_at, changed_rows, "

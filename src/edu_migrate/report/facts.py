@@ -355,8 +355,17 @@ def _catch_up(target: psycopg.Connection) -> tuple[int, dict[str, Any] | None,
                            "FROM migration.run_log WHERE event = 'sync'").fetchone()
     cutover = target.execute("SELECT detail FROM migration.run_log WHERE event = 'cutover' "
                              "ORDER BY id DESC LIMIT 1").fetchone()
-    return (int(syncs[0]) if syncs else 0, syncs[1] if syncs else None,
-            cutover[0] if cutover else None)
+    # Which validation the window ran (full or incremental, and why full): the last one logged
+    # by a window at or before the cutover's record.
+    window = target.execute(
+        "SELECT v.detail FROM migration.run_log v WHERE v.event = 'validation' "
+        "AND (v.detail ->> 'window')::boolean AND v.id < coalesce((SELECT max(id) "
+        "FROM migration.run_log WHERE event = 'cutover'), 0) "
+        "ORDER BY v.id DESC LIMIT 1").fetchone()
+    found = dict(cutover[0]) if cutover else None
+    if found is not None:
+        found["validation"] = window[0] if window else None
+    return (int(syncs[0]) if syncs else 0, syncs[1] if syncs else None, found)
 
 
 def _accounting(report: ValidationReport) -> list[TableAccounting]:

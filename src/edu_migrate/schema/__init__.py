@@ -59,11 +59,57 @@ def foreign_tables(conn: psycopg.Connection) -> list[str]:
     return sorted(r[0] for r in rows if r[0] not in ours)
 
 
+def security_grants() -> str:
+    """The grants of edu_v2's roles, whole (security/grants.sql)."""
+    return resources.files("edu_migrate.security").joinpath("grants.sql").read_text("utf-8")
+
+
 def apply_security_grants(conn: psycopg.Connection) -> None:
-    """The grants of edu_v2's roles, whole (security/grants.sql): after every schema apply, and
-    after every restore of an edu_v2 dump, which may have brought none back."""
-    text = resources.files("edu_migrate.security").joinpath("grants.sql").read_bytes()
-    conn.execute(text)
+    """The grants, applied: after every schema apply, and after every restore of an edu_v2
+    dump, which may have brought none back."""
+    conn.execute(security_grants().encode())
+
+
+# What a database needs before its first version: the table that records the versions applied.
+_BOOTSTRAP = ("CREATE SCHEMA IF NOT EXISTS migration",
+              "CREATE TABLE migration.schema_versions (version integer PRIMARY KEY, "
+              "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+_RECORD_VERSION = "INSERT INTO migration.schema_versions (version, name) VALUES (%s, %s)"
+_ADD_SECRET = "INSERT INTO migration.state (id_secret) VALUES ({}) ON CONFLICT DO NOTHING"
+# The script's own secret, drawn by the server that runs it (two v4 UUIDs come from its strong
+# random source): the file holds no secret, and each database gets one of its own.
+_SCRIPT_SECRET = ("encode(sha256(convert_to(gen_random_uuid()::text || gen_random_uuid()::text, "
+                  "'UTF8')), 'hex')")
+
+
+def schema_script() -> str:
+    """The whole schema as one psql script (the guide's new_database_schema.sql): every version
+    in order, recorded as `schema apply` records it, in one transaction. `psql -f` into an empty
+    database gives what `schema apply` gives; a database that has a schema is refused."""
+    parts = [f"-- new_database_schema.sql: the edu_v2 schema at version {LATEST_VERSION}, written "
+             "by `edu-migrate schema sql`.\n"
+             "-- Apply it to an empty database: psql --no-psqlrc -f new_database_schema.sql "
+             "DBNAME\n"
+             "-- (the same result as `edu-migrate schema apply`; it refuses a database that "
+             "holds a schema).\n"
+             "-- It holds no secret: the id secret is drawn by the server when it runs.\n",
+             "\\set ON_ERROR_STOP on",
+             "BEGIN;",
+             "SET LOCAL client_min_messages = warning;",
+             "DO $$ BEGIN IF to_regclass('migration.schema_versions') IS NOT NULL THEN "
+             "RAISE EXCEPTION 'this database already has an edu_v2 schema' USING HINT = "
+             "'run `edu-migrate schema apply` to upgrade it'; END IF; END $$;",
+             *(f"{statement};" for statement in _BOOTSTRAP)]
+    for version in versions():
+        text = version.text.strip()
+        parts.append(f"\n-- V{version.version:03d}__{version.name}\n{text}"
+                     + ("" if text.endswith(";") else ";") + "\n")
+        # Version names are \w+ (_VERSION_FILE): nothing to quote.
+        parts.append(_RECORD_VERSION % (version.version, f"'{version.name}'") + ";")
+    parts.append(f"\n-- The security grants, whole (as `schema apply` applies them)\n"
+                 f"{security_grants().strip()}\n")
+    parts += [_ADD_SECRET.format(_SCRIPT_SECRET) + ";", "COMMIT;"]
+    return "\n".join(parts) + "\n"
 
 
 def apply_schema(target_url: str) -> SchemaResult:
@@ -79,9 +125,8 @@ def apply_schema(target_url: str) -> SchemaResult:
                     f"edu-migrate's: {', '.join(strangers[:5])}"
                     + (" …" if len(strangers) > 5 else ""),
                     "point --target at an empty database (it is created when missing)")
-            conn.execute("CREATE SCHEMA IF NOT EXISTS migration")
-            conn.execute("CREATE TABLE migration.schema_versions (version integer PRIMARY KEY, "
-                         "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+            for statement in _BOOTSTRAP:
+                conn.execute(statement)
             current = 0
         for version in versions():
             if version.version <= current:
@@ -92,12 +137,10 @@ def apply_schema(target_url: str) -> SchemaResult:
                 # A version's own precondition (RAISE … USING HINT): one line, nothing applied.
                 raise PreconditionFailed(exc.diag.message_primary or str(exc),
                                          exc.diag.message_hint) from exc
-            conn.execute("INSERT INTO migration.schema_versions (version, name) VALUES (%s, %s)",
-                         [version.version, version.name])
+            conn.execute(_RECORD_VERSION, [version.version, version.name])
             applied.append(f"V{version.version:03d}__{version.name}")
         apply_security_grants(conn)
-        conn.execute("INSERT INTO migration.state (id_secret) VALUES (%s) ON CONFLICT DO NOTHING",
-                     [secrets.token_hex(32)])
+        conn.execute(_ADD_SECRET.format("%s"), [secrets.token_hex(32)])
         conn.commit()
     return SchemaResult(created, applied, LATEST_VERSION)
 

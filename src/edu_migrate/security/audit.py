@@ -21,7 +21,7 @@ ROW_TRIGGER = "audit_row_change"
 PAUSED_TRIGGERS = (ROW_TRIGGER, "marks_hold_together", "audit_password_change")
 
 
-def _paused(conn: psycopg.Connection, tables: Sequence[str]) -> list[tuple[str, str]]:
+def paused_triggers(conn: psycopg.Connection, tables: Sequence[str]) -> list[tuple[str, str]]:
     rows = conn.execute(
         "SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -34,7 +34,7 @@ def _paused(conn: psycopg.Connection, tables: Sequence[str]) -> list[tuple[str, 
 def row_audit_paused(conn: psycopg.Connection, tables: Sequence[str]) -> Iterator[None]:
     """No per-row audit rows and no per-row mark checks for `tables` until the block ends, in
     this transaction only."""
-    paused = _paused(conn, tables)
+    paused = paused_triggers(conn, tables)
     for table, trigger in paused:
         conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(
             sql.Identifier(table), sql.Identifier(trigger)))

@@ -41,7 +41,9 @@ SELECT d.table_name, d.row_id, 'persons', d.legacy_id,
        CASE WHEN p.id IS NULL THEN 'delete' WHEN d.created THEN 'insert' ELSE 'update' END,
        CASE WHEN p.id IS NOT NULL THEN (
            SELECT coalesce(jsonb_object_agg(c.legacy, c.value), '{}'::jsonb) FROM (VALUES
-               ('user_id', to_jsonb(migration.legacy_id('users', p.user_id)),
+               ('user_id', to_jsonb((SELECT k.source_id FROM migration.legacy_keys k
+                                     WHERE k.target_table = 'users'
+                                       AND k.target_id = p.user_id LIMIT 1)),
                 b.user_id IS DISTINCT FROM p.user_id),
                ('firstname', to_jsonb(p.first_name), b.first_name IS DISTINCT FROM p.first_name),
                ('lastname', to_jsonb(p.last_name), b.last_name IS DISTINCT FROM p.last_name),

@@ -8,11 +8,17 @@ SELECT d.table_name, d.row_id, 'students', d.legacy_id,
        CASE WHEN s.id IS NULL THEN 'delete' WHEN d.created THEN 'insert' ELSE 'update' END,
        CASE WHEN s.id IS NOT NULL THEN (
            SELECT coalesce(jsonb_object_agg(c.legacy, c.value), '{}'::jsonb) FROM (VALUES
-               ('user_id', to_jsonb(migration.legacy_id('users', s.user_id)),
+               ('user_id', to_jsonb((SELECT k.source_id FROM migration.legacy_keys k
+                                     WHERE k.target_table = 'users'
+                                       AND k.target_id = s.user_id LIMIT 1)),
                 b.user_id IS DISTINCT FROM s.user_id),
-               ('person_id', to_jsonb(migration.legacy_id('persons', s.person_id)),
+               ('person_id', to_jsonb((SELECT k.source_id FROM migration.legacy_keys k
+                                       WHERE k.target_table = 'persons'
+                                         AND k.target_id = s.person_id LIMIT 1)),
                 b.person_id IS DISTINCT FROM s.person_id),
-               ('org_id', to_jsonb(migration.legacy_id('organization_units', s.program_id)),
+               ('org_id', to_jsonb((SELECT k.source_id FROM migration.legacy_keys k
+                                    WHERE k.target_table = 'organization_units'
+                                      AND k.target_id = s.program_id LIMIT 1)),
                 b.program_id IS DISTINCT FROM s.program_id),
                ('student_no', to_jsonb(s.student_number),
                 b.student_number IS DISTINCT FROM s.student_number),
@@ -40,12 +46,17 @@ SELECT d.table_name, d.row_id, 'teachers', d.legacy_id,
        CASE WHEN s.id IS NULL THEN 'delete' WHEN d.created THEN 'insert' ELSE 'update' END,
        CASE WHEN s.id IS NOT NULL THEN (
            SELECT coalesce(jsonb_object_agg(c.legacy, c.value), '{}'::jsonb) FROM (VALUES
-               ('user_id', to_jsonb(migration.legacy_id('users', s.user_id)),
+               ('user_id', to_jsonb((SELECT k.source_id FROM migration.legacy_keys k
+                                     WHERE k.target_table = 'users'
+                                       AND k.target_id = s.user_id LIMIT 1)),
                 b.user_id IS DISTINCT FROM s.user_id),
-               ('person_id', to_jsonb(migration.legacy_id('persons', s.person_id)),
+               ('person_id', to_jsonb((SELECT k.source_id FROM migration.legacy_keys k
+                                       WHERE k.target_table = 'persons'
+                                         AND k.target_id = s.person_id LIMIT 1)),
                 b.person_id IS DISTINCT FROM s.person_id),
-               ('org_id', to_jsonb(migration.legacy_id('organization_units',
-                                                       s.organization_unit_id)),
+               ('org_id', to_jsonb((SELECT k.source_id FROM migration.legacy_keys k
+                                    WHERE k.target_table = 'organization_units'
+                                      AND k.target_id = s.organization_unit_id LIMIT 1)),
                 b.organization_unit_id IS DISTINCT FROM s.organization_unit_id),
                ('position', to_jsonb(CASE s.position WHEN 'professor' THEN 'professor'
                     WHEN 'associate_professor' THEN 'dosent' WHEN 'senior_lecturer' THEN 'baş müəllim'

@@ -8,7 +8,9 @@ SELECT d.table_name, d.row_id, 'organizations', d.legacy_id,
        CASE WHEN o.id IS NULL THEN 'delete' WHEN d.created THEN 'insert' ELSE 'update' END,
        CASE WHEN o.id IS NOT NULL THEN (
            SELECT coalesce(jsonb_object_agg(c.legacy, c.value), '{}'::jsonb) FROM (VALUES
-               ('parent_id', to_jsonb(migration.legacy_id('organization_units', o.parent_id)),
+               ('parent_id', to_jsonb((SELECT k.source_id FROM migration.legacy_keys k
+                                       WHERE k.target_table = 'organization_units'
+                                         AND k.target_id = o.parent_id LIMIT 1)),
                 b.parent_id IS DISTINCT FROM o.parent_id),
                ('type_id', to_jsonb(CASE o.type WHEN 'university' THEN 1 WHEN 'faculty' THEN 2
                                                WHEN 'department' THEN 3 WHEN 'program' THEN 4 END),

@@ -12,7 +12,9 @@ SELECT d.table_name, d.row_id, 'courses', d.legacy_id,
        CASE WHEN o.id IS NOT NULL THEN (
            SELECT coalesce(jsonb_object_agg(c.legacy, c.value), '{}'::jsonb) FROM (VALUES
                ('section', to_jsonb(o.section_code), b.section_code IS DISTINCT FROM o.section_code),
-               ('teacher_id', to_jsonb(migration.legacy_id('staff_members', o.instructor_id)),
+               ('teacher_id', to_jsonb((SELECT k.source_id FROM migration.legacy_keys k
+                                        WHERE k.target_table = 'staff_members'
+                                          AND k.target_id = o.instructor_id LIMIT 1)),
                 b.instructor_id IS DISTINCT FROM o.instructor_id),
                ('max_students', to_jsonb(o.max_students),
                 b.max_students IS DISTINCT FROM o.max_students),
@@ -37,7 +39,9 @@ CROSS JOIN LATERAL (
         ('name_ru', to_jsonb(c.name ->> 'ru'), b.name -> 'ru' IS DISTINCT FROM c.name -> 'ru'),
         ('name_en', to_jsonb(c.name ->> 'en'), b.name -> 'en' IS DISTINCT FROM c.name -> 'en'),
         ('credits', to_jsonb(c.credit_hours::text), b.credit_hours IS DISTINCT FROM c.credit_hours),
-        ('org_id', to_jsonb(migration.legacy_id('organization_units', c.organization_unit_id)),
+        ('org_id', to_jsonb((SELECT k.source_id FROM migration.legacy_keys k
+                             WHERE k.target_table = 'organization_units'
+                               AND k.target_id = c.organization_unit_id LIMIT 1)),
          b.organization_unit_id IS DISTINCT FROM c.organization_unit_id)
     ) v (legacy, value, changed) WHERE v.changed
 ) changed

@@ -10,9 +10,13 @@ SELECT d.table_name, d.row_id, 'course_students', d.legacy_id,
        CASE WHEN e.id IS NULL THEN 'delete' WHEN d.created THEN 'insert' ELSE 'update' END,
        CASE WHEN e.id IS NOT NULL THEN (
            SELECT coalesce(jsonb_object_agg(c.legacy, c.value), '{}'::jsonb) FROM (VALUES
-               ('course_id', to_jsonb(migration.legacy_id('course_offerings', e.course_offering_id)),
+               ('course_id', to_jsonb((SELECT k.source_id FROM migration.legacy_keys k
+                                       WHERE k.target_table = 'course_offerings'
+                                         AND k.target_id = e.course_offering_id LIMIT 1)),
                 b.course_offering_id IS DISTINCT FROM e.course_offering_id),
-               ('student_id', to_jsonb(migration.legacy_id('students', e.student_id)),
+               ('student_id', to_jsonb((SELECT k.source_id FROM migration.legacy_keys k
+                                        WHERE k.target_table = 'students'
+                                          AND k.target_id = e.student_id LIMIT 1)),
                 b.student_id IS DISTINCT FROM e.student_id),
                ('status', to_jsonb(e.enrollment_status),
                 b.enrollment_status IS DISTINCT FROM e.enrollment_status),
@@ -54,8 +58,9 @@ SELECT d.table_name, d.row_id, 'grades', d.legacy_id,
        CASE WHEN g.id IS NULL THEN 'delete' WHEN d.created THEN 'insert' ELSE 'update' END,
        CASE WHEN g.id IS NOT NULL THEN (
            SELECT coalesce(jsonb_object_agg(c.legacy, c.value), '{}'::jsonb) FROM (VALUES
-               ('course_student_id', to_jsonb(migration.legacy_id('course_enrollments',
-                                                                  g.enrollment_id)),
+               ('course_student_id', to_jsonb((SELECT k.source_id FROM migration.legacy_keys k
+                                               WHERE k.target_table = 'course_enrollments'
+                                                 AND k.target_id = g.enrollment_id LIMIT 1)),
                 b.enrollment_id IS DISTINCT FROM g.enrollment_id),
                ('grade_type', to_jsonb(CASE a.assessment_type WHEN 'attendance' THEN 1
                     WHEN 'seminar' THEN 2 WHEN 'colloquium' THEN 3 WHEN 'independent_work' THEN 4
@@ -64,7 +69,9 @@ SELECT d.table_name, d.row_id, 'grades', d.legacy_id,
                ('value', to_jsonb(CASE WHEN g.is_absent THEN 'q/b' ELSE trim_scale(g.score)::text END),
                 b.score IS DISTINCT FROM g.score OR b.is_absent IS DISTINCT FROM g.is_absent),
                ('lesson_date', to_jsonb(g.graded_on), b.graded_on IS DISTINCT FROM g.graded_on),
-               ('teacher_id', to_jsonb(migration.legacy_id('staff_members', g.graded_by)),
+               ('teacher_id', to_jsonb((SELECT k.source_id FROM migration.legacy_keys k
+                                        WHERE k.target_table = 'staff_members'
+                                          AND k.target_id = g.graded_by LIMIT 1)),
                 b.graded_by IS DISTINCT FROM g.graded_by),
                ('created_at', to_jsonb(g.created_at AT TIME ZONE 'Asia/Baku'),
                 b.created_at IS DISTINCT FROM g.created_at)

@@ -1,0 +1,246 @@
+"""The cutover window's incremental validation equals a full `validate` of the same data: the
+same checks, the same numbers, the same verdict, for any delta a sync applies and any breakage
+of the target written after the baseline (an orphan, a missing mark, a crosswalk row too many,
+a parent gone). When the baseline cannot be trusted, the window validates in full and says why.
+
+A dirty legacy database is generated, migrated and validated once (the validation keeps the
+baseline); each example clones the source and the target (the clone keeps the baseline and its
+triggers), changes the source, syncs, breaks the target, and compares both validations.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, Phase, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from psycopg import sql
+
+from edu_migrate import api
+from edu_migrate.checks.validation import ValidationReport
+from edu_migrate.config import Settings
+from edu_migrate.errors import MigrationError
+from edu_migrate.pg.urls import with_database
+from edu_migrate.runlog import Reporter
+from edu_migrate.switchover import Steps
+from tests.integration.helpers import admin_sql, clone_database, drop_databases
+from tests.integration.test_sync import CHANGES, Change, _apply
+
+MIGRATED_AT = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Base:
+    admin_url: str
+    source: str
+    target: str
+
+
+def _settings(base: Base, source: str, target: str, tmp: Path) -> Settings:
+    return Settings(source_url=with_database(base.admin_url, source),
+                    target_url=with_database(base.admin_url, target), home=tmp / "home",
+                    log_dir=tmp / "logs", backup_dir=tmp / "backups", batch_size=5_000)
+
+
+@pytest.fixture(scope="module")
+def base(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Base]:
+    suffix = uuid.uuid4().hex[:6]
+    made = Base(admin_url, f"inc_src_{suffix}", f"inc_dst_{suffix}")
+    tmp = tmp_path_factory.mktemp("incremental")
+    admin_sql(admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(made.source)))
+    try:
+        settings = _settings(made, made.source, made.target, tmp)
+        api.generate(settings, scale=0.005, profile="dirty", seed=11)
+        api.schema_apply(settings)
+        api.migrate(settings, force=True, as_of=MIGRATED_AT)
+        api.validate(settings)  # the baseline
+        yield made
+    finally:
+        drop_databases(admin_url, made.target, made.source)
+
+
+@pytest.fixture
+def pair(base: Base, tmp_path: Path) -> Iterator[Settings]:
+    """A clone of the source and of the target (its baseline with it), the target reading the
+    clone of its source."""
+    source, target = clone_database(base.admin_url, base.source), \
+        clone_database(base.admin_url, base.target)
+    settings = _settings(base, source, target, tmp_path)
+    with psycopg.connect(settings.target_url) as conn:
+        conn.execute("UPDATE migration.state SET source_database = %s", [source])
+    try:
+        yield settings
+    finally:
+        drop_databases(base.admin_url, target, source)
+
+
+# What breaks the target after the sync, written as a defect of the migration would leave it.
+# Foreign keys would refuse the orphans: replication mode skips them (the noting triggers, set
+# ENABLE ALWAYS, still fire). {pick} chooses the row.
+BREAKAGES: dict[str, tuple[str, ...]] = {
+    "nothing": (),
+    "an orphan mark": (
+        "SET session_replication_role = replica",
+        "UPDATE grades SET enrollment_id = gen_random_uuid() "
+        "WHERE id = (SELECT id FROM grades ORDER BY id OFFSET {pick} % (SELECT nullif(count(*), 0) "
+        "FROM grades) LIMIT 1)"),
+    "a mark missing": (
+        "DELETE FROM grades WHERE id = (SELECT id FROM grades ORDER BY id OFFSET {pick} % "
+        "(SELECT nullif(count(*), 0) FROM grades) LIMIT 1)",),
+    "a crosswalk row too many": (
+        "INSERT INTO migration.crosswalk (source_table, source_id, target_table, target_id) "
+        "SELECT 'grades', coalesce(max(source_id), 0) + 1 + {pick}, 'grades', gen_random_uuid() "
+        "FROM migration.crosswalk_grades",),
+    "a crosswalk row lost": (
+        "DELETE FROM migration.crosswalk_grades WHERE source_id = (SELECT source_id FROM "
+        "migration.crosswalk_grades ORDER BY source_id OFFSET {pick} % (SELECT nullif(count(*), 0) "
+        "FROM migration.crosswalk_grades) LIMIT 1)",),
+    "an enrollment gone under its marks": (
+        "SET session_replication_role = replica",
+        "DELETE FROM course_enrollments WHERE id = (SELECT enrollment_id FROM grades "
+        "ORDER BY id OFFSET {pick} % (SELECT nullif(count(*), 0) FROM grades) LIMIT 1)"),
+    "an assessment gone under its marks": (
+        "SET session_replication_role = replica",
+        "DELETE FROM assessments WHERE id = (SELECT assessment_id FROM grades "
+        "ORDER BY id OFFSET {pick} % (SELECT nullif(count(*), 0) FROM grades) LIMIT 1)"),
+    "a mark set aside as well": (
+        "INSERT INTO migration.rejected_rows (source_table, source_id, reason, phase) "
+        "SELECT 'grades', source_id, 'test', 5 FROM migration.crosswalk_grades "
+        "ORDER BY source_id OFFSET {pick} % (SELECT nullif(count(*), 0) "
+        "FROM migration.crosswalk_grades) LIMIT 1",),
+}
+
+
+def _break(url: str, breakage: str, pick: int) -> bool:
+    """Whether the breakage found a row to break (a delta may have left no mark at all)."""
+    rows = 0
+    with psycopg.connect(url) as conn:
+        for statement in BREAKAGES[breakage]:
+            rows = conn.execute(statement.replace("{pick}", str(pick)).encode()).rowcount
+    return rows > 0
+
+
+def _numbers(report: ValidationReport) -> list[tuple[Any, ...]]:
+    return [(c.name, c.passed, c.old, c.new, c.detail, c.notes) for c in report.checks]
+
+
+def _assert_same_as_full(settings: Settings, method: str = "incremental") -> ValidationReport:
+    window = api.validate_in_window(settings, Reporter())
+    full = api.validate(settings, Reporter(), baseline=False)
+    assert window.method == method, window.fallback
+    assert _numbers(window) == _numbers(full)
+    assert window.passed == full.passed
+    return window
+
+
+@hypothesis_settings(max_examples=3, deadline=None, phases=(Phase.explicit, Phase.generate),
+                     suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                            HealthCheck.too_slow])
+@given(changes=CHANGES, breakage=st.sampled_from(tuple(BREAKAGES)), pick=st.integers(0, 10**6))
+@example(changes=[("delete", "course_students", 7, 0, 0, "null", 0),
+                  ("update", "grades", 11, 0, 2, "junk", 3)],
+         breakage="an orphan mark", pick=3)
+@example(changes=[("insert", "grades", 9, 9, 1, "junk", 4)], breakage="a mark missing", pick=8)
+@example(changes=[("delete", "grades", 5, 0, 0, "null", 0)],
+         breakage="a crosswalk row too many", pick=0)
+@example(changes=[("update", "users", 0, 1, 0, "copy", 0)],
+         breakage="an enrollment gone under its marks", pick=5)
+def test_the_incremental_validation_equals_a_full_one(
+        base: Base, tmp_path: Path, changes: list[Change], breakage: str, pick: int) -> None:
+    source, target = clone_database(base.admin_url, base.source), \
+        clone_database(base.admin_url, base.target)
+    try:
+        settings = _settings(base, source, target, tmp_path)
+        with psycopg.connect(settings.target_url) as conn:
+            conn.execute("UPDATE migration.state SET source_database = %s", [source])
+        with psycopg.connect(settings.source_url, autocommit=True) as conn:
+            for change in changes:
+                _apply(conn, change)
+        api.sync(settings, as_of=MIGRATED_AT)
+        broken = _break(settings.target_url, breakage, pick)
+        window = _assert_same_as_full(settings)
+        assert window.passed == (not broken), f"{changes} then {breakage}"
+    finally:
+        drop_databases(base.admin_url, target, source)
+
+
+def test_only_what_was_written_is_read_again(pair: Settings) -> None:
+    """With nothing written since the baseline, no range, bucket or id is read again; one mark
+    changed in the source reads one range of marks and one id of grades."""
+    window = _assert_same_as_full(pair)
+    assert set(window.recomputed.values()) == {0}
+    with psycopg.connect(pair.source_url) as conn:
+        conn.execute("UPDATE grades SET value = '10' WHERE id = (SELECT min(id) FROM grades)")
+    api.sync(pair, as_of=MIGRATED_AT)
+    window = _assert_same_as_full(pair)
+    assert window.recomputed["grades: legacy id ranges"] == 1
+    assert window.recomputed["grades: ids"] == 1
+
+
+@pytest.mark.parametrize("tampering, reason", [
+    ("ALTER TABLE grades DISABLE TRIGGER validation_note_delete_grades", "disabled"),
+    ("DROP TRIGGER validation_note_insert_crosswalk ON migration.crosswalk", "dropped"),
+    ("TRUNCATE migration.rejected_rows", "rejected_rows was truncated"),
+    ("DELETE FROM migration.validation_baseline", "no full validation"),
+])
+def test_a_baseline_that_cannot_be_trusted_means_a_full_validation(
+        pair: Settings, tampering: str, reason: str) -> None:
+    """A trigger disabled (then a mark deleted unnoticed by it), dropped or a table truncated:
+    the window validates in full, says why, and finds what the baseline would have missed."""
+    with psycopg.connect(pair.target_url) as conn:
+        conn.execute(tampering.encode())
+        conn.execute("DELETE FROM grades WHERE id = (SELECT id FROM grades ORDER BY id LIMIT 1)")
+    window = _assert_same_as_full(pair, method="full")
+    assert window.fallback is not None and reason in window.fallback
+    assert not window.passed
+
+
+def test_the_cutover_validates_incrementally_and_fails_on_a_broken_delta(pair: Settings) -> None:
+    """The window's validation is the incremental one (run_log says so); a mark lost by the
+    last sync (here: deleted right after it, in the window) fails it, as a full validate fails,
+    and the cutover is aborted."""
+    steps = api.cutover_steps(pair)
+    calls = []
+
+    def broken_sync(moment: datetime | None) -> Any:
+        result = steps.sync(moment)
+        calls.append(moment)
+        if len(calls) == 2:  # the last sync, in the window
+            _break(pair.target_url, "a mark missing", 1)
+        return result
+
+    with psycopg.connect(pair.source_url) as conn:
+        conn.execute("UPDATE grades SET value = '9' WHERE id = (SELECT max(id) FROM grades)")
+    with pytest.raises(MigrationError, match="validation failed: Grade Count"):
+        api.run_cutover(pair.source_url, pair.target_url,  # type: ignore[arg-type]
+                        Steps(broken_sync, steps.source_facts, steps.validate, steps.unsynced,
+                              steps.baseline), Reporter(), as_of=MIGRATED_AT, max_rounds=1,
+                        settle_rows=1000, writer_timeout=10, terminate_writers=True)
+    with psycopg.connect(pair.target_url) as conn:
+        row = conn.execute("SELECT detail FROM migration.run_log WHERE event = 'validation' "
+                           "ORDER BY id DESC LIMIT 1").fetchone()
+    assert row is not None and row[0]["method"] == "incremental" and not row[0]["passed"]
+    full = api.validate(pair, Reporter(), baseline=False)
+    assert [c.name for c in full.checks if not c.passed] == ["Grade Count"]
+
+
+def test_a_cutover_report_says_which_validation_the_window_ran(
+        pair: Settings, tmp_path: Path) -> None:
+    """A cutover with a mark changed validates incrementally in its window; the sign-off report
+    says so, and that its own validation is a full one."""
+    with psycopg.connect(pair.source_url) as conn:
+        conn.execute("UPDATE grades SET value = '8' WHERE id = (SELECT min(id) FROM grades)")
+    api.cutover(pair, as_of=MIGRATED_AT, terminate_writers=True)
+    md = tmp_path / "report.md"
+    api.report(pair, md=md)
+    text = md.read_text(encoding="utf-8")
+    assert "| Validation in the window | incremental: what was written since" in text
+    assert "This report's own validation is full" in text
