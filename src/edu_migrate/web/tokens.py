@@ -1,7 +1,7 @@
 """Bearer tokens: HMAC-signed JWTs that name the user, say when they were issued, and expire.
 The database voids a token issued before its account's password, activity or role changed
 (token_still_valid, schema V006), and a token signed out (its id, the jti, in
-auth.revoked_tokens, schema V017)."""
+auth.revoked_tokens, schema V024)."""
 
 from __future__ import annotations
 

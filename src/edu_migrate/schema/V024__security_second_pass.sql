@@ -1,4 +1,4 @@
--- edu_v2, version 17: the security review's second pass (issue 23).
+-- edu_v2, version 24: the security review's second pass (issue 23).
 --
 --  * No request session writes a password hash, by any statement: edu_app inserts users
 --    without one (a new account has no usable password until the owner sets one), as it
