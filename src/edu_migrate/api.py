@@ -69,7 +69,7 @@ from edu_migrate.pg.connect import connect, create_database_if_missing
 from edu_migrate.pg.embedded import EmbeddedServer, ServerStatus
 from edu_migrate.pg.freeze import set_frozen
 from edu_migrate.pg.locks import lock_holder, migration_lock
-from edu_migrate.pg.urls import masked
+from edu_migrate.pg.urls import masked, redacted
 from edu_migrate.phases.archive import (
     ARCHIVE_SCHEMA,
     ArchiveResult,
@@ -855,8 +855,35 @@ def _drop_database(admin_url: str, name: str) -> None:
             sql.Identifier(name)))
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def served_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
+    """The Host headers `serve` answers: the address it listens on (every loopback name when
+    that is a loopback one) and the names given; any when it listens on every interface and
+    no name is given."""
+    if host in ("0.0.0.0", "::", "") and not extra:
+        return ["*"]
+    names = list(LOOPBACK_NAMES) if host in LOOPBACK_NAMES else [host]
+    return names + [name for name in extra if name not in names]
+
+
+def server_config(app: Any, *, host: str, port: int,
+                  forwarded_allow_ips: Sequence[str] = ()) -> Any:
+    """uvicorn's configuration of `serve`. X-Forwarded-For and X-Forwarded-Proto are believed
+    only from the proxies named: uvicorn's default believes them from 127.0.0.1, and then any
+    local client picks its own address for the per-client login limit."""
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level="info",
+                          proxy_headers=bool(forwarded_allow_ips),
+                          forwarded_allow_ips=list(forwarded_allow_ips) or "",
+                          server_header=False)
+
+
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
-          reporter: Reporter | None = None) -> None:
+          reporter: Reporter | None = None, forwarded_allow_ips: Sequence[str] = (),
+          allowed_hosts: Sequence[str] = ()) -> None:
     """The reference API over edu_v2, until interrupted. Requests and password checks run as
     two login roles of the API's own, created (or brought back in line) first; the target URL's
     user, the owner of edu_v2, serves nothing."""
@@ -880,8 +907,14 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
                                  "choose another --port or --host") from exc
     logins = prepare_api_logins(urls.target_url)
     reporter.line(f"Serving {masked(urls.target_url)}: {logins.describe()}")
-    uvicorn.run(create_app(urls.target_url, logins=logins), host=host, port=port,
-                log_level="info")
+    if logins.open_elsewhere:
+        reporter.line(f"! The API's logins may also connect to {', '.join(logins.open_elsewhere)}"
+                      " on this server: serve as a superuser (who confines them to this "
+                      "database), or REVOKE CONNECT ON DATABASE … FROM PUBLIC there")
+    app = create_app(urls.target_url, logins=logins,
+                     allowed_hosts=served_hosts(host, allowed_hosts))
+    config = server_config(app, host=host, port=port, forwarded_allow_ips=forwarded_allow_ips)
+    uvicorn.Server(config).run()
 
 
 def _account(role: str, credentials: str) -> Account:
@@ -891,11 +924,42 @@ def _account(role: str, credentials: str) -> Account:
     return Account(role, username, password)
 
 
+def credentials_file(path: Path) -> dict[str, str]:
+    """The USER:PASS of each role in a file of `role=USER:PASS` lines (# comments), which must
+    be readable by its owner alone: the way to give cutover-check passwords without putting
+    them on a command line, which every local user can read (`ps`, /proc/<pid>/cmdline)."""
+    try:
+        info = path.stat()
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MigrationError(f"cannot read the credentials file {path}: {exc.strerror}",
+                             "give a file of role=USER:PASS lines") from exc
+    if info.st_mode & 0o077:
+        raise PreconditionFailed(
+            f"the credentials file {path} may be read by others (mode {info.st_mode & 0o777:o})",
+            f"chmod 600 {path}")
+    found: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        role, equals, value = line.partition("=")
+        if not equals or role.strip() not in ROLES:
+            # The line is not quoted: it may hold a password.
+            raise MigrationError(f"line {number} of {path} is not role=USER:PASS",
+                                 f"role is one of {', '.join(ROLES)}")
+        found[role.strip()] = value.strip()
+    return found
+
+
 def cutover_check(settings: Settings, api_url: str, credentials: dict[str, str | None],
                   reporter: Reporter | None = None, *, browser: bool = False,
-                  pages: Sequence[str] = (), screenshots: Path | None = None) -> CutoverReport:
-    """The guide's Phase 7 against the API at `api_url`. A role without credentials signs in
-    with an account of the migrated demo data (the generator knows its password).
+                  pages: Sequence[str] = (), screenshots: Path | None = None,
+                  credentials_path: Path | None = None) -> CutoverReport:
+    """The guide's Phase 7 against the API at `api_url`. Each role signs in with the
+    credentials given (an option or its environment variable), else those of the
+    `credentials_path` file, else an account of the migrated demo data (the generator knows
+    its password). The URLs are shown and recorded without their passwords.
 
     With `browser` (or `pages`, ROLE=URL each), each role also signs in to its dashboard in
     headless Chromium: those `edu-migrate serve` has at `api_url`, or the pages given; the
@@ -906,7 +970,10 @@ def cutover_check(settings: Settings, api_url: str, credentials: dict[str, str |
     given_pages = dict(_page(value) for value in pages)
     if browser or given_pages:
         dashboards.find_chromium()
-    accounts = {role: _account(role, value) for role, value in credentials.items() if value}
+    from_file = credentials_file(credentials_path) if credentials_path else {}
+    given = {role: credentials.get(role) or from_file.get(role) for role in ROLES}
+    accounts = {role: _account(role, value) for role, value in given.items() if value}
+    shown = redacted(api_url)
     if any(role not in accounts for role in ROLES):
         found = demo_accounts(endpoints(settings).target_url, legacy_password)
         accounts.update({role: found[role] for role in ROLES
@@ -918,14 +985,14 @@ def cutover_check(settings: Settings, api_url: str, credentials: dict[str, str |
             dashboards.page_urls(api_url, given_pages), accounts, expected,
             screenshots=screenshots))
     reporter.line("=" * 60)
-    reporter.line(f"CUTOVER CHECKS against {api_url}")
+    reporter.line(f"CUTOVER CHECKS against {shown}")
     reporter.line("=" * 60)
     for check in report.checks:
         reporter.line(check.line())
     if report.passed:
         # decommission counts its 30 days from the first passing check after the migration.
         try:
-            record_cutover(target_url(settings), {"api": api_url,
+            record_cutover(target_url(settings), {"api": shown,
                                                   "checks": len(report.checks)})
             reporter.line("Recorded the cutover in migration.run_log: `edu-migrate "
                           "decommission` counts its days from the first one")
@@ -939,7 +1006,7 @@ def _page(value: str) -> tuple[str, str]:
     role, equals, url = value.partition("=")
     if not equals or role not in ROLES or urlsplit(url).scheme not in ("http", "https"):
         raise MigrationError(f"--page takes ROLE=URL with ROLE one of {', '.join(ROLES)} and "
-                             f"an http(s) URL, not {value!r}",
+                             f"an http(s) URL, not {redacted(value)!r}",
                              "e.g. --page student=https://lms.example.edu/dashboard")
     return role, url
 

@@ -25,13 +25,14 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from edu_migrate.errors import MigrationError, PreconditionFailed
+from edu_migrate.files import owner_only_folder, reserve_private_file
 from edu_migrate.pg.connect import connect, create_database_if_missing
 from edu_migrate.pg.freeze import is_frozen
 from edu_migrate.pg.locks import migration_lock
 from edu_migrate.pg.tools import client_program, restore_archive, run_client
 from edu_migrate.pg.urls import database_name, masked, parse, with_database
 from edu_migrate.runlog import Reporter
-from edu_migrate.schema import applied_version, foreign_tables
+from edu_migrate.schema import applied_version, apply_security_grants, foreign_tables
 
 MANIFEST = "manifest.json"
 # Staged copies of legacy tables: rebuilt by every phase, not worth a byte of backup.
@@ -139,13 +140,19 @@ def _exported_snapshot(url: str, purpose: str) -> Iterator[tuple[psycopg.Connect
 
 
 def _dump_file(backup_dir: Path, role: str, database: str, when: datetime) -> Path:
+    """A new dump file, created empty and 0600 in a folder of mode 0700: pg_dump writes into
+    it, so no byte of the dump is ever readable by another user (pg_dump would create it under
+    the process's umask)."""
+    owner_only_folder(backup_dir)
     stamp = when.strftime("%Y%m%dT%H%M%SZ")
-    candidate = backup_dir / f"{role}_{database}_{stamp}.dump"
     number = 1
-    while candidate.exists():
-        number += 1
-        candidate = backup_dir / f"{role}_{database}_{stamp}_{number}.dump"
-    return candidate
+    while True:
+        suffix = f"_{number}" if number > 1 else ""
+        candidate = backup_dir / f"{role}_{database}_{stamp}{suffix}.dump"
+        try:
+            return reserve_private_file(candidate)
+        except FileExistsError:
+            number += 1
 
 
 def _plain_tables(path: Path) -> tuple[set[str], bool]:
@@ -192,7 +199,6 @@ def dump_database(url: str, role: str, backup_dir: Path, reporter: Reporter, *,
     """pg_dump -Fc of one database, its counts from the same snapshot, checked by --list; with
     `plain`, also the SQL dump from that snapshot, checked for every table's data."""
     skip = TARGET_SCHEMAS_NOT_BACKED_UP if role == "target" else ()
-    backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     when = datetime.now(UTC).replace(microsecond=0)
     database = database_name(url)
     path = _dump_file(backup_dir, role, database, when)
@@ -209,7 +215,6 @@ def dump_database(url: str, role: str, backup_dir: Path, reporter: Reporter, *,
             path.unlink(missing_ok=True)
             raise
         counts = table_row_counts(conn, skip)
-    path.chmod(0o600)
     pg_restore = client_program("pg_restore", 0)
     listing = run_client(pg_restore, ["--list", str(path)], None,
                          what=f"pg_restore --list of {path.name}").stdout
@@ -256,6 +261,10 @@ def verify_by_restore(url: str, record: BackupRecord, backup_dir: Path,
             "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
                 sql.Identifier(scratch), sql.Literal(row[0]), sql.Literal(row[1]),
                 sql.Literal(row[2])))
+        # A new database lets PUBLIC connect, and the restore below brings no grants back: for
+        # the minutes it lives, nobody but its owner may open the copy.
+        conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
+            sql.Identifier(scratch)))
         try:
             scratch_url = with_database(url, scratch)
             reporter.line(f"Restoring {record.file} into the scratch database {scratch} …")
@@ -417,6 +426,7 @@ def restore(plan: RestorePlan, reporter: Reporter) -> dict[str, int]:
         reporter.line(f"Restoring {plan.describe()} …")
         restore_archive(plan.file, destination, version, options,
                         what=f"restore of {plan.file.name}")
+        _reapply_security_grants(destination, reporter)
     skip = TARGET_SCHEMAS_NOT_BACKED_UP if plan.role == "target" else ()
     with connect(destination, purpose="restored database", read_only=True) as conn:
         counts = table_row_counts(conn, skip)
@@ -431,6 +441,18 @@ def restore(plan: RestorePlan, reporter: Reporter) -> dict[str, int]:
     reporter.line(f"✓ Restored {len(counts)} tables, {sum(counts.values()):,} rows"
                   + (", every count equal to the backup's" if plan.record else ""))
     return counts
+
+
+def _reapply_security_grants(url: str, reporter: Reporter) -> None:
+    """An edu_v2 restored without its privileges (--no-privileges, or into another database)
+    would have every SECURITY DEFINER helper executable by PUBLIC and be open to every role:
+    its grants are applied again, whole."""
+    with connect(url, purpose="restored database") as conn:
+        if applied_version(conn) is None:
+            return
+        apply_security_grants(conn)
+        conn.commit()
+    reporter.line("✓ The security grants of edu_v2 applied to the restored database")
 
 
 def prune(backup_dir: Path, kept: BackupRecord, keep_days: int, reporter: Reporter,

@@ -644,23 +644,45 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     target: TargetOpt = None, config: ConfigOpt = None,
+    forwarded_allow_ips: Annotated[list[str] | None, typer.Option(
+        "--forwarded-allow-ips", metavar="ADDRESS",
+        help="A reverse proxy whose X-Forwarded-For (the client's address, which the login "
+        "limits count by) is believed; repeat for several. None by default: then every "
+        "request's address is the one that connected.", show_default=False)] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        "--allowed-host", metavar="NAME",
+        help="A name clients reach the API by (its Host header), besides the address it "
+        "listens on; repeat for several. Requests naming another host are refused.",
+        show_default=False)] = None,
 ) -> None:
     """The reference API over edu_v2 (FastAPI), with row-level security doing the access control.
     OpenAPI at /openapi.json, interactive docs at /docs. Creates the API's own login roles
     first (<database>_api for requests, <database>_login for password checks) and says so;
     the target URL's user must own edu_v2 and may create roles."""
-    api.serve(_settings(config, target_url=target), host=host, port=port, reporter=_reporter())
+    api.serve(_settings(config, target_url=target), host=host, port=port, reporter=_reporter(),
+              forwarded_allow_ips=[ip.strip() for value in forwarded_allow_ips or ()
+                                   for ip in value.split(",") if ip.strip()],
+              allowed_hosts=allowed_host or ())
 
 
-CredentialsOpt = Annotated[str | None, typer.Option(
-    metavar="USER:PASS", show_default=False,
-    help="Account to sign in with; by default one from the migrated demo data.")]
+def _credentials_option(role: str) -> Any:
+    return typer.Option(
+        metavar="USER:PASS", show_default=False, envvar=f"EDU_{role.upper()}_CREDENTIALS",
+        help=f"The {role} account to sign in with; by default one from the migrated demo data. "
+        f"Better in the environment variable EDU_{role.upper()}_CREDENTIALS or a "
+        "--credentials-file: a command line is readable by every local user.")
 
 
 @app.command("cutover-check")
 def cutover_check(
     api_url: Annotated[str, typer.Option("--api", help="Base URL of the running API.")],
-    student: CredentialsOpt = None, teacher: CredentialsOpt = None, admin: CredentialsOpt = None,
+    student: Annotated[str | None, _credentials_option("student")] = None,
+    teacher: Annotated[str | None, _credentials_option("teacher")] = None,
+    admin: Annotated[str | None, _credentials_option("admin")] = None,
+    credentials_file: Annotated[Path | None, typer.Option(
+        "--credentials-file", show_default=False,
+        help="A file of role=USER:PASS lines (student, teacher, admin), readable by its owner "
+        "only (chmod 600); an option or variable of a role wins over it.")] = None,
     target: TargetOpt = None, config: ConfigOpt = None, json_file: JsonOpt = None,
     browser: Annotated[bool, typer.Option(
         "--browser", help="Also sign in as each role in headless Chromium (Debian's `chromium`) "
@@ -683,7 +705,7 @@ def cutover_check(
     report = api.cutover_check(settings, api_url,
                                {"student": student, "teacher": teacher, "admin": admin},
                                reporter=_reporter(), browser=browser, pages=page or (),
-                               screenshots=screenshots)
+                               screenshots=screenshots, credentials_path=credentials_file)
     _write_json(json_file, report.to_dict())
     api.require_cutover_passed(report)
 

@@ -147,3 +147,20 @@ def test_archive_masks_credentials_and_session_secrets_unless_asked(
     assert table_digest(target, "legacy_archive.users_old") == \
         table_digest(source, "public.users_old")
     assert api.inventory(settings)[0].masked == ()
+
+
+def test_columns_named_as_secrets_are_masked_whatever_their_values(settings: Settings) -> None:
+    """Plaintext passwords look like any word: the name alone must mask them, in Azerbaijani,
+    Russian and camelCase too (issue 23)."""
+    from edu_migrate.phases.archive import TableEntry, secret_columns
+
+    names = ["parol", "şifrə", "sifre", "passwordHash", "authToken", "auth_key", "reset_code",
+             "security_answer", "пароль"]
+    columns = ", ".join(f'"{name}" text' for name in names)
+    with psycopg.connect(str(settings.source_url), autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE old_accounts (id integer, label text, {columns})")
+        values = ", ".join(["'gunes2024'"] * len(names))
+        conn.execute(f"INSERT INTO old_accounts SELECT n, 'label ' || n, {values} "
+                     "FROM generate_series(1, 20) n")
+        found = secret_columns(conn, TableEntry("old_accounts", 20, "archived"))
+    assert found == names

@@ -239,9 +239,10 @@ def _write_one(conn: psycopg.Connection, write: Write) -> None:
                      "WHERE id = (SELECT id FROM course_enrollments ORDER BY id OFFSET %s "
                      "LIMIT 1)", [pick % max(1, _count(conn, "course_enrollments"))])
     elif kind == "email":
-        conn.execute("UPDATE users SET email = %s, updated_at = now() WHERE id = (SELECT id "
-                     "FROM users ORDER BY id OFFSET %s LIMIT 1)",
-                     [f"changed.{value}@example.edu", pick % max(1, _count(conn, "users"))])
+        # The user's id in the address: e-mails are unique, and two users may draw one value.
+        conn.execute("UPDATE users SET email = format('changed.%%s.%%s@example.edu', %s::text, "
+                     "id), updated_at = now() WHERE id = (SELECT id FROM users ORDER BY id "
+                     "OFFSET %s LIMIT 1)", [value, pick % max(1, _count(conn, "users"))])
     elif kind == "name":
         conn.execute("UPDATE persons SET last_name = %s WHERE id = (SELECT id FROM persons "
                      "ORDER BY id OFFSET %s LIMIT 1)",

@@ -393,6 +393,9 @@ def test_logging_apply_without_the_right_changes_nothing(migrated: Server) -> No
     name = "edu_plain_monitoring"
     with psycopg.connect(migrated.admin_url, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD 'plain-pw'")
+    with psycopg.connect(migrated.target, autocommit=True) as conn:
+        # edu_v2 lets no role connect unless granted (issue 23): a DBA's role would be.
+        conn.execute(f"GRANT CONNECT ON DATABASE {conn.info.dbname} TO {name}")
     try:
         plain = migrated.settings.model_copy(update={"target_url": make_conninfo(
             migrated.target, user=name, password="plain-pw")})
@@ -401,6 +404,8 @@ def test_logging_apply_without_the_right_changes_nothing(migrated: Server) -> No
         assert scalar(migrated.target, "SELECT count(*) FROM pg_file_settings WHERE "
                                        "sourcefile LIKE '%postgresql.auto.conf'") == 0
     finally:
+        with psycopg.connect(migrated.target, autocommit=True) as conn:
+            conn.execute(f"REVOKE CONNECT ON DATABASE {conn.info.dbname} FROM {name}")
         with psycopg.connect(migrated.admin_url, autocommit=True) as conn:
             conn.execute(f"DROP ROLE {name}")
 

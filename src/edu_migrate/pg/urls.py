@@ -48,6 +48,9 @@ def masked(url: str | None) -> str:
 # The password of a URL runs from the colon after the user name to the next @ of the same
 # line, spaces included: a password with a space is still a password.
 _URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\n]*?@")
+# Any other URL with a user and a password (`--api`, `--page`, a proxy): http://user:pw@host.
+# Its password stops at a space or a slash, so a port followed by a path is never taken for one.
+_WEB_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s/]*@")
 # Every connection parameter that holds a secret: password, sslpassword (the key's passphrase).
 _KEYWORD_PASSWORD = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]+)",
                                re.IGNORECASE)
@@ -56,7 +59,8 @@ _KEYWORD_PASSWORD = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[
 def redacted(text: str) -> str:
     """Free text (a command line, a message) with every password in a URL or a conninfo
     string replaced by ***."""
-    return _KEYWORD_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+    text = _WEB_URL_PASSWORD.sub(r"\1***@", _URL_PASSWORD.sub(r"\1***@", text))
+    return _KEYWORD_PASSWORD.sub(r"\1***", text)
 
 
 # What a driver quotes of the text it could not parse: that text may be the password.

@@ -12,9 +12,12 @@ running the step again gives the same result. Types the target cannot know (the 
 enums and domains) are archived as text.
 
 Secrets stay behind: a column that holds credentials or session secrets, known by its name
-(password, token, session_key, ip_address, …) or by the shape of its values (hex digests, bcrypt
-and argon2 hashes, long random tokens), is archived empty (NULL) unless `archive_secrets` opts
-in. The columns masked are recorded in migration.run_log and shown by `inventory` and the report.
+(password, token, session_key, ip_address, …, in camelCase too, in Azerbaijani and Russian:
+parol, şifrə, пароль, and the mapping's own synonyms of `password`) whatever its values look
+like (a plaintext password looks like any word), or by the shape of its values (hex digests,
+bcrypt and argon2 hashes, long random tokens), is archived empty (NULL) unless
+`archive_secrets` opts in. The columns masked are recorded in migration.run_log and shown by
+`inventory` and the report.
 The archive schema is granted to no application role.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import psycopg
@@ -30,6 +34,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from edu_migrate.mapping import CANONICAL_SCHEMA, DEFAULT_MAPPING, LegacyMapping
+from edu_migrate.mapping.draft import COLUMN_SYNONYMS, _letters
 from edu_migrate.pg.connect import connect
 from edu_migrate.phases.staging import FIXED_DATESTYLE, SourceSnapshot
 from edu_migrate.runlog import Reporter
@@ -39,9 +44,47 @@ MAPPED, ARCHIVED, EXCLUDED = "mapped", "archived", "excluded"
 APPLICATION_ROLES = ("edu_app", "edu_admin", "edu_auth")
 
 # A column named like a credential or a session secret (IP addresses ride along with sessions).
-SECRET_NAME = re.compile(
-    r"(^|_)(pass(word|wd)?|pwd|pw|hash(ed)?|secret|token|salt|otp|api_?key|session_?(key|id)"
-    r"|sid|ip|ip_?addr(ess)?|remote_?addr)($|_)", re.IGNORECASE)
+# A name is split into words (snake_case, camelCase) and each word written in plain Latin
+# letters (şifrə → sifre, пароль → parol) before it is looked up.
+SECRET_WORDS = frozenset({
+    "password", "passwd", "pass", "pwd", "pw", "passcode", "passphrase", "hash", "hashed",
+    "secret", "secrets", "token", "tokens", "salt", "otp", "totp", "apikey", "sid", "ip",
+    "ipaddr", "ipaddress", "credential", "credentials",
+    # Azerbaijani: parol, şifrə (password), gizli (secret), sirr (secret), açar (key) with açarı
+    "parol", "parolu", "sifre", "sifresi", "gizli", "sirr",
+    # Russian: пароль, секрет, токен, хеш/хэш, ключ (key) as part of a pair below
+    "parolya", "sekret", "khesh", "kesh",
+})
+# Words that are secret next to one another: auth_key, resetCode, security_answer, …
+SECRET_PAIRS = frozenset({
+    ("api", "key"), ("auth", "key"), ("auth", "code"), ("access", "key"), ("private", "key"),
+    ("secret", "key"), ("session", "key"), ("session", "id"), ("reset", "code"),
+    ("reset", "key"), ("recovery", "code"), ("verification", "code"), ("confirm", "code"),
+    ("confirmation", "code"), ("activation", "code"), ("activation", "key"),
+    ("security", "answer"), ("secret", "answer"), ("remote", "addr"), ("remote", "address"),
+    ("ip", "addr"), ("ip", "address"), ("login", "ip"), ("gizli", "cavab"),
+    ("acar", "soz"), ("klyuch", "api"), ("api", "klyuch"), ("sekretnyy", "vopros"),
+})
+# Word beginnings that say password in any of the three languages (userpassword, parolu).
+SECRET_STEMS = ("password", "passwd", "parol", "sifre")
+
+
+def _name_words(name: str) -> list[str]:
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
+    return [w for w in (_letters(part) for part in re.split(r"[\W_]+", spaced)) if w]
+
+
+def is_secret_name(name: str) -> bool:
+    """Does a column's name say it holds a credential, a session secret or an address?"""
+    words = _name_words(name)
+    joined = "".join(words)
+    synonyms = {_letters(s) for s in ("password", *COLUMN_SYNONYMS["password"])}
+    return (any(w in SECRET_WORDS or w in synonyms for w in words)
+            or any(pair in SECRET_PAIRS for pair in pairwise(words))
+            or joined in synonyms
+            or any(w.startswith(stem) or stem in joined for w in words for stem in SECRET_STEMS))
+
+
 # Values shaped like a digest, a password hash or a random token: hex of 32, 40 or 64 digits,
 # bcrypt, argon2, crypt(3), or 32+ characters of base64/url-safe alphabet without a space.
 SECRET_VALUE = (r"^([0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}"
@@ -135,7 +178,7 @@ def secret_columns(source: psycopg.Connection, entry: TableEntry) -> list[str]:
     found = []
     for name, kind in source.execute(SOURCE_COLUMNS, {
             "relation": entry.relation.as_string(source)}).fetchall():
-        if SECRET_NAME.search(name):
+        if is_secret_name(str(name)):
             found.append(str(name))
         elif TEXT_TYPES.match(kind):
             row = source.execute(sql.SQL(

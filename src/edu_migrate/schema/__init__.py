@@ -59,6 +59,17 @@ def foreign_tables(conn: psycopg.Connection) -> list[str]:
     return sorted(r[0] for r in rows if r[0] not in ours)
 
 
+def security_grants() -> str:
+    """The grants of edu_v2's roles, whole (security/grants.sql)."""
+    return resources.files("edu_migrate.security").joinpath("grants.sql").read_text("utf-8")
+
+
+def apply_security_grants(conn: psycopg.Connection) -> None:
+    """The grants, applied: after every schema apply, and after every restore of an edu_v2
+    dump, which may have brought none back."""
+    conn.execute(security_grants().encode())
+
+
 # What a database needs before its first version: the table that records the versions applied.
 _BOOTSTRAP = ("CREATE SCHEMA IF NOT EXISTS migration",
               "CREATE TABLE migration.schema_versions (version integer PRIMARY KEY, "
@@ -95,6 +106,8 @@ def schema_script() -> str:
                      + ("" if text.endswith(";") else ";") + "\n")
         # Version names are \w+ (_VERSION_FILE): nothing to quote.
         parts.append(_RECORD_VERSION % (version.version, f"'{version.name}'") + ";")
+    parts.append(f"\n-- The security grants, whole (as `schema apply` applies them)\n"
+                 f"{security_grants().strip()}\n")
     parts += [_ADD_SECRET.format(_SCRIPT_SECRET) + ";", "COMMIT;"]
     return "\n".join(parts) + "\n"
 
@@ -126,6 +139,7 @@ def apply_schema(target_url: str) -> SchemaResult:
                                          exc.diag.message_hint) from exc
             conn.execute(_RECORD_VERSION, [version.version, version.name])
             applied.append(f"V{version.version:03d}__{version.name}")
+        apply_security_grants(conn)
         conn.execute(_ADD_SECRET.format("%s"), [secrets.token_hex(32)])
         conn.commit()
     return SchemaResult(created, applied, LATEST_VERSION)

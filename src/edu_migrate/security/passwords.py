@@ -2,10 +2,13 @@
 the migration; new hashes are argon2id, and every legacy hash becomes one at its account's first
 successful login.
 
-A login attempt costs the same whoever the account is: exactly one argon2 computation, whether
-the account is unknown, hashed with MD5, bcrypt or argon2, and whether the password is right or
-wrong (a right legacy password pays it as its new argon2 hash). So the time of a failure tells
-nothing about which accounts exist or how they are hashed. Argon2 takes 64 MiB per computation:
+A login attempt costs at least one argon2 computation, whether the account is unknown, hashed
+with MD5, bcrypt or argon2, and whether the password is right or wrong (a right legacy password
+pays it as its new argon2 hash). A bcrypt account costs its bcrypt on top (twice for a password
+not typed in NFC), so equal cost is finished by the caller: `check_login` says how long the
+verification took, and the API holds every failure until the slowest verification it has seen
+(edu_migrate.web.database). So the time of a failure tells nothing about which accounts exist or
+how they are hashed. Argon2 takes 64 MiB per computation:
 at most HASHING_SLOTS run at once, so a flood of logins queues instead of exhausting memory.
 
 Passwords are compared in Unicode NFC (the form new hashes are made of); a legacy hash is also
@@ -20,6 +23,7 @@ import hashlib
 import hmac
 import os
 import threading
+import time
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,22 +122,44 @@ def needs_rehash(stored: str, algo: str) -> bool:
 @dataclass(frozen=True)
 class LoginCheck:
     matches: bool
-    new_hash: str | None = None  # the argon2 hash to store instead, when the old one is outdated
+    new_hash: str | None = None  # the argon2 hash to store instead of a legacy one
+    seconds: float = 0.0  # the verification's own time, the wait for a slot not included
+
+
+# bcrypt at the cost most legacy systems used (PHP's password_hash default): a failure costs at
+# least this much bcrypt from the first login on, before a real bcrypt account is seen.
+CALIBRATION_BCRYPT = "$2b$10$QGVkdS1taWdyYXRlIGNhbO1LFz1Hh3Y5t0cTl9Zz1WnD4u6pJf4G."
+
+
+@cache
+def calibration_seconds() -> float:
+    """What a failed login on a bcrypt account of the usual cost costs: one argon2 and one
+    bcrypt verification."""
+    with _hashing_slot():
+        started = time.perf_counter()
+        _verify_argon2("calibration", _unknown_account_hash())
+        _verify_bcrypt("calibration", CALIBRATION_BCRYPT)
+        return time.perf_counter() - started
 
 
 def check_login(password: str, stored: str | None, algo: str | None) -> LoginCheck:
     """Verify a login against an account's stored hash (None: no such account), at the cost of
-    one argon2 computation in every case."""
+    at least one argon2 computation in every case. An argon2 hash is never replaced here (the
+    database refuses it: only a legacy hash is upgraded at login), even one of weaker
+    parameters."""
     with _hashing_slot():
-        if stored is None or algo is None:
-            _verify_argon2(password, _unknown_account_hash())
-            return LoginCheck(False)
-        if algo == MODERN_ALGO:
-            if not _matches(password, stored, algo):
-                return LoginCheck(False)
-            outdated = needs_rehash(stored, algo)
-            return LoginCheck(True, _hasher.hash(_forms(password)[0]) if outdated else None)
-        if not _matches(password, stored, algo):
-            _verify_argon2(password, _unknown_account_hash())
-            return LoginCheck(False)
-        return LoginCheck(True, _hasher.hash(_forms(password)[0]))
+        started = time.perf_counter()
+        check = _check_login(password, stored, algo)
+        return LoginCheck(check.matches, check.new_hash, time.perf_counter() - started)
+
+
+def _check_login(password: str, stored: str | None, algo: str | None) -> LoginCheck:
+    if stored is None or algo is None:
+        _verify_argon2(password, _unknown_account_hash())
+        return LoginCheck(False)
+    if algo == MODERN_ALGO:
+        return LoginCheck(_matches(password, stored, algo))
+    if not _matches(password, stored, algo):
+        _verify_argon2(password, _unknown_account_hash())
+        return LoginCheck(False)
+    return LoginCheck(True, _hasher.hash(_forms(password)[0]))

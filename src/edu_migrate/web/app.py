@@ -11,8 +11,8 @@ Logins are limited (edu_migrate.web.throttle) and each costs the same whoever th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, suppress
 from datetime import date
 from typing import Annotated, Any, Generic, TypeVar
 from uuid import UUID
@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from edu_migrate import __version__
 from edu_migrate.security.passwords import HashingBusy
@@ -254,7 +255,8 @@ def anyone(request: Request, credentials: Credentials) -> Iterator[Session]:
 def _session(request: Request, claims: TokenClaims | None) -> Iterator[Session]:
     try:
         with _services(request)[0].session(claims.user_id if claims else None,
-                                           claims.issued_at if claims else None) as conn:
+                                           claims.issued_at if claims else None,
+                                           claims.token_id if claims else None) as conn:
             yield conn
     except NotSignedIn:
         raise _unauthenticated("the account is gone or disabled, or the token was revoked"
@@ -287,8 +289,11 @@ def login(body: LoginRequest, request: Request) -> TokenResponse:
     """Exchange a username and password (legacy MD5 and bcrypt passwords work) for a token."""
     database, tokens = _services(request)
     throttle: LoginThrottle = request.app.state.throttle
+    # The client is the address that connected: `serve` believes X-Forwarded-For only from the
+    # proxies --forwarded-allow-ips names.
     client = request.client.host if request.client else "unknown"
-    wait = throttle.attempt(body.username, client)
+    key = database.login_key(body.username)
+    wait = throttle.attempt(key, client)
     if wait is not None:
         raise HTTPException(429, "too many failed logins: try again later",
                             headers={"Retry-After": str(wait)})
@@ -297,14 +302,31 @@ def login(body: LoginRequest, request: Request) -> TokenResponse:
     except LoginRefused:
         raise _unauthenticated("wrong username or password") from None
     except AccountDisabled:
-        throttle.succeeded(body.username, client)  # the password was right
+        throttle.succeeded(key, client)  # the password was right
         raise HTTPException(403, "the account is disabled") from None
     except HashingBusy:
-        throttle.succeeded(body.username, client)  # no password was checked
+        throttle.abandoned(key, client)  # no password was checked: neither a failure nor a success
         raise HTTPException(503, "too many logins at once: try again shortly",
                             headers={"Retry-After": "1"}) from None
-    throttle.succeeded(body.username, client)
+    throttle.succeeded(key, client)
     return TokenResponse(access_token=tokens.issue(user_id))
+
+
+def sign_out(request: Request, token: str | None) -> None:
+    """Revoke `token` (when it is a valid one) for good: the API's logout and the pages'."""
+    claims = _services(request)[1].claims_of(token) if token else None
+    if claims is None:
+        return
+    with suppress(NotSignedIn):  # revoked, or its account gone, already
+        _services(request)[0].revoke(claims.user_id, claims.issued_at, claims.token_id,
+                                     claims.expires_at)
+
+
+@router.post("/auth/logout", status_code=204, responses=UNAUTHENTICATED)
+def logout(request: Request, credentials: Credentials) -> None:
+    """Sign the token out: it is refused from now on, by every process of this database."""
+    _claims_of(request, credentials, required=True)
+    sign_out(request, credentials.credentials if credentials else None)
 
 
 @router.get("/users/me", responses=UNAUTHENTICATED)
@@ -377,9 +399,12 @@ def update_grade(grade_id: UUID, body: MarkUpdate, conn: SignedIn) -> MarkOut:
 
 def create_app(target_url: str, *, tokens: TokenIssuer | None = None,
                logins: ApiLogins | None = None,
-               login_limits: LoginLimits | None = None) -> FastAPI:
+               login_limits: LoginLimits | None = None,
+               allowed_hosts: Sequence[str] | None = None) -> FastAPI:
     """The API over the edu_v2 database at `target_url`, whose user owns it: the API's own
-    login roles (`logins`, prepared from `target_url` when not given) serve the requests."""
+    login roles (`logins`, prepared from `target_url` when not given) serve the requests.
+    With `allowed_hosts`, a request whose Host header names another is refused (400): a web
+    page whose DNS name is rebound to 127.0.0.1 cannot reach the loopback API."""
     database = Database(logins or prepare_api_logins(target_url))
 
     @asynccontextmanager
@@ -400,6 +425,8 @@ def create_app(target_url: str, *, tokens: TokenIssuer | None = None,
 
     app.include_router(pages)
     install_metrics(app)  # GET /metrics for Prometheus
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

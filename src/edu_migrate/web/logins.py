@@ -6,6 +6,11 @@
 - `<database>_login` checks passwords at login. It is a member of edu_auth only, the role that
   may look up a password hash and record a verified login.
 
+Neither login connects to any other database of the server (a staging copy, `postgres`, the
+legacy edu): every other database grants CONNECT to PUBLIC by default, so each login role
+carries a setting that makes its sessions fail at the start everywhere but in its own
+database (see `_confine`).
+
 Their passwords are generated once and kept in migration.api_logins, which only the owner of
 edu_v2 reads, so every `serve` of the same database (several processes, a restart) uses the
 same ones. The server sees only a SCRAM verifier of each, never the password itself.
@@ -34,6 +39,8 @@ class ApiLogins:
     credentials_role: str
     requests_url: str = field(repr=False)
     credentials_url: str = field(repr=False)
+    # Other databases of the server these logins could still connect to (none when confined).
+    open_elsewhere: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return (f"requests as the login role {self.requests_role} (edu_app/edu_admin only, not a "
@@ -71,6 +78,45 @@ def _ensure_role(conn: psycopg.Connection, role: str, member_of: str) -> str:
     return password
 
 
+# A library that does not exist: a session that would load it fails at its start, naming it.
+REFUSED_ELSEWHERE = "edu-migrate: this login serves one edu_v2 database only"
+# What the login's own database loads instead: a library every server has, already loaded.
+HARMLESS_LIBRARY = "plpgsql"
+
+
+def _confine(conn: psycopg.Connection, role: str) -> bool:
+    """Make `role` unable to open a session in any database but the current one: its role-wide
+    session_preload_libraries names a library that does not exist, and the setting for this
+    database alone (which takes precedence) a harmless one. False when the owner may not set
+    it (only a superuser may): the caller says so."""
+    database = conn.execute("SELECT current_database()").fetchone()
+    assert database is not None
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("ALTER ROLE {} SET session_preload_libraries = {}").format(
+                sql.Identifier(role), sql.Literal(REFUSED_ELSEWHERE)))
+            conn.execute(sql.SQL(
+                "ALTER ROLE {} IN DATABASE {} SET session_preload_libraries = {}").format(
+                sql.Identifier(role), sql.Identifier(str(database[0])),
+                sql.Literal(HARMLESS_LIBRARY)))
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+    return True
+
+
+def databases_open_to(conn: psycopg.Connection, role: str) -> list[str]:
+    """Other databases of the server that `role` may connect to, by its CONNECT privilege and
+    its settings (an unconfined login of an older version, or an owner who may not confine)."""
+    rows = conn.execute(
+        "SELECT d.datname FROM pg_database d WHERE d.datallowconn "
+        "AND d.datname <> current_database() AND has_database_privilege(%s, d.oid, 'CONNECT') "
+        "AND NOT EXISTS (SELECT FROM pg_db_role_setting s WHERE s.setrole = %s::regrole "
+        "  AND s.setdatabase = 0 AND %s = ANY(s.setconfig)) "
+        "ORDER BY 1", [role, role, f"session_preload_libraries=\"{REFUSED_ELSEWHERE}\""]
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def prepare_api_logins(owner_url: str) -> ApiLogins:
     """Create (or bring back in line) the API's two login roles of the database at `owner_url`,
     whose user owns edu_v2 and may create roles, and return their URLs."""
@@ -81,13 +127,18 @@ def prepare_api_logins(owner_url: str) -> ApiLogins:
         try:
             requests_password = _ensure_role(conn, requests_role, "edu_admin")
             credentials_password = _ensure_role(conn, credentials_role, "edu_auth")
+            confined = all([_confine(conn, requests_role), _confine(conn, credentials_role)])
         except psycopg.errors.InsufficientPrivilege as exc:
             raise PreconditionFailed(
                 "the target user may not create the API's login roles "
                 f"{requests_role} and {credentials_role}",
                 "serve as the owner of edu_v2 (a superuser, or a role WITH CREATEROLE)") from exc
+        open_elsewhere = [] if confined else sorted(
+            set(databases_open_to(conn, requests_role))
+            | set(databases_open_to(conn, credentials_role)))
         conn.commit()
     return ApiLogins(
         requests_role, credentials_role,
         make_conninfo(owner_url, user=requests_role, password=requests_password),
-        make_conninfo(owner_url, user=credentials_role, password=credentials_password))
+        make_conninfo(owner_url, user=credentials_role, password=credentials_password),
+        open_elsewhere=tuple(open_elsewhere))

@@ -1,10 +1,11 @@
 """Server-rendered dashboards over the reference API's database sessions: a student's courses and
 marks, a teacher's offerings with their rosters, an administrator's counts and search.
 
-The pages sign in through the API's own `login` and keep its token in a session cookie
-(HttpOnly, SameSite=Strict). Each page runs in one database session as the signed-in user, so
-row-level security decides what it shows, exactly as for the API. No JavaScript: plain HTML
-forms and one stylesheet.
+The pages sign in through the API's own `login` and keep its token in a cookie (HttpOnly,
+SameSite=Strict) that ends with the browser, unless the user ticks "Keep me signed in" (then it
+lasts the token's hour). Signing out revokes the token itself, not only the cookie. Each page
+runs in one database session as the signed-in user, so row-level security decides what it
+shows, exactly as for the API. No JavaScript: plain HTML forms and one stylesheet.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from edu_migrate.web.app import LoginRequest, login
+from edu_migrate.web.app import LoginRequest, login, sign_out
 from edu_migrate.web.database import NotSignedIn, Session
 from edu_migrate.web.tokens import TokenClaims
 
@@ -124,7 +125,8 @@ def _dashboard(request: Request, role: str | None, template: str, build: Build) 
     if claims is None:
         return _to_login(request)
     try:
-        with request.app.state.database.session(claims.user_id, claims.issued_at) as conn:
+        with request.app.state.database.session(claims.user_id, claims.issued_at,
+                                                claims.token_id) as conn:
             me = _one(conn, "whoami")
             if me is None:
                 return _to_login(request, forget=True)
@@ -171,9 +173,7 @@ async def sign_in(request: Request) -> Response:
     if origin and urlsplit(origin).netloc != request.headers.get("host"):
         # Another site's form must not sign its visitors in to an account of its choosing.
         raise HTTPException(403, "sign in from this site's own form")
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise HTTPException(413, "the form is too large")
+    body = await _bounded_body(request)
     form = {key: values[0] for key, values in parse_qs(body.decode("utf-8", "replace"),
                                                        keep_blank_values=True).items()}
     username, target = form.get("username", ""), _safe_next(form.get("next"))
@@ -190,10 +190,27 @@ async def sign_in(request: Request) -> Response:
                        exc.status_code)
     response = _redirect(target or "/")
     tokens = request.app.state.tokens
+    # A session cookie unless asked: on a shared computer, closing the browser signs out.
+    remember = form.get("remember") == "on"
     response.set_cookie(COOKIE, issued.access_token,
-                        max_age=int(tokens.lifetime.total_seconds()), path="/",
-                        httponly=True, samesite="strict", secure=request.url.scheme == "https")
+                        max_age=int(tokens.lifetime.total_seconds()) if remember else None,
+                        path="/", httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")
     return response
+
+
+async def _bounded_body(request: Request) -> bytes:
+    """The request's body, refused (413) as soon as it passes MAX_FORM_BYTES: never read whole
+    first."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        raise HTTPException(413, "the form is too large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise HTTPException(413, "the form is too large")
+    return bytes(body)
 
 
 def _login_refusal(exc: HTTPException) -> str:
@@ -205,7 +222,8 @@ def _login_refusal(exc: HTTPException) -> str:
 
 
 @router.post("/logout")
-def sign_out() -> Response:
+def sign_out_page(request: Request) -> Response:
+    sign_out(request, request.cookies.get(COOKIE))
     response = _redirect("/login")
     response.delete_cookie(COOKIE, path="/")
     return response

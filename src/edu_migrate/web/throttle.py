@@ -4,7 +4,14 @@ included. Each attempt counts as a failure from the moment it starts (so a burst
 guesses cannot slip past the limit while the first ones are still being checked) until it
 succeeds. A success clears its username's count and takes back its own attempt from its client's
 count, no more: an attacker with an account of their own cannot reset the count of the address
-they guess from."""
+they guess from. An attempt that checked no password (every hashing slot busy) is taken back
+without clearing anything: busy is not success.
+
+A username is counted under the key the caller gives: the API gives the database's own
+`lower()` of it, the normalisation the account lookup matches by, so that every spelling that
+reaches one account (`İlkin`, `ilkin`, `ILKIN` on a libc locale) shares one count.
+Python's casefold() differs from it (`İ`).
+"""
 
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ class LoginThrottle:
 
     @staticmethod
     def _keys(username: str, client: str) -> list[tuple[str, str]]:
-        return [("user", username.casefold()), ("client", client)]
+        return [("user", username), ("client", client)]
 
     def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
         times = self._failures.get(key, deque())
@@ -67,7 +74,16 @@ class LoginThrottle:
 
     def succeeded(self, username: str, client: str) -> None:
         with self._lock:
-            self._failures.pop(("user", username.casefold()), None)
-            times = self._failures.get(("client", client))
-            if times:
-                times.pop()
+            self._failures.pop(("user", username), None)
+            self._take_back(("client", client))
+
+    def abandoned(self, username: str, client: str) -> None:
+        """The attempt checked no password: it counts neither way."""
+        with self._lock:
+            self._take_back(("user", username))
+            self._take_back(("client", client))
+
+    def _take_back(self, key: tuple[str, str]) -> None:
+        times = self._failures.get(key)
+        if times:
+            times.pop()
