@@ -37,12 +37,17 @@ def _parse_query() -> sql.SQL:
     return sql.SQL(statement.text)
 
 
-def _scope_marks(conn: psycopg.Connection, low: int | None, high: int | None) -> None:
-    """This session's scoped_grades: the staged marks with ids in [low, high), or all of them."""
+def scope_marks_statement(low: int | None = None, high: int | None = None) -> sql.Composed:
+    """This session's scoped_grades: the staged marks with ids in [low, high), or all of them;
+    also printed by `migrate --sql`."""
     where = sql.SQL("") if low is None or high is None else sql.SQL(
         " WHERE s.id >= {} AND s.id < {}").format(sql.Literal(low), sql.Literal(high))
-    conn.execute(sql.SQL("CREATE OR REPLACE TEMP VIEW scoped_grades AS SELECT s.* FROM {} s{}")
-                 .format(_MARKS, where))
+    return sql.SQL("CREATE OR REPLACE TEMP VIEW scoped_grades AS SELECT s.* FROM {} s{}").format(
+        _MARKS, where)
+
+
+def _scope_marks(conn: psycopg.Connection, low: int | None, high: int | None) -> None:
+    conn.execute(scope_marks_statement(low, high))
 
 
 def parse_in_transaction(conn: psycopg.Connection, reporter: Reporter) -> int:

@@ -28,16 +28,20 @@ from edu_migrate.errors import PreconditionFailed
 from edu_migrate.mapping import LegacyMapping
 from edu_migrate.phases import sqlfile
 from edu_migrate.phases.as_of import planned_as_of, recorded_as_of
-from edu_migrate.phases.marks import PARSE_SQL, WORK_TABLE
+from edu_migrate.phases.marks import PARSE_SQL, WORK_TABLE, scope_marks_statement
 from edu_migrate.phases.runner import (
     BANNER,
     PHASES,
     RUN_ORDER,
     SCOPED_PHASE,
     Phase,
+    clear_statements,
+    full_scope_statements,
     lost_copies,
     phase_states,
     rebuild_plan,
+    source_default_statements,
+    source_table_statements,
 )
 from edu_migrate.phases.session import ID_SECRET_SETTING, SESSION_SETTINGS
 from edu_migrate.phases.staging import (
@@ -48,7 +52,7 @@ from edu_migrate.phases.staging import (
     source_rows,
     stage_ddl,
 )
-from edu_migrate.security.audit import paused_triggers
+from edu_migrate.security.audit import paused_triggers, trigger_statements
 
 # psql fills :'as_of' from `-v as_of=...` when no as-of time is known before the run.
 AS_OF_VARIABLE = ":'as_of'"
@@ -218,7 +222,6 @@ def _stage(script: _Script, phase: Phase, states: dict[int, str], mapping: Legac
 def _parse_marks(script: _Script, phase: Phase, as_of_text: str, workers: int) -> None:
     """phases/marks.py's parse_in_ranges, as one session: the same rows, in one piece."""
     (parse,) = [s for s in sqlfile.load(PARSE_SQL) if s.name == "parse_grades"]
-    marks = sql.Identifier(STAGE_SCHEMA, "grades")
     script.comment(f"phase {phase.number}: parse_grades: the work each mark owes to itself "
                    f"alone ({PARSE_SQL}), before the phase's transaction. The run fills",
                    f"{WORK_TABLE.as_string(script.conn)} in {workers} sessions, one range of "
@@ -226,8 +229,7 @@ def _parse_marks(script: _Script, phase: Phase, as_of_text: str, workers: int) -
     script.run("BEGIN")
     _session(script, as_of_text)
     script.run(sql.SQL("DROP TABLE IF EXISTS {}").format(WORK_TABLE))
-    script.run(sql.SQL("CREATE OR REPLACE TEMP VIEW scoped_grades AS SELECT s.* FROM {} s")
-               .format(marks))
+    script.run(scope_marks_statement())
     script.run(sql.Composed([sql.SQL("CREATE UNLOGGED TABLE {} AS\n").format(WORK_TABLE),
                              sql.SQL(parse.text)]))
     script.run("COMMIT")
@@ -247,34 +249,21 @@ def _transform(script: _Script, phase: Phase, as_of_text: str, mapping: LegacyMa
                    "  stages again and starts over")
     _session(script, as_of_text)
     script.comment(f"phase {n}: clear what the phase writes")
-    script.run(sql.SQL("TRUNCATE {} CASCADE").format(
-        sql.SQL(", ").join(sql.Identifier(t) for t in phase.writes)))
-    for partition in phase.crosswalk_partitions:
-        script.run(sql.SQL("TRUNCATE migration.{}").format(
-            sql.Identifier(f"crosswalk_{partition}")))
-    script.run(sql.SQL("DELETE FROM migration.rejected_rows WHERE phase = {}").format(
-        sql.Literal(n)))
-    script.run(sql.SQL("DELETE FROM migration.repairs WHERE phase = {}").format(sql.Literal(n)))
-    for table in phase.crosswalk_partitions:
-        script.run(sql.SQL("ALTER TABLE {} ALTER COLUMN source_relation SET DEFAULT {}").format(
-            sql.Identifier("migration", f"crosswalk_{table}"), sql.Literal(mapping[table].shown)))
+    for clear in clear_statements(phase) + source_default_statements(phase, mapping):
+        script.run(clear)
     for lookup in phase.lookups:
         doc = (lookup.__doc__ or lookup.__name__).strip().splitlines()[0]
         script.comment(f"phase {n}: {lookup.__name__}, in Python ({lookup.__module__}): {doc}",
                        "  (psql keeps the stage table the run built)")
     if n == SCOPED_PHASE:
         script.comment(f"phase {n}: the legacy rows in scope: every staged row")
-        for table in phase.reads:
-            script.run(sql.SQL("CREATE OR REPLACE TEMP VIEW {} AS SELECT s.* FROM {} s").format(
-                sql.Identifier(f"scoped_{table}"), sql.Identifier(STAGE_SCHEMA, table)))
-        script.run("CREATE TEMP TABLE IF NOT EXISTS touched_assessments (id uuid) "
-                   "ON COMMIT DROP")
+        for scope in full_scope_statements(phase):
+            script.run(scope)
     paused = paused_triggers(conn, phase.writes)
     if paused:
         script.comment(f"phase {n}: pause the row triggers (one audit event for the load)")
-    for table, trigger in paused:
-        script.run(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(
-            sql.Identifier(table), sql.Identifier(trigger)))
+    for pause in trigger_statements(paused, enable=False):
+        script.run(pause)
     plan = rebuild_plan(conn, phase.rebuilt_after_load)
     if plan.drops:
         script.comment(f"phase {n}: drop the keys, indexes and foreign keys of "
@@ -287,23 +276,13 @@ def _transform(script: _Script, phase: Phase, as_of_text: str, mapping: LegacyMa
         script.run(statement.text)
     script.blank()
     script.comment(f"phase {n}: record_source_tables")
-    for table in phase.crosswalk_partitions:
-        script.run(sql.SQL("UPDATE {} SET source_relation = {} WHERE source_relation IS NULL")
-                   .format(sql.Identifier("migration", f"crosswalk_{table}"),
-                           sql.Literal(mapping[table].shown)))
-    script.run(sql.SQL(
-        "UPDATE migration.rejected_rows r SET source_relation = m.relation "
-        "FROM unnest({}::text[], {}::text[]) m(legacy, relation) "
-        "WHERE r.phase = {} AND r.source_table = m.legacy "
-        "AND r.source_relation IS DISTINCT FROM m.relation").format(
-            sql.Literal([t.legacy for t in mapping]), sql.Literal([t.shown for t in mapping]),
-            sql.Literal(n)))
+    for record in source_table_statements(phase, mapping):
+        script.run(record)
     for name, rebuild in plan.rebuilds:
         script.comment(f"phase {n}: {name}")
         script.run(rebuild)
-    for table, trigger in paused:
-        script.run(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(
-            sql.Identifier(table), sql.Identifier(trigger)))
+    for resume in trigger_statements(paused, enable=True):
+        script.run(resume)
     for table in phase.writes:
         script.run(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
     script.comment(f"phase {n}: record the phase done, with its time and each statement's row "

@@ -174,16 +174,27 @@ def _timed(conn: psycopg.Connection, reporter: Reporter, name: str,
     reporter.step(name, time.perf_counter() - started, 0)
 
 
-def _clear_phase(conn: psycopg.Connection, phase: Phase) -> None:
+# The runner's own statements are built once, by the *_statements functions below: the runner
+# executes them and `migrate --sql` (phases/offline.py) prints them.
+
+def clear_statements(phase: Phase) -> list[sql.Composed]:
+    """What clears the phase's results before it runs again."""
     # CASCADE reaches only the tables of phases that need this one, which are empty: a phase
     # cannot start while one of those is done (see _check_dependencies).
-    conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(
-        sql.SQL(", ").join(sql.Identifier(t) for t in phase.writes)))
-    for partition in phase.crosswalk_partitions:
-        conn.execute(sql.SQL("TRUNCATE migration.{}").format(
-            sql.Identifier(f"crosswalk_{partition}")))
-    conn.execute("DELETE FROM migration.rejected_rows WHERE phase = %s", [phase.number])
-    conn.execute("DELETE FROM migration.repairs WHERE phase = %s", [phase.number])
+    n = sql.Literal(phase.number)
+    return [
+        sql.SQL("TRUNCATE {} CASCADE").format(
+            sql.SQL(", ").join(sql.Identifier(t) for t in phase.writes)),
+        *(sql.SQL("TRUNCATE {}").format(sql.Identifier("migration", f"crosswalk_{partition}"))
+          for partition in phase.crosswalk_partitions),
+        sql.SQL("DELETE FROM migration.rejected_rows WHERE phase = {}").format(n),
+        sql.SQL("DELETE FROM migration.repairs WHERE phase = {}").format(n),
+    ]
+
+
+def _clear_phase(conn: psycopg.Connection, phase: Phase) -> None:
+    for statement in clear_statements(phase):
+        conn.execute(statement)
 
 
 def record_source(conn: psycopg.Connection, snapshot: SourceSnapshot) -> None:
@@ -357,29 +368,41 @@ def _hint_for(exc: psycopg.Error) -> str:
     return "see the log; fix the cause and run the same command again"
 
 
-def _source_tables_by_default(conn: psycopg.Connection, phase: Phase,
-                              mapping: LegacyMapping) -> None:
+def source_default_statements(phase: Phase, mapping: LegacyMapping) -> list[sql.Composed]:
     """Before the load: each crosswalk partition of the phase records its source table by
     default, so that rows written straight into a partition (3 million marks) cost nothing more.
     Rows routed through the partitioned parent get the parent's default (none) instead."""
-    for table in phase.crosswalk_partitions:
-        conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN source_relation SET DEFAULT {}").format(
-            sql.Identifier("migration", f"crosswalk_{table}"), sql.Literal(mapping[table].shown)))
+    return [sql.SQL("ALTER TABLE {} ALTER COLUMN source_relation SET DEFAULT {}").format(
+        sql.Identifier("migration", f"crosswalk_{table}"), sql.Literal(mapping[table].shown))
+        for table in phase.crosswalk_partitions]
+
+
+def _source_tables_by_default(conn: psycopg.Connection, phase: Phase,
+                              mapping: LegacyMapping) -> None:
+    for statement in source_default_statements(phase, mapping):
+        conn.execute(statement)
+
+
+def source_table_statements(phase: Phase, mapping: LegacyMapping) -> list[sql.Composed]:
+    """After the load: the source table beside each legacy name, for the crosswalk rows that came
+    through the parent and for the rows set aside."""
+    return [
+        *(sql.SQL("UPDATE {} SET source_relation = {} WHERE source_relation IS NULL").format(
+            sql.Identifier("migration", f"crosswalk_{table}"), sql.Literal(mapping[table].shown))
+          for table in phase.crosswalk_partitions),
+        sql.SQL("UPDATE migration.rejected_rows r SET source_relation = m.relation "
+                "FROM unnest({}::text[], {}::text[]) m(legacy, relation) "
+                "WHERE r.phase = {} AND r.source_table = m.legacy "
+                "AND r.source_relation IS DISTINCT FROM m.relation").format(
+            sql.Literal([t.legacy for t in mapping]), sql.Literal([t.shown for t in mapping]),
+            sql.Literal(phase.number)),
+    ]
 
 
 def record_source_tables(conn: psycopg.Connection, phase: Phase,
-                          mapping: LegacyMapping) -> None:
-    """After the load: the source table beside each legacy name, for the crosswalk rows that came
-    through the parent and for the rows set aside."""
-    for table in phase.crosswalk_partitions:
-        conn.execute(sql.SQL("UPDATE {} SET source_relation = %s "
-                             "WHERE source_relation IS NULL").format(
-            sql.Identifier("migration", f"crosswalk_{table}")), [mapping[table].shown])
-    conn.execute("UPDATE migration.rejected_rows r SET source_relation = m.relation "
-                 "FROM unnest(%s::text[], %s::text[]) m(legacy, relation) "
-                 "WHERE r.phase = %s AND r.source_table = m.legacy "
-                 "AND r.source_relation IS DISTINCT FROM m.relation",
-                 [[t.legacy for t in mapping], [t.shown for t in mapping], phase.number])
+                         mapping: LegacyMapping) -> None:
+    for statement in source_table_statements(phase, mapping):
+        conn.execute(statement)
 
 
 def run_statements(conn: psycopg.Connection, file_name: str,
@@ -404,23 +427,35 @@ def define_scope(conn: psycopg.Connection, phase: Phase, *, scoped: bool) -> Non
     every staged row, or (`scoped`, in a sync) a table of those whose ids are in scope_<table>,
     copied once so that no rule scans the whole mirror to find them. Only phase 5 is ever run
     over part of its rows; phases 1–4 read their staged tables whole."""
+    if not scoped:
+        for statement in full_scope_statements(phase):
+            conn.execute(statement)
+        return
     if phase.number != SCOPED_PHASE:
         return
     for table in phase.reads:
         scoped_table = sql.Identifier(f"scoped_{table}")
-        staged = sql.Identifier(STAGE_SCHEMA, table)
-        if not scoped:
-            conn.execute(sql.SQL("CREATE OR REPLACE TEMP VIEW {} AS SELECT s.* FROM {} s").format(
-                scoped_table, staged))
-            continue
         conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT s.* FROM {} s "
                              "JOIN {} k ON k.id = s.id").format(
-            scoped_table, staged, sql.Identifier(f"scope_{table}")))
+            scoped_table, sql.Identifier(STAGE_SCHEMA, table),
+            sql.Identifier(f"scope_{table}")))
         conn.execute(sql.SQL("ANALYZE {}").format(scoped_table))
-    # The assessments whose marks this run removed before deriving them again: none in a full
-    # run, which starts from empty tables.
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS touched_assessments (id uuid) "
-                 "ON COMMIT DROP")
+    conn.execute(_TOUCHED_ASSESSMENTS)
+
+
+# The assessments whose marks this run removed before deriving them again: none in a full run,
+# which starts from empty tables.
+_TOUCHED_ASSESSMENTS = sql.SQL(
+    "CREATE TEMP TABLE IF NOT EXISTS touched_assessments (id uuid) ON COMMIT DROP")
+
+
+def full_scope_statements(phase: Phase) -> list[sql.Composed | sql.SQL]:
+    """A full run's scope: every staged row, as a view per legacy table (phase 5 only)."""
+    if phase.number != SCOPED_PHASE:
+        return []
+    return [*(sql.SQL("CREATE OR REPLACE TEMP VIEW {} AS SELECT s.* FROM {} s").format(
+        sql.Identifier(f"scoped_{table}"), sql.Identifier(STAGE_SCHEMA, table))
+        for table in phase.reads), _TOUCHED_ASSESSMENTS]
 
 
 def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float,

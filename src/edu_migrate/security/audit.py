@@ -35,13 +35,20 @@ def row_audit_paused(conn: psycopg.Connection, tables: Sequence[str]) -> Iterato
     """No per-row audit rows and no per-row mark checks for `tables` until the block ends, in
     this transaction only."""
     paused = paused_triggers(conn, tables)
-    for table, trigger in paused:
-        conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(
-            sql.Identifier(table), sql.Identifier(trigger)))
+    for statement in trigger_statements(paused, enable=False):
+        conn.execute(statement)
     yield
-    for table, trigger in paused:
-        conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(
-            sql.Identifier(table), sql.Identifier(trigger)))
+    for statement in trigger_statements(paused, enable=True):
+        conn.execute(statement)
+
+
+def trigger_statements(paused: Sequence[tuple[str, str]], *,
+                       enable: bool) -> list[sql.Composed]:
+    """The statements that pause (or resume) the triggers of paused_triggers; also printed by
+    `migrate --sql`."""
+    switch = sql.SQL("ENABLE" if enable else "DISABLE")
+    return [sql.SQL("ALTER TABLE {} {} TRIGGER {}").format(
+        sql.Identifier(table), switch, sql.Identifier(trigger)) for table, trigger in paused]
 
 
 def record_bulk_event(conn: psycopg.Connection, operation: str, tables: Sequence[str],
