@@ -160,22 +160,25 @@ LEFT JOIN assessment_keys ak ON ak.run_source_id = e.course_id AND ak.grade_type
 -- The marks that leave a record, found in one pass: set aside (with the reason), read from
 -- digits of another script, kept without their teacher, or given a created_at. Every record of
 -- a mark below is read from here, so that a rule that finds nothing scans a few rows, not every
--- mark; the legacy row (the detail of a rejection, the old value of a repair) is joined for
--- these rows only.
+-- mark.
 CREATE TEMP TABLE flag_marks ON COMMIT DROP AS
-SELECT f.*, to_jsonb(g) AS legacy_row
-FROM (
-    SELECT d.source_id, d.reject_reason, d.score, d.is_absent, d.lesson_date, d.created_at,
-           d.created_at_missing, d.has_foreign_digits, d.teacher_source_id,
-           d.graded_by IS NULL AND d.teacher_source_id IS NOT NULL AS teacher_missing
-    FROM decided_marks d
-    WHERE d.reject_reason IS NOT NULL OR d.has_foreign_digits OR d.created_at_missing
-       OR (d.graded_by IS NULL AND d.teacher_source_id IS NOT NULL)
-) f
-JOIN scoped_grades g ON g.id = f.source_id;
+SELECT d.source_id, d.reject_reason, d.score, d.is_absent, d.lesson_date, d.created_at,
+       d.created_at_missing, d.has_foreign_digits, d.teacher_source_id,
+       d.graded_by IS NULL AND d.teacher_source_id IS NOT NULL AS teacher_missing,
+       NULL::jsonb AS legacy_row
+FROM decided_marks d
+WHERE d.reject_reason IS NOT NULL OR d.has_foreign_digits OR d.created_at_missing
+   OR (d.graded_by IS NULL AND d.teacher_source_id IS NOT NULL);
 
 -- name: analyze_flag_marks
 ANALYZE flag_marks;
+
+-- name: flag_marks_legacy_rows
+-- The legacy row of each flagged mark (the detail of a rejection, the old value of a repair),
+-- joined once the planner knows how few they are: in the pass above it joined every mark to its
+-- legacy row first. With no mark flagged, the legacy rows are not read at all (an empty hash).
+UPDATE flag_marks f SET legacy_row = to_jsonb(g)
+FROM scoped_grades g WHERE g.id = f.source_id;
 
 -- name: reject_grades
 INSERT INTO migration.rejected_rows (source_table, source_id, reason, detail, phase)
@@ -213,12 +216,12 @@ FROM decided_marks WHERE reject_reason IS NULL;
 
 -- name: crosswalk_grades
 -- Straight into the partition: no routing per row. Every parsed mark but those set aside
--- (flag_marks holds each one's reason): no join to the enrollments again.
+-- (flag_marks holds each one's reason): no join to the enrollments again. NOT IN over a
+-- hashed subplan: NOT EXISTS planned a nested loop over the (few) set aside, one rescan per mark.
 INSERT INTO migration.crosswalk_grades (source_table, source_id, target_table, target_id)
 SELECT 'grades', m.source_id, 'grades', m.id
 FROM stage.parsed_grades m
-WHERE NOT EXISTS (SELECT 1 FROM flag_marks f
-                  WHERE f.source_id = m.source_id AND f.reject_reason IS NOT NULL);
+WHERE m.source_id NOT IN (SELECT f.source_id FROM flag_marks f WHERE f.reject_reason IS NOT NULL);
 
 -- name: drop_decided_marks
 DROP VIEW decided_marks;
