@@ -29,6 +29,11 @@ def load(file_name: str, package: str = "edu_migrate.phases",
          folder: str = "sql") -> tuple[Statement, ...]:
     base = resources.files(package)
     source = (base.joinpath(folder) if folder else base).joinpath(file_name).read_text("utf-8")
+    return parse(source, file_name)
+
+
+def parse(source: str, file_name: str = "<text>") -> tuple[Statement, ...]:
+    """The named statements of one file's text."""
     statements: list[Statement] = []
     name: str | None = None
     say: str | None = None
