@@ -249,7 +249,10 @@ JOIN (VALUES
     (5, 'midterm', 20, '{"az": "Aralıq imtahanı", "ru": "Промежуточный экзамен", "en": "Midterm"}'),
     (6, 'final_exam', 50, '{"az": "Yekun imtahan", "ru": "Итоговый экзамен", "en": "Final exam"}')
 ) t (grade_type, assessment_type, max_score, title) ON t.grade_type = ak.grade_type
-WHERE EXISTS (SELECT 1 FROM grades g WHERE g.assessment_id = ak.id)
+-- those already there first: a sync finds nearly all of them (36,000 probes of the small
+-- assessments key instead of as many of the marks' index, 0.1 s against 1.0–1.4 s at scale 1)
+WHERE NOT EXISTS (SELECT 1 FROM assessments a WHERE a.id = ak.id)
+  AND EXISTS (SELECT 1 FROM grades g WHERE g.assessment_id = ak.id)
 ON CONFLICT (id) DO NOTHING;
 
 -- name: drop_assessments_without_marks
