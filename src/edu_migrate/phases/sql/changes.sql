@@ -9,7 +9,10 @@
 -- - transaction ids are of the whole cluster: a commit in another database counts;
 -- - pg_xact_status is the status now, not at %(c)s: one that committed after %(c)s was taken
 --   is still not visible in %(c)s (it is in its list), unless it is a subtransaction, whose
---   id a pg_snapshot does not list (its parent's is): then it counts, as if visible;
+--   id a pg_snapshot does not list (its parent's is): then it counts, as if visible. A
+--   subtransaction of a parent still running is 'in progress' and does not count: its rows
+--   become visible with its parent's commit, and the parent is in %(c)s's list, which the
+--   next sync reads as its %(m)s;
 -- - a status it cannot tell (NULL: older than the commit log kept) counts as committed;
 -- - a prepared transaction is running (listed, 'in progress') until COMMIT PREPARED, and then
 --   the next sync finds it among the running ones of the snapshot this sync records.
@@ -27,5 +30,5 @@ SELECT pg_snapshot_xmax(c) >= pg_snapshot_xmax(m)
                      pg_snapshot_xmax(m)::text::bigint + %(reach)s) - 1) g
        ) seen_since (x)
        WHERE pg_visible_in_snapshot(x, c)
-         AND pg_xact_status(x) IS DISTINCT FROM 'aborted')
+         AND coalesce(pg_xact_status(x), 'committed') = 'committed')
 FROM (SELECT %(c)s::pg_snapshot AS c, %(m)s::pg_snapshot AS m) snapshots;
