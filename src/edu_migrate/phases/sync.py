@@ -40,12 +40,14 @@ from edu_migrate.phases.changes import (
     MirrorRecord,
     TableChanges,
     mirror_records,
+    quiet_tables,
     snapshot_older_than_mirror,
     source_went_back,
     take_changes,
     usable_horizon,
 )
 from edu_migrate.phases.marks import parse_in_transaction
+from edu_migrate.phases.mirror_index import index_mirror
 from edu_migrate.phases.runner import (
     PHASES,
     RUN_ORDER,
@@ -74,15 +76,6 @@ APPLY_SQL = "derived_apply.sql"
 # What later phases read of phases 1–3, one digest each: a phase is derived again when one it
 # needs came out differently.
 OUTCOMES_SQL = "outcomes.sql"
-
-# Indexes on the mirror that the scope's look-ups need, built by the first sync (not by a full
-# run, which never looks rows up by them).
-MIRROR_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
-    **{table: (("id",),) for table in LEGACY_COLUMNS},
-    "course_students": (("id",), ("student_id", "course_id"), ("course_id",)),
-    "grades": (("id",), ("course_student_id",), ("teacher_id",)),
-}
-
 
 @dataclass
 class SyncResult:
@@ -119,7 +112,10 @@ def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
         went_back = source_went_back(snapshot, records)
         _require_not_older(snapshot, records, went_back)
         conn.commit()
-        _index_mirror(conn, reporter)
+        # Built by the full run once each table was staged; here only what is missing (a
+        # mirror staged by an older version, or staged again after a crash), committed.
+        index_mirror(conn, tuple(LEGACY_COLUMNS), reporter)
+        conn.commit()
         result = SyncResult(as_of=as_of or snapshot.taken_at, previous_as_of=previous,
                             snapshot_at=snapshot.taken_at)
         # The sync moves the as-of time; set_session hands it to migration.as_of().
@@ -137,6 +133,8 @@ def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
             reporter.warn("the staged copy of the source is gone (the target server restarted "
                           "after a crash): this sync reads every row and derives all again")
         fingerprints = _fingerprints(snapshot)
+        # A source that committed nothing since the mirror's snapshot needs no scan.
+        quiet = set() if result.whole else quiet_tables(snapshot, records, went_back)
         for table in LEGACY_COLUMNS:
             table_started = time.perf_counter()
             horizon, reason = usable_horizon(snapshot, table, records.get(table),
@@ -144,7 +142,7 @@ def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
             with reporter.progress(f"changes in {table}", None) as advance:
                 result.changes[table] = take_changes(
                     conn, snapshot, table, whole=result.whole, horizon=horizon,
-                    batch_size=batch_size, reason=reason)
+                    batch_size=batch_size, reason=reason, quiet_since=table in quiet)
                 advance(result.changes[table].total)
             reporter.step(f"sync: changes in {table} ({result.changes[table].method})",
                           time.perf_counter() - table_started, result.changes[table].total)
@@ -168,11 +166,13 @@ def unsynced_changes(snapshot: SourceSnapshot, target_url: str, *,
         records = mirror_records(conn)
         went_back = source_went_back(snapshot, records)
         fingerprints = _fingerprints(snapshot)
+        quiet = quiet_tables(snapshot, records, went_back)
         for table in LEGACY_COLUMNS:
             horizon, reason = usable_horizon(snapshot, table, records.get(table),
                                              fingerprints[table], went_back)
             changes = take_changes(conn, snapshot, table, whole=False, horizon=horizon,
-                                   batch_size=batch_size, reason=reason)
+                                   batch_size=batch_size, reason=reason,
+                                   quiet_since=table in quiet)
             if changes.total:
                 found[table] = changes
         conn.rollback()
@@ -220,19 +220,6 @@ def _require_synchronisable(conn: psycopg.Connection,
             "point --source at the database the target was migrated from, or start over with "
             "`edu-migrate rollback --all` and `migrate --all`")
     return previous  # type: ignore[no-any-return]
-
-
-def _index_mirror(conn: psycopg.Connection, reporter: Reporter) -> None:
-    """The first sync indexes the mirror for its look-ups; later ones find the indexes there."""
-    for table, keys in MIRROR_INDEXES.items():
-        for columns in keys:
-            name = f"{table}_{'_'.join(columns)}_idx"
-            started = time.perf_counter()
-            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} ({})").format(
-                sql.Identifier(name), sql.Identifier(STAGE_SCHEMA), sql.Identifier(table),
-                sql.SQL(", ").join(map(sql.Identifier, columns))))
-            reporter.step(f"index mirror {name}", time.perf_counter() - started, 0)
-    conn.commit()
 
 
 def _fingerprints(snapshot: SourceSnapshot) -> dict[str, str]:
