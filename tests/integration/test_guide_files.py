@@ -183,6 +183,10 @@ def test_migrate_sql_prints_every_phase_in_run_order_and_changes_nothing(
     printed = cli(migrated, "migrate", "--all", "--sql", *url_args(migrated))
     assert printed.returncode == 0, printed.stderr
     script = printed.stdout
+    # The mirror's look-ups, built by the run once a table is staged (phases/mirror_index.py).
+    assert '--   CREATE INDEX IF NOT EXISTS "grades_teacher_id_idx" ON "stage"."grades" ' \
+        '("teacher_id");' in script
+    assert '--   CREATE UNLOGGED TABLE IF NOT EXISTS "stage"."buckets_users" AS ' in script
 
     # Every statement of every phase file, in the runner's order, each under its name; phase 5's
     # marks parsed before its transaction, its indexes built again after its statements.

@@ -33,6 +33,8 @@ from psycopg import sql
 
 from edu_migrate.errors import PreconditionFailed
 from edu_migrate.mapping import MappedTable
+from edu_migrate.phases import sqlfile
+from edu_migrate.phases.mirror_index import BUCKET_BITS, buckets_table, count_buckets, index_mirror
 from edu_migrate.phases.staging import (
     STAGE_SCHEMA,
     SourceSnapshot,
@@ -43,10 +45,12 @@ from edu_migrate.phases.staging import (
     stage_ddl,
     staged_row_hash,
 )
+from edu_migrate.runlog import Reporter
 
-# A bucket is 2^6 = 64 consecutive ids: a deletion costs reading the source's ids of its bucket;
-# the source sends one count per bucket (50,000 for 3.2 million marks).
-BUCKET_BITS = 6
+CHANGES_SQL = "changes.sql"
+# How many transaction ids past the mirror's snapshot same_commits looks at one by one; beyond,
+# the tables are scanned (a day of writes is far more: the check is for a quiet source).
+SAME_COMMITS_REACH = 10_000
 
 
 @dataclass
@@ -54,7 +58,8 @@ class TableChanges:
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
-    # how they were found: 'horizon', 'comparison' or 'whole' (the mirror was lost)
+    # how they were found: 'horizon', 'comparison', 'whole' (the mirror was lost) or
+    # 'unchanged' (no scan: the source committed nothing since the mirror's snapshot)
     method: str = "comparison"
     # why not by the horizon, when compared
     reason: str = ""
@@ -62,11 +67,6 @@ class TableChanges:
     @property
     def total(self) -> int:
         return self.inserted + self.updated + self.deleted
-
-
-def buckets_table(table: str) -> sql.Identifier:
-    """stage.buckets_<table>: the mirror's row count per bucket of ids."""
-    return sql.Identifier(STAGE_SCHEMA, f"buckets_{table}")
 
 
 def pipe(snapshot: SourceSnapshot, conn: psycopg.Connection, copy_out_of: sql.Composed,
@@ -163,21 +163,64 @@ def snapshot_older_than_mirror(snapshot: SourceSnapshot,
     return None
 
 
+def same_commits(snapshot: SourceSnapshot, mirrored: str) -> bool:
+    """True when the source committed no transaction that `snapshot` sees and the mirror's
+    snapshot `mirrored` (a pg_snapshot's text) did not (changes.sql's same_commits): every row
+    then reads as it did, and no table needs a scan. Decided from the commit log in the
+    snapshot, never from statistics counters (pg_stat_user_tables' counts are neither
+    transactional nor kept: a rolled-back insert counts, pg_stat_reset() forgets them). Only
+    meaningful while the source did not go back (source_went_back)."""
+    (statement,) = [s for s in sqlfile.load(CHANGES_SQL) if s.name == "same_commits"]
+    row = snapshot.conn.execute(statement.text.encode(), {
+        "c": snapshot.snapshot_text, "m": mirrored, "reach": SAME_COMMITS_REACH}).fetchone()
+    return bool(row and row[0])
+
+
+def quiet_tables(snapshot: SourceSnapshot, records: dict[str, MirrorRecord],
+                 went_back: str | None) -> set[str]:
+    """The mirrored tables whose mirror's snapshot saw every commit `snapshot` sees
+    (same_commits, asked once per recorded snapshot: a full run's tables share one). None when
+    the source went back: its transaction ids are of another history."""
+    if went_back is not None:
+        return set()
+    answers: dict[str, bool] = {}
+    for record in records.values():
+        if record.snapshot is not None and record.snapshot not in answers:
+            answers[record.snapshot] = same_commits(snapshot, record.snapshot)
+    return {table for table, record in records.items()
+            if record.snapshot is not None and answers[record.snapshot]}
+
+
 def take_changes(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str, *,
                  whole: bool, horizon: int | None, batch_size: int,
-                 reason: str = "") -> TableChanges:
+                 reason: str = "", quiet_since: bool = False) -> TableChanges:
     """Bring stage.<table> to the snapshot's rows; leave delta_<table> (the ids that changed)
-    and old_<table> (those rows as the mirror held them) for the scope."""
+    and old_<table> (those rows as the mirror held them) for the scope. `quiet_since`: the
+    source committed nothing since the mirror's snapshot (same_commits), so where the horizon
+    holds (nothing the rows are read through changed, and they are read through their own row
+    alone) the table is not scanned at all."""
     if whole:
         return _take_whole(conn, snapshot, table)
     if horizon is not None:
         why_not = _horizon_unusable(snapshot, table, horizon)
+        if why_not is None and quiet_since:
+            return _take_nothing(conn, table)
         if why_not is None:
             return _take_since_horizon(conn, snapshot, table, horizon, batch_size)
         reason = why_not
     changes = _take_by_comparison(conn, snapshot, table, batch_size)
     changes.reason = reason
     return changes
+
+
+def _take_nothing(conn: psycopg.Connection, table: str) -> TableChanges:
+    """No row changed: the scope's delta_<table> and old_<table>, empty."""
+    stage = sql.Identifier(STAGE_SCHEMA, table)
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} (id bigint, change text) ON COMMIT DROP").format(
+        sql.Identifier(f"delta_{table}")))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(
+        sql.Identifier(f"old_{table}"), stage))
+    return TableChanges(method="unchanged")
 
 
 def _take_whole(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str) -> TableChanges:
@@ -194,6 +237,9 @@ def _take_whole(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str) 
         "FROM migration.rejected_rows WHERE source_table = %(t)s").format(delta, stage),
         {"t": table})
     conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(old, stage))
+    # The new copy's look-ups, for this sync's scope and the next one's (Reporter(): the
+    # sync reports its tables' totals).
+    index_mirror(conn, (table,), Reporter())
     return TableChanges(inserted=copied, method="whole")
 
 
@@ -254,7 +300,7 @@ def _take_since_horizon(conn: psycopg.Connection, snapshot: SourceSnapshot, tabl
     def run(statement: str, params: dict[str, Any] | None = None) -> psycopg.Cursor[Any]:
         return conn.execute(sql.SQL(statement).format(**names), params)
 
-    _count_mirror_buckets(conn, table)
+    count_buckets(conn, table)  # where a comparison dropped them (built with the mirror)
     run("CREATE TEMP TABLE {fetched} (LIKE {stage}) ON COMMIT DROP")
     # The rows written since the horizon. age() measures both xids from the same point, so the
     # comparison holds across a wrap-around of the 32-bit counter.
@@ -360,17 +406,6 @@ def _reconcile_buckets(conn: psycopg.Connection, snapshot: SourceSnapshot, table
         conn.execute(sql.SQL("INSERT INTO {delta} (id, change) "
                              "SELECT unnest(%(ids)s::bigint[]), 'inserted'").format(**names),
                      {"ids": lacking})
-
-
-def _count_mirror_buckets(conn: psycopg.Connection, table: str) -> None:
-    """stage.buckets_<table>, counted from the mirror the first time (then kept by each sync)."""
-    conn.execute(sql.SQL(
-        "CREATE UNLOGGED TABLE IF NOT EXISTS {buckets} AS "
-        "SELECT id >> {bits} AS bucket, count(*) AS rows FROM {stage} GROUP BY 1").format(
-            buckets=buckets_table(table), bits=sql.Literal(BUCKET_BITS),
-            stage=sql.Identifier(STAGE_SCHEMA, table)))
-    conn.execute(sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (bucket)").format(
-        sql.Identifier(f"buckets_{table}_bucket_idx"), buckets_table(table)))
 
 
 def _move_mirror_buckets(conn: psycopg.Connection, names: dict[str, sql.Composable]) -> None:

@@ -29,6 +29,7 @@ from edu_migrate.mapping import LegacyMapping
 from edu_migrate.phases import sqlfile
 from edu_migrate.phases.as_of import planned_as_of, recorded_as_of
 from edu_migrate.phases.marks import PARSE_SQL, WORK_TABLE, scope_marks_statement
+from edu_migrate.phases.mirror_index import mirror_statements
 from edu_migrate.phases.runner import (
     BANNER,
     PHASES,
@@ -216,6 +217,13 @@ def _stage(script: _Script, phase: Phase, states: dict[int, str], mapping: Legac
             "<rows copied>, <where the snapshot read them>, <done phases that read an earlier "
             "copy>) ON CONFLICT (table_name) DO UPDATE SET ...").format(
                 sql.SQL(MIRROR_SOURCE_COLUMNS), sql.Literal(table)))
+        if n == SCOPED_PHASE:
+            script.comment("  then, in a session of its own while the phase derives, what a sync "
+                           "looks the mirror up by:")
+        else:
+            script.comment("  then what a sync looks the mirror up by:")
+        for _, statement in mirror_statements(table):
+            script.shown(statement)
     script.blank()
 
 

@@ -27,6 +27,7 @@ from edu_migrate.mapping import LegacyMapping
 from edu_migrate.pg.connect import connect
 from edu_migrate.phases import sqlfile
 from edu_migrate.phases.marks import PARSE_SQL, MarksAhead, prepare_marks
+from edu_migrate.phases.mirror_index import MirrorIndexer, index_mirror_now
 from edu_migrate.phases.phones import stage_phone_numbers
 from edu_migrate.phases.session import set_session as set_session
 from edu_migrate.phases.staging import STAGE_SCHEMA, SourceSnapshot, stage_tables
@@ -265,6 +266,11 @@ def run_phase(phase: Phase, snapshot: SourceSnapshot, target_url: str, *, batch_
         else:
             prepare_marks(snapshot, target_url, phase.reads, batch_size=batch_size,
                           workers=workers, reporter=reporter)
+        # The marks' mirror indexes and buckets (a sync's look-ups), in a session of their own
+        # while the phase derives: its transaction only reads the stage tables. (Lines of a
+        # background thread go to the run's log only.)
+        indexer = MirrorIndexer(target_url, phase.reads, Reporter()) \
+            if phase.number == SCOPED_PHASE else None
         try:
             counts = _transform(phase, target_url, reporter, started, snapshot.mapping)
         except StagedCopyLost as lost:
@@ -273,12 +279,17 @@ def run_phase(phase: Phase, snapshot: SourceSnapshot, target_url: str, *, batch_
             reporter.warn(f"the staged copy of {', '.join(lost.tables)} is gone (the target "
                           "server restarted after a crash): staging it again")
             if phase.number == SCOPED_PHASE:
+                if indexer is not None:
+                    indexer.join()  # it indexed the copy that is gone
                 prepare_marks(snapshot, target_url, phase.reads, batch_size=batch_size,
                               workers=workers, reporter=reporter)
+                indexer = MirrorIndexer(target_url, phase.reads, Reporter())
             else:
                 _stage_reads(phase, snapshot, target_url, batch_size=batch_size,
                              workers=workers, reporter=reporter)
             counts = _transform(phase, target_url, reporter, started, snapshot.mapping)
+        finally:
+            failure = None if indexer is None else indexer.join()
     except (psycopg.Error, MigrationError) as exc:
         _record_failure(target_url, phase, exc)
         if isinstance(exc, MigrationError):
@@ -286,6 +297,12 @@ def run_phase(phase: Phase, snapshot: SourceSnapshot, target_url: str, *, batch_
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MigrationError(f"phase {phase.number} failed and was rolled back: {first_line}",
                              _hint_for(exc)) from exc
+    if failure is not None:
+        # The phase is done; only the sync's look-ups lack their indexes, and a sync builds
+        # what is missing.
+        why = str(failure).strip().splitlines()[0] if str(failure).strip() else repr(failure)
+        reporter.warn(f"building the mirror's indexes on {', '.join(phase.reads)} failed "
+                      f"({why}): the next sync builds them")
     return PhaseResult(phase.number, "done", time.perf_counter() - started, counts)
 
 
@@ -361,8 +378,11 @@ def _stage_reads(phase: Phase, snapshot: SourceSnapshot, target_url: str, *, bat
                       "derived from it, and phases that share a table see one snapshot of it")
     stale = {t: readers[t] for t in phase.reads
              if t not in kept and readers[t] and snapshots.get(t) != snapshot.snapshot_text}
-    stage_tables(snapshot, target_url, tuple(t for t in phase.reads if t not in kept),
-                 batch_size=batch_size, workers=workers, reporter=reporter, stale_phases=stale)
+    staged = tuple(t for t in phase.reads if t not in kept)
+    stage_tables(snapshot, target_url, staged, batch_size=batch_size, workers=workers,
+                 reporter=reporter, stale_phases=stale)
+    # A kept copy has its indexes from the phase that staged it.
+    index_mirror_now(target_url, staged, reporter)
 
 
 def _hint_for(exc: psycopg.Error) -> str:

@@ -22,6 +22,8 @@ at commit. The result equals a full migration of the source as it is now, at the
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,12 +40,14 @@ from edu_migrate.phases.changes import (
     MirrorRecord,
     TableChanges,
     mirror_records,
+    quiet_tables,
     snapshot_older_than_mirror,
     source_went_back,
     take_changes,
     usable_horizon,
 )
 from edu_migrate.phases.marks import parse_in_transaction
+from edu_migrate.phases.mirror_index import index_mirror
 from edu_migrate.phases.runner import (
     PHASES,
     RUN_ORDER,
@@ -67,18 +71,11 @@ from edu_migrate.runlog import Reporter
 from edu_migrate.security.audit import record_bulk_event, row_audit_paused
 
 SYNC_SQL = "sync.sql"
+# How phases 1–4 derived again reach their tables: only the rows that came out differently.
+APPLY_SQL = "derived_apply.sql"
 # What later phases read of phases 1–3, one digest each: a phase is derived again when one it
 # needs came out differently.
 OUTCOMES_SQL = "outcomes.sql"
-
-# Indexes on the mirror that the scope's look-ups need, built by the first sync (not by a full
-# run, which never looks rows up by them).
-MIRROR_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
-    **{table: (("id",),) for table in LEGACY_COLUMNS},
-    "course_students": (("id",), ("student_id", "course_id"), ("course_id",)),
-    "grades": (("id",), ("course_student_id",), ("teacher_id",)),
-}
-
 
 @dataclass
 class SyncResult:
@@ -115,7 +112,10 @@ def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
         went_back = source_went_back(snapshot, records)
         _require_not_older(snapshot, records, went_back)
         conn.commit()
-        _index_mirror(conn, reporter)
+        # Built by the full run once each table was staged; here only what is missing (a
+        # mirror staged by an older version, or staged again after a crash), committed.
+        index_mirror(conn, tuple(LEGACY_COLUMNS), reporter)
+        conn.commit()
         result = SyncResult(as_of=as_of or snapshot.taken_at, previous_as_of=previous,
                             snapshot_at=snapshot.taken_at)
         # The sync moves the as-of time; set_session hands it to migration.as_of().
@@ -133,6 +133,8 @@ def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
             reporter.warn("the staged copy of the source is gone (the target server restarted "
                           "after a crash): this sync reads every row and derives all again")
         fingerprints = _fingerprints(snapshot)
+        # A source that committed nothing since the mirror's snapshot needs no scan.
+        quiet = set() if result.whole else quiet_tables(snapshot, records, went_back)
         for table in LEGACY_COLUMNS:
             table_started = time.perf_counter()
             horizon, reason = usable_horizon(snapshot, table, records.get(table),
@@ -140,7 +142,7 @@ def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
             with reporter.progress(f"changes in {table}", None) as advance:
                 result.changes[table] = take_changes(
                     conn, snapshot, table, whole=result.whole, horizon=horizon,
-                    batch_size=batch_size, reason=reason)
+                    batch_size=batch_size, reason=reason, quiet_since=table in quiet)
                 advance(result.changes[table].total)
             reporter.step(f"sync: changes in {table} ({result.changes[table].method})",
                           time.perf_counter() - table_started, result.changes[table].total)
@@ -164,11 +166,13 @@ def unsynced_changes(snapshot: SourceSnapshot, target_url: str, *,
         records = mirror_records(conn)
         went_back = source_went_back(snapshot, records)
         fingerprints = _fingerprints(snapshot)
+        quiet = quiet_tables(snapshot, records, went_back)
         for table in LEGACY_COLUMNS:
             horizon, reason = usable_horizon(snapshot, table, records.get(table),
                                              fingerprints[table], went_back)
             changes = take_changes(conn, snapshot, table, whole=False, horizon=horizon,
-                                   batch_size=batch_size, reason=reason)
+                                   batch_size=batch_size, reason=reason,
+                                   quiet_since=table in quiet)
             if changes.total:
                 found[table] = changes
         conn.rollback()
@@ -216,19 +220,6 @@ def _require_synchronisable(conn: psycopg.Connection,
             "point --source at the database the target was migrated from, or start over with "
             "`edu-migrate rollback --all` and `migrate --all`")
     return previous  # type: ignore[no-any-return]
-
-
-def _index_mirror(conn: psycopg.Connection, reporter: Reporter) -> None:
-    """The first sync indexes the mirror for its look-ups; later ones find the indexes there."""
-    for table, keys in MIRROR_INDEXES.items():
-        for columns in keys:
-            name = f"{table}_{'_'.join(columns)}_idx"
-            started = time.perf_counter()
-            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} ({})").format(
-                sql.Identifier(name), sql.Identifier(STAGE_SCHEMA), sql.Identifier(table),
-                sql.SQL(", ").join(map(sql.Identifier, columns))))
-            reporter.step(f"index mirror {name}", time.perf_counter() - started, 0)
-    conn.commit()
 
 
 def _fingerprints(snapshot: SourceSnapshot) -> dict[str, str]:
@@ -294,10 +285,11 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyM
                     or any(result.changes[t].total for t in phase.reads)):
                 continue
             started = time.perf_counter()
-            _delete_derived(conn, number)
-            for build_lookup in phase.lookups:
-                build_lookup(conn)
-            run_statements(conn, phase.sql_file, quiet)
+            _delete_records(conn, number)
+            with derived_in_shadows(conn, phase.writes):
+                for build_lookup in phase.lookups:
+                    build_lookup(conn)
+                run_statements(conn, phase.sql_file, quiet)
             record_source_tables(conn, phase, mapping)
             if number in outcomes and _digest(conn, outcomes[number]) != before[number]:
                 came_out_differently.add(number)
@@ -321,8 +313,11 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyM
         run_statements(conn, phase.sql_file, quiet)
         record_source_tables(conn, phase, mapping)
         # Check the foreign keys now, while every row is back: the audit triggers can only be
-        # switched on again when no check is pending.
+        # switched on again when no check is pending. One check per row written and key: a
+        # step of its own in the profile (seconds at scale 1, where nothing else shows them).
+        started = time.perf_counter()
         conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        reporter.step("sync: deferred foreign-key checks", time.perf_counter() - started, 0)
     return recomputed
 
 
@@ -331,18 +326,87 @@ def _digest(conn: psycopg.Connection, query: str) -> str | None:
     return None if row is None else row[0]
 
 
-def _delete_derived(conn: psycopg.Connection, number: int) -> None:
-    """What phase `number` derived, gone, so that it can be derived again in this transaction.
-    DELETE, not TRUNCATE: the rows of later phases that point here stay, and find their
-    targets again, under the same ids, when the sync commits."""
+def _delete_records(conn: psycopg.Connection, number: int) -> None:
+    """The records of what phase `number` decided (crosswalk, rows set aside, repairs), gone,
+    so that it can decide them again in this transaction; its tables are written through
+    derived_in_shadows."""
     phase = PHASES[number]
-    for table in phase.writes:
-        conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
     for partition in phase.crosswalk_partitions:
         conn.execute(sql.SQL("DELETE FROM migration.{}").format(
             sql.Identifier(f"crosswalk_{partition}")))
     conn.execute("DELETE FROM migration.rejected_rows WHERE phase = %s", [number])
     conn.execute("DELETE FROM migration.repairs WHERE phase = %s", [number])
+
+
+@dataclass(frozen=True)
+class _Shadowed:
+    table: sql.Identifier  # the real table, schema-qualified
+    shadow: sql.Identifier
+    columns: sql.Composed
+    key_s: sql.Composed
+    key_t: sql.Composed
+
+
+def _shadowed(conn: psycopg.Connection, name: str) -> _Shadowed:
+    row = conn.execute(
+        "SELECT n.nspname, c.relname, "
+        "  (SELECT array_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a "
+        "   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+        "   AND a.attgenerated = ''), "
+        "  (SELECT array_agg(a.attname ORDER BY k.n) FROM pg_index i "
+        "   CROSS JOIN unnest(i.indkey) WITH ORDINALITY k (attnum, n) "
+        "   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "   WHERE i.indrelid = c.oid AND i.indisprimary) "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid = %s::regclass", [name]).fetchone()
+    if row is None or not row[3]:
+        raise PreconditionFailed(f"table {name} has no primary key, which a sync needs to "
+                                 "write only the rows that changed",
+                                 "apply edu-migrate's schema (`edu-migrate schema apply`)")
+    schema, relname, columns, key = row
+
+    def keyed(alias: str) -> sql.Composed:
+        return sql.SQL(", ").join(sql.Identifier(alias, k) for k in key)
+
+    # The twin is always named with its schema: after the block the path no longer finds it
+    # first, and a bare name would be the real table.
+    return _Shadowed(sql.Identifier(schema, relname), sql.Identifier("pg_temp", relname),
+                     sql.SQL(", ").join(map(sql.Identifier, columns)), keyed("s"), keyed("t"))
+
+
+@contextmanager
+def derived_in_shadows(conn: psycopg.Connection, tables: tuple[str, ...]) -> Iterator[None]:
+    """Inside the block, the phase's rules write `tables` into temporary twins of the same
+    names; after it, only the rows that came out differently are written to the real tables
+    (phases/sql/derived_apply.sql says why). The real tables end holding exactly what the rules
+    derived."""
+    statements = {s.name: sql.SQL(s.text) for s in sqlfile.load(APPLY_SQL)}
+    shadowed = [_shadowed(conn, table) for table in tables]
+    for item in shadowed:
+        conn.execute(statements["shadow"].format(shadow=item.shadow, table=item.table))
+    # Unqualified names reach the twins only while the temporary schema is searched first. It
+    # is by default; a search_path that names pg_temp later would send the rules to the real
+    # tables while the twins stay empty, and the apply below would then empty the real ones.
+    row = conn.execute("SELECT current_setting('search_path')").fetchone()
+    path = str(row[0]) if row and row[0] else ""
+    conn.execute("SELECT set_config('search_path', %s, true)",
+                 [f"pg_temp, {path}" if path.strip() else "pg_temp"])
+    for table in tables:
+        row = conn.execute("SELECT relnamespace = pg_my_temp_schema() FROM pg_class "
+                           "WHERE oid = %s::regclass", [table]).fetchone()
+        if not (row and row[0]):  # pragma: no cover - the search_path above makes it so
+            raise PreconditionFailed(f"{table} does not resolve to its temporary twin",
+                                     "report this: the sync wrote nothing")
+    yield
+    conn.execute("SELECT set_config('search_path', %s, true)", [path])
+    names = {"drop": statements["drop_differing"], "add": statements["add_differing"]}
+    for step in ("drop", "add"):
+        for item in shadowed:
+            conn.execute(names[step].format(table=item.table, shadow=item.shadow,
+                                            columns=item.columns, key_s=item.key_s,
+                                            key_t=item.key_t))
+    for item in shadowed:
+        conn.execute(statements["drop_shadow"].format(shadow=item.shadow))
 
 
 def _record(conn: psycopg.Connection, result: SyncResult, snapshot: SourceSnapshot,
