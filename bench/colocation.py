@@ -7,7 +7,7 @@ On a migrated edu_v2 (its staged mirror kept, as a full run keeps it):
     than the row's own distribution key (0: the join can run on the shard, co-located), and for
     the parents that are not per student (assessments, teachers, offerings) how many students and
     shards their children span (a reference table, or a multi-shard statement);
-(b) phase 5's per-mark work (`parse_grades`, then `prepare_grades`' joins) over N key ranges of
+(b) phase 5's per-mark work (`parse_grades`, then `decided_marks`' joins) over N key ranges of
     students, as Citus would split a uuid column into N shards (equal ranges of its hash), each
     range timed, against the same work over every mark.
 
@@ -67,7 +67,7 @@ def shard_of(hash_value: int, ranges: list[tuple[int, int]]) -> int:
 
 # (a) Name, the statement(s) it stands for, and a query answering (rows joined, across students).
 JOINS: tuple[tuple[str, str, str], ...] = (
-    ("mark → its enrollment", "prepare_grades, clear_grades_in_scope, FK grades.enrollment_id",
+    ("mark → its enrollment", "decided_marks, clear_grades_in_scope, FK grades.enrollment_id",
      """SELECT count(*), count(*) FILTER (WHERE k.student_key IS DISTINCT FROM e.student_id)
         FROM grades g JOIN migration.crosswalk_grades xg ON xg.target_id = g.id
         JOIN bench_mark_keys k ON k.source_id = xg.source_id
@@ -208,10 +208,11 @@ def _shard(conn: psycopg.Connection[Any], where: str) -> None:
 
 
 def _per_mark_work(conn: psycopg.Connection[Any]) -> tuple[int, float]:
-    """parse_grades and prepare_grades over the current shard."""
+    """parse_grades and decided_marks' joins over the current shard (written to a table here,
+    as a stand-in for migrate_grades' pass over them)."""
     parse = _statement("phase5_marks.sql", "parse_grades")
-    prepare = _statement("phase5.sql", "prepare_grades")
-    for old, new in (("CREATE UNLOGGED TABLE stage.prepared_grades AS",
+    prepare = _statement("phase5.sql", "decided_marks")
+    for old, new in (("CREATE OR REPLACE TEMP VIEW decided_marks AS",
                       "CREATE TEMP TABLE bench_prepared AS"),
                      ("FROM stage.parsed_grades m", "FROM bench_parsed m"),
                      ("LEFT JOIN (stage.course_students e", "LEFT JOIN (bench_enrollments e"),

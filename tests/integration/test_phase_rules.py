@@ -4,6 +4,7 @@ rule (tests/integration/small_legacy.py): the outcome of each row is known in ad
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,30 @@ from edu_migrate.config import Settings
 from tests.conftest import make_settings
 from tests.integration.small_legacy import write_small_legacy
 
+# Marks for which more than one rule leaves a record: phase 5 records its marks from the few it
+# flags in one pass (flag_marks), and each record must survive whatever else the mark needs.
+# (id, course_student_id, grade_type, value, lesson_date, teacher_id, created_at)
+FLAGGED_MARKS = [
+    # Arabic-Indic 8, teacher 99 missing, no created_at: three repairs, and migrated.
+    (6, 2, 2, "٨", date(2019, 10, 9), 99, None),
+    # Fullwidth 8 with a missing teacher and no created_at, but its enrollment 99 is missing:
+    # set aside with the legacy row, and no repair (a mark set aside is not repaired).
+    (7, 99, 2, "８", date(2019, 10, 9), 99, None),
+    # Above the maximum of a seminar (10), teacher missing: set aside, no repair.
+    (8, 2, 2, "11", date(2019, 10, 9), 99, datetime(2019, 10, 9, 12)),
+    # Fullwidth digits, nothing else: one repair.
+    (9, 2, 2, "８，５", date(2019, 10, 9), 1, datetime(2019, 10, 9, 12)),
+]
+
 
 @pytest.fixture(scope="module")
 def migrated(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     for settings in make_settings(admin_url, tmp_path_factory.mktemp("rules")):
         write_small_legacy(str(settings.source_url))
+        with psycopg.connect(str(settings.source_url), autocommit=True) as source:
+            source.cursor().executemany(
+                "INSERT INTO grades (id, course_student_id, grade_type, value, lesson_date, "
+                "teacher_id, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)", FLAGGED_MARKS)
         api.schema_apply(settings)
         api.migrate(settings)
         yield settings
@@ -84,6 +104,34 @@ def test_every_changed_or_dropped_value_is_recorded(migrated: Settings) -> None:
         ("persons", 50, "birthdate", "01.01.1850", None, "on or before 1900-01-01: dropped"),
     }
     assert expected - _repairs(migrated) == set()
+
+
+def test_a_mark_flagged_by_several_rules_keeps_every_record(migrated: Settings) -> None:
+    marks = [mark[0] for mark in FLAGGED_MARKS]
+    repairs = {r for r in _repairs(migrated) if r[0] == "grades" and r[1] in marks}
+    assert repairs == {
+        ("grades", 6, "value", "٨", "8", "digits of another script read as digits"),
+        ("grades", 6, "teacher_id", "99", None,
+         "teacher missing or set aside: mark kept without grader"),
+        ("grades", 6, "created_at", None, "2019-10-09 00:00:00", "missing: taken from lesson_date"),
+        ("grades", 9, "value", "８，５", "8.5", "digits of another script read as digits"),
+    }
+    # and a mark that one rule alone flags: the teacher (3), the time (5)
+    alone = [(r[1], r[2], r[5]) for r in _repairs(migrated) if r[0] == "grades" and r[1] in (3, 5)]
+    assert sorted(alone) == [
+        (3, "teacher_id", "teacher missing or set aside: mark kept without grader"),
+        (5, "created_at", "missing: filled with the as-of time")]
+    assert [_fate(migrated, "grades", n) for n in marks] == [
+        "migrated", "enrollment missing", "mark exceeds the maximum of its type", "migrated"]
+    detail = _rows(migrated, "SELECT detail FROM migration.rejected_rows "
+                   "WHERE source_table = 'grades' AND source_id = 7")
+    assert detail == [({"id": 7, "course_student_id": 99, "grade_type": 2, "value": "８",
+                        "lesson_date": "2019-10-09", "teacher_id": 99, "created_at": None},)]
+    graded = _rows(migrated, "SELECT g.score, g.graded_by, "
+                   "(g.created_at AT TIME ZONE 'Asia/Baku')::text FROM grades g "
+                   "JOIN migration.crosswalk_grades x ON x.target_id = g.id "
+                   "WHERE x.source_id = 6")
+    assert graded == [(Decimal(8), None, "2019-10-09 00:00:00")]
 
 
 def test_credits_written_differently_are_the_same_number(migrated: Settings) -> None:

@@ -38,3 +38,21 @@ def test_rolling_back_a_phase_takes_its_dependents() -> None:
 ])
 def test_phone_numbers_to_e164(raw: str | None, expected: str | None) -> None:
     assert to_e164(raw) == expected
+
+
+def test_a_statement_marked_after_indexes_is_parsed_apart_and_closes_the_file() -> None:
+    text = ("-- name: load\n-- say: loaded {n}\nINSERT INTO t SELECT 1;\n\n"
+            "-- name: derive\n-- after: indexes\n-- why it waits\nSELECT 2;\n")
+    load, derive = sqlfile.parse(text)
+    assert (load.name, load.say, load.after_indexes) == ("load", "loaded {n}", False)
+    assert (derive.after_indexes, derive.text) == (True, "-- why it waits\nSELECT 2;")
+    with pytest.raises(ValueError, match="after: indexes"):
+        sqlfile.parse(text + "\n-- name: late\nSELECT 3;\n")
+
+
+def test_phase_5_derives_its_assessments_once_the_indexes_are_built() -> None:
+    # The sync runs the file in order; the full run sends these after its index builds.
+    marked = [s.name for s in sqlfile.load(PHASES[5].sql_file) if s.after_indexes]
+    assert marked == ["migrate_assessments", "drop_assessments_without_marks"]
+    assert not any(s.after_indexes for n in PHASES if n != 5
+                   for s in sqlfile.load(PHASES[n].sql_file))

@@ -278,7 +278,8 @@ def _transform(script: _Script, phase: Phase, as_of_text: str, mapping: LegacyMa
                        f"{', '.join(phase.rebuilt_after_load)} before the load")
     for drop in plan.drops:
         script.run(drop)
-    for statement in sqlfile.load(phase.sql_file):
+    statements = sqlfile.load(phase.sql_file)
+    for statement in (s for s in statements if not s.after_indexes):
         script.blank()
         script.comment(f"phase {n}: {statement.name}")
         script.run(statement.text)
@@ -287,6 +288,16 @@ def _transform(script: _Script, phase: Phase, as_of_text: str, mapping: LegacyMa
     for record in source_table_statements(phase, mapping):
         script.run(record)
     for name, rebuild in plan.rebuilds:
+        script.comment(f"phase {n}: {name}")
+        script.run(rebuild)
+    for statement in (s for s in statements if s.after_indexes):
+        script.blank()
+        script.comment("(once the indexes are built, before the foreign keys)")
+        script.comment(f"phase {n}: {statement.name}")
+        script.run(statement.text)
+    if plan.foreign_keys:
+        script.blank()
+    for name, rebuild in plan.foreign_keys:
         script.comment(f"phase {n}: {name}")
         script.run(rebuild)
     for resume in trigger_statements(paused, enable=True):

@@ -14,7 +14,7 @@ phase 2 needs phase 3: `--all` runs 1, 3, 2, 4, 5, and the phase numbers stay th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -113,14 +113,16 @@ class RebuildPlan:
     """What a load drops before it and builds again after it, from the catalogue: the statements
     only, run by _indexes_rebuilt_after and printed by `migrate --sql` (phases/offline.py)."""
     drops: tuple[sql.Composed, ...]
-    # (step name, statement), in the order they run: keys, then indexes, then foreign keys.
+    # (step name, statement), in the order they run: keys, then indexes; then, after the
+    # statements marked `-- after: indexes` (sqlfile.py), the foreign keys.
     rebuilds: tuple[tuple[str, sql.Composed], ...]
+    foreign_keys: tuple[tuple[str, sql.Composed], ...] = ()
 
 
 def rebuild_plan(conn: psycopg.Connection, tables: tuple[str, ...]) -> RebuildPlan:
     """The keys, indexes and foreign keys of `tables` to drop and build again; reads only."""
     if not tables:
-        return RebuildPlan((), ())
+        return RebuildPlan((), (), ())
     foreign_keys = conn.execute(
         "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
         "WHERE contype = 'f' AND (conrelid = ANY(%(t)s::regclass[]) "
@@ -144,19 +146,22 @@ def rebuild_plan(conn: psycopg.Connection, tables: tuple[str, ...]) -> RebuildPl
         for table, name, definition in keys]
     rebuilds += [(f"rebuild {index}", sql.Composed([sql.SQL(definition)]))
                  for index, definition in indexes]
-    rebuilds += [(f"rebuild {name}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+    rebuilt_keys = [(f"rebuild {name}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
         sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
         for table, name, definition in foreign_keys]
-    return RebuildPlan(tuple(drops), tuple(rebuilds))
+    return RebuildPlan(tuple(drops), tuple(rebuilds), tuple(rebuilt_keys))
 
 
 @contextmanager
 def _indexes_rebuilt_after(conn: psycopg.Connection, tables: tuple[str, ...],
-                           reporter: Reporter) -> Iterator[None]:
+                           reporter: Reporter,
+                           between: Callable[[], None] = lambda: None) -> Iterator[None]:
     """Drop the keys, indexes and foreign keys of `tables`, load, then build them again from the
-    catalogue's own definitions: one sort per index instead of millions of random inserts."""
+    catalogue's own definitions: one sort per index instead of millions of random inserts.
+    `between` runs once the keys and indexes are built, before the foreign keys."""
     if not tables:
         yield
+        between()
         return
     plan = rebuild_plan(conn, tables)
     for statement in plan.drops:
@@ -165,7 +170,13 @@ def _indexes_rebuilt_after(conn: psycopg.Connection, tables: tuple[str, ...],
     started = time.perf_counter()
     for name, statement in plan.rebuilds:
         _timed(conn, reporter, name, statement)
-    reporter.line(f"  indexes and foreign keys rebuilt in {time.perf_counter() - started:.1f}s")
+    between_started = time.perf_counter()
+    between()
+    between_seconds = time.perf_counter() - between_started
+    for name, statement in plan.foreign_keys:
+        _timed(conn, reporter, name, statement)
+    reporter.line("  indexes and foreign keys rebuilt in "
+                  f"{time.perf_counter() - started - between_seconds:.1f}s")
 
 
 def _timed(conn: psycopg.Connection, reporter: Reporter, name: str,
@@ -425,11 +436,12 @@ def record_source_tables(conn: psycopg.Connection, phase: Phase,
         conn.execute(statement)
 
 
-def run_statements(conn: psycopg.Connection, file_name: str,
-                   reporter: Reporter) -> dict[str, int]:
-    """Run the named statements of one SQL file in order; each one's row count by name."""
+def run_statements(conn: psycopg.Connection, file_name: str, reporter: Reporter,
+                   statements: Iterable[sqlfile.Statement] | None = None) -> dict[str, int]:
+    """Run the named statements of one SQL file in order (or those of `statements`); each one's
+    row count by name."""
     counts: dict[str, int] = {}
-    for statement in sqlfile.load(file_name):
+    for statement in sqlfile.load(file_name) if statements is None else statements:
         step_started = time.perf_counter()
         with reporter.progress(statement.name, None) as advance:
             cursor = conn.execute(statement.text.encode())
@@ -489,9 +501,17 @@ def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float
         for build_lookup in phase.lookups:
             build_lookup(conn)
         define_scope(conn, phase, scoped=False)
+        statements = sqlfile.load(phase.sql_file)
+        counts: dict[str, int] = {}
+
+        def after_indexes() -> None:
+            counts.update(run_statements(conn, phase.sql_file, reporter,
+                                         [s for s in statements if s.after_indexes]))
+
         with row_audit_paused(conn, phase.writes), \
-                _indexes_rebuilt_after(conn, phase.rebuilt_after_load, reporter):
-            counts = run_statements(conn, phase.sql_file, reporter)
+                _indexes_rebuilt_after(conn, phase.rebuilt_after_load, reporter, after_indexes):
+            counts.update(run_statements(conn, phase.sql_file, reporter,
+                                         [s for s in statements if not s.after_indexes]))
             step_started = time.perf_counter()
             record_source_tables(conn, phase, mapping)
             reporter.step("record_source_tables", time.perf_counter() - step_started, 0)
