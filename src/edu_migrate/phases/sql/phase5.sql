@@ -218,6 +218,8 @@ FROM decided_marks WHERE reject_reason IS NULL;
 -- Straight into the partition: no routing per row. Every parsed mark but those set aside
 -- (flag_marks holds each one's reason): no join to the enrollments again. NOT IN over a
 -- hashed subplan: NOT EXISTS planned a nested loop over the (few) set aside, one rescan per mark.
+-- The subplan is hashed while the marks set aside fit in hash_mem (about 5 million at the
+-- session's work_mem of 128MB); beyond that PostgreSQL rescans them per mark (not yet seen).
 INSERT INTO migration.crosswalk_grades (source_table, source_id, target_table, target_id)
 SELECT 'grades', m.source_id, 'grades', m.id
 FROM stage.parsed_grades m
