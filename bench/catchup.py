@@ -97,6 +97,8 @@ def _cli(arguments: list[str], source_url: str, target_url: str, work: Path, nam
          server_cpu: Callable[[], float] | None) -> Command:
     """One edu-migrate command with --json, measured; its JSON result read back."""
     result_file = work / f"{name}.json"
+    # The profile is read from every log in the folder: an earlier bench run's would mix in.
+    shutil.rmtree(work / f"{name}-logs", ignore_errors=True)
     usage = run_measured([*edu_migrate_command(), *arguments, "--source", source_url,
                           "--target", target_url, "--json", str(result_file)],
                          env={"EDU_LOG_DIR": str(work / f"{name}-logs")},
