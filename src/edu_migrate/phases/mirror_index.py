@@ -101,8 +101,8 @@ def index_mirror_now(target_url: str, tables: tuple[str, ...] | list[str],
 class MirrorIndexer:
     """index_mirror_now in a thread of its own: the marks' indexes are built while phase 5
     derives (its transaction only reads the stage tables, and CREATE INDEX lets readers read).
-    A failure is kept for the run to raise once the phase is done: the sync would build what
-    is missing, but a full run that could not build them says so."""
+    A failure is kept and, once the phase is done, reported as a warning (runner.run_phase):
+    the phase's result stands, and the next sync builds what is missing."""
 
     def __init__(self, target_url: str, tables: tuple[str, ...], reporter: Reporter) -> None:
         self._args = (target_url, tables, reporter)
