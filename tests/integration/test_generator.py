@@ -364,15 +364,3 @@ def test_dirty_profile_is_deterministic_and_adds_to_the_clean_fill(
         assert first.row_counts[table] >= clean_count, table
 
 
-@pytest.mark.fullscale
-def test_full_scale_matches_the_guide(generator_admin_url: str) -> None:
-    name, url = _create_database(generator_admin_url)
-    try:
-        with psycopg.connect(url) as conn:
-            summary = generate(conn, scale=1.0, seed=SEED)
-            _assert_guide_shape(conn, GUIDE_COUNTS, 1_234)
-            assert _scalar(conn, "SELECT count(*) FROM login_logs") == 187_412
-        assert {table: summary.row_counts[table] for table in GUIDE_COUNTS} == GUIDE_COUNTS
-        assert max(summary.row_counts[table] for table in UNMAPPED_TABLES) >= 100_000
-    finally:
-        _drop_database(generator_admin_url, name)
