@@ -303,6 +303,7 @@ def run_phase(phase: Phase, snapshot: SourceSnapshot, target_url: str, *, batch_
         why = str(failure).strip().splitlines()[0] if str(failure).strip() else repr(failure)
         reporter.warn(f"building the mirror's indexes on {', '.join(phase.reads)} failed "
                       f"({why}): the next sync builds them")
+    vacuum_after_load(phase, target_url, reporter)
     return PhaseResult(phase.number, "done", time.perf_counter() - started, counts)
 
 
@@ -525,8 +526,33 @@ def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float
         conn.execute("INSERT INTO migration.run_log (phase, event, detail) VALUES (%s, 'done', %s)",
                      [phase.number, Jsonb(counts)])
         record_bulk_event(conn, "MIGRATE", phase.writes, {"phase": phase.number, "rows": counts})
+        # This backend's insert counts reach the statistics when it goes idle after the commit,
+        # not up to a second later: the VACUUM after the phase must see them to reset them.
+        conn.execute("SELECT pg_stat_force_next_flush()")
         conn.commit()
     return counts
+
+
+def vacuum_after_load(phase: Phase, target_url: str, reporter: Reporter) -> None:
+    """VACUUM the large tables a phase has just loaded, and their staged copies, as pgcopydb
+    does after its copy: otherwise autovacuum's first pass over millions of new rows comes
+    within a minute or two, and meets whatever a person runs next (validate, the first sync,
+    the cutover), on a 2-core server costing those seconds each (issue 21). The phase is done
+    and committed; a VACUUM that fails only leaves the work to autovacuum."""
+    tables = [*phase.rebuilt_after_load, *(f"{STAGE_SCHEMA}.{t}" for t in phase.reads)]
+    if not phase.rebuilt_after_load:
+        return  # phases 1-4: thousands of rows, which autovacuum settles in milliseconds
+    try:
+        with connect(target_url, purpose="target") as conn:
+            conn.autocommit = True
+            for table in tables:
+                schema, name = table.split(".")
+                step_started = time.perf_counter()
+                conn.execute(sql.SQL("VACUUM {}").format(sql.Identifier(schema, name)))
+                reporter.step(f"vacuum {table}", time.perf_counter() - step_started, 0)
+    except psycopg.Error as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reporter.warn(f"VACUUM after phase {phase.number} failed ({why}): autovacuum will do it")
 
 
 def _count_of(cursor: psycopg.Cursor[tuple[object, ...]]) -> int:
