@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench import costs
+from bench import costs, floor
 from bench.catchup import run_catch_up
 from bench.contenders import (
     MAPPED_TABLES,
@@ -315,6 +315,8 @@ def bench_one_server(kind: ServerKind, args: argparse.Namespace, with_pgloader: 
         say("per-mark costs on the staged marks …")
         payload["costs"] = [vars(c) for c in costs.measure(status.url(TARGET_DB))]
         payload["slow_path_share"] = costs.slow_path_share(status.url(TARGET_DB))
+        say("the floor: the marks' tables written once, indexed and checked, no rule …")
+        payload["floor"] = [vars(step) for step in floor.measure(status.url(TARGET_DB))]
     publish(payload)
     if not args.no_catch_up:
         try:
@@ -341,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pgloader", action="store_true", help="skip contender (c)")
     parser.add_argument("--no-catch-up", action="store_true",
                         help="skip the sync and cutover scenario")
-    parser.add_argument("--no-costs", action="store_true", help="skip the per-mark costs")
+    parser.add_argument("--no-costs", action="store_true",
+                        help="skip the per-mark costs and the floor")
     parser.add_argument("--keep-server", action="store_true",
                         help="leave the bench's servers running afterwards")
     parser.add_argument("--no-docs", action="store_true",
