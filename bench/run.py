@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench import costs, floor
+from bench import costs, least_work
 from bench.catchup import run_catch_up
 from bench.contenders import (
     MAPPED_TABLES,
@@ -315,8 +315,8 @@ def bench_one_server(kind: ServerKind, args: argparse.Namespace, with_pgloader: 
         say("per-mark costs on the staged marks …")
         payload["costs"] = [vars(c) for c in costs.measure(status.url(TARGET_DB))]
         payload["slow_path_share"] = costs.slow_path_share(status.url(TARGET_DB))
-        say("the floor: the marks' tables written once, indexed and checked, no rule …")
-        payload["floor"] = [vars(step) for step in floor.measure(status.url(TARGET_DB))]
+        say("the least work: the marks' tables written once, indexed and checked, no rule …")
+        payload["least_work"] = [vars(step) for step in least_work.measure(status.url(TARGET_DB))]
     publish(payload)
     if not args.no_catch_up:
         try:
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-catch-up", action="store_true",
                         help="skip the sync and cutover scenario")
     parser.add_argument("--no-costs", action="store_true",
-                        help="skip the per-mark costs and the floor")
+                        help="skip the per-mark costs and the least work")
     parser.add_argument("--keep-server", action="store_true",
                         help="leave the bench's servers running afterwards")
     parser.add_argument("--no-docs", action="store_true",
