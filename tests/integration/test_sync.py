@@ -358,6 +358,60 @@ def test_a_login_derives_phase_1_again_and_nothing_that_reads_it(
         _drop(base.admin_url, fresh, synced, source)
 
 
+PHONES = "SELECT raw, e164, xmin::text FROM stage.phone_numbers ORDER BY raw"
+
+
+def test_phase_1_derived_again_parses_only_the_phones_it_has_not_seen(
+        base: Base, tmp_path: Path) -> None:
+    """The E.164 look-up is computed in Python, a phone at a time: a sync that derives phase 1
+    again (a login is enough) parses only the spellings the look-up lacks, drops those no person
+    has any more, and keeps the rest as they are; a new version of `phonenumbers` parses them
+    all again. The result equals a full migration."""
+    source, synced = _clone(base.admin_url, base.source), _clone(base.admin_url, base.target)
+    fresh = f"{synced}_full"
+    try:
+        settings = _settings(base, source, synced, tmp_path)
+        _read_from(source, settings)
+        with psycopg.connect(settings.target_url) as conn:
+            before = {r[0]: r[1:] for r in conn.execute(PHONES)}
+        with psycopg.connect(settings.source_url) as conn:
+            row = conn.execute("UPDATE persons SET phone = '+994 (50) 123 45 67' WHERE id = "
+                               "(SELECT min(id) FROM persons WHERE phone IS NOT NULL "
+                               "AND phone NOT IN (SELECT phone FROM persons GROUP BY phone "
+                               "HAVING count(*) > 1)) RETURNING (SELECT phone FROM persons "
+                               "p WHERE p.id = persons.id)").fetchone()
+            conn.execute("UPDATE users SET last_login = coalesce(last_login, '2025-01-01') "
+                         "+ interval '1 day' WHERE id = (SELECT max(id) FROM users)")
+        assert row is not None
+        with psycopg.connect(settings.source_url) as conn:
+            gone = conn.execute("SELECT %s::text NOT IN (SELECT phone FROM persons "
+                                "WHERE phone IS NOT NULL)", [row[0]]).fetchone()
+        api.sync(settings, as_of=MIGRATED_AT)
+        with psycopg.connect(settings.target_url) as conn:
+            after = {r[0]: r[1:] for r in conn.execute(PHONES)}
+        assert after["+994 (50) 123 45 67"][0] == "+994501234567"
+        kept = set(before) & set(after)
+        assert kept and all(after[raw] == before[raw] for raw in kept), \
+            "phones the look-up had were parsed and written again"
+        assert set(after) - set(before) == {"+994 (50) 123 45 67"}
+        assert gone == (True,) and set(before) - set(after) == {row[0]}
+        _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, MIGRATED_AT,
+                                        "after a phone changed")
+        with psycopg.connect(settings.target_url) as conn:
+            conn.execute("COMMENT ON TABLE stage.phone_numbers IS 'phonenumbers 0.0'")
+        with psycopg.connect(settings.source_url) as conn:
+            conn.execute("UPDATE users SET last_login = last_login + interval '1 day' "
+                         "WHERE id = (SELECT max(id) FROM users)")
+        api.sync(settings, as_of=MIGRATED_AT)
+        with psycopg.connect(settings.target_url) as conn:
+            again = {r[0]: r[1:] for r in conn.execute(PHONES)}
+        assert {raw: v[0] for raw, v in again.items()} == {raw: v[0] for raw, v in after.items()}
+        assert all(again[raw][1] != after[raw][1] for raw in again), \
+            "another phonenumbers version must parse every phone again"
+    finally:
+        _drop(base.admin_url, fresh, synced, source)
+
+
 def test_sync_finds_what_a_savepoint_wrote_in_a_transaction_open_at_the_snapshot(
         base: Base, tmp_path: Path) -> None:
     """A transaction running when the migration took its snapshot writes in a savepoint (a
