@@ -119,11 +119,15 @@ class Backend:
 
 
 def waiting_backend(admin_url: str, child_pid: int) -> Backend | None:
-    """The child's target session that waits for a lock, if there is one."""
+    """The child's target session that waits for a table's lock (the one a test holds), if
+    there is one. Only a relation lock: the child's background sessions (staging and parsing
+    the marks in two sessions each) also wait, for moments, on the lock that extends the table
+    they write, and terminating one of those would leave the phase waiting for good."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT pid, query FROM pg_stat_activity WHERE application_name = %s "
-            "AND wait_event_type = 'Lock'", [f"edu-migrate target pid={child_pid}"]).fetchone()
+            "AND wait_event_type = 'Lock' AND wait_event = 'relation'",
+            [f"edu-migrate target pid={child_pid}"]).fetchone()
     return Backend(int(row[0]), str(row[1])) if row else None
 
 
