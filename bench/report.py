@@ -294,6 +294,16 @@ def _costs(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _run_of(payload: dict[str, Any], scale: float) -> str:
+    """Which run a block comes from, when that run measured more than one scale."""
+    run = payload.get("run") or {}
+    scales = [float(s) for s in run.get("scales") or []]
+    if len(scales) < 2:
+        return ""
+    others = " and ".join(f"{s:g}" for s in scales if s != scale)
+    return f"; one `make bench` run, started {run['started']}, with scale {others}"
+
+
 def render_markdown(payload: dict[str, Any]) -> str:
     scale = float(payload["scale"])
     results: dict[str, dict[str, Any]] = payload["servers"]
@@ -301,7 +311,7 @@ def render_markdown(payload: dict[str, Any]) -> str:
     m = first["machine"]
     lines = [f"### Scale {scale:g}: {first['marks']:,} marks, {payload['runs']} "
              f"run{'' if payload['runs'] == 1 else 's'} of each contender per server "
-             f"({payload['when']})", "",
+             f"({payload['when']}{_run_of(payload, scale)})", "",
              f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB memory, {m['os']}, "
              f"Python {m['python']}. The machine is shared: compare ratios within one server's "
              "runs (its contenders alternate, so they meet the same load), not absolute times "

@@ -330,10 +330,38 @@ def bench_one_server(kind: ServerKind, args: argparse.Namespace, with_pgloader: 
         publish(payload)
 
 
+def scales_of(text: str) -> list[float]:
+    """`--scale 1` or `--scale 1,10`: the scales one run measures, in order."""
+    try:
+        scales = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a scale or a list of scales: {text!r}") from None
+    if not scales or any(scale <= 0 for scale in scales):
+        raise argparse.ArgumentTypeError(f"scales must be positive numbers: {text!r}")
+    return scales
+
+
+def drop_run_databases(kinds: list[ServerKind]) -> None:
+    """Before the next scale: every database the last one made, so that both scales' sets never
+    sit on the disk at once (scale 10's is about 45 GB)."""
+    for kind in kinds:
+        status = kind.server.start()
+        with psycopg.connect(status.url(), autocommit=True) as conn:
+            names = [row[0] for row in conn.execute(
+                "SELECT datname FROM pg_database WHERE NOT datistemplate "
+                "AND datname <> 'postgres'")]
+            for name in names:
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(
+                    sql.Identifier(name)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--scale", type=scales_of, default=[1.0], metavar="S[,S...]",
+                        help="the scale, or scales one after the other in one run "
+                             "(1,10: each gets its block in docs/benchmarks.md, both dated by "
+                             "this run); default 1")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--servers", default="stock,tuned",
@@ -364,37 +392,56 @@ def main(argv: list[str] | None = None) -> int:
     if pgloader_note:
         say(f"pgloader: {pgloader_note}")
     started = datetime.now()
-    servers: dict[str, Any] = {}
+    scales: list[float] = args.scale
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{started:%Y%m%d_%H%M%S}_scale{args.scale:g}.json"
-
-    def publish(name: str, result: dict[str, Any]) -> None:
-        """Written after each part, so that a long run reports what it has measured."""
-        servers[name] = result
-        payload = {"when": started.isoformat(timespec="seconds"), "scale": args.scale,
-                   "runs": args.runs, "servers": servers, "skipped_servers": skipped,
-                   "pgloader_note": pgloader_note}
-        out.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-        if not args.no_docs:
-            update_docs(ROOT / "docs" / "benchmarks.md", render_markdown(payload), args.scale)
-        say(f"{name} server results so far: {out.relative_to(ROOT)}"
-            + ("" if args.no_docs else " and docs/benchmarks.md"))
-
+    written: list[Path] = []
     try:
-        generation = legacy_everywhere(kinds, args)
-        for kind in kinds:
-            bench_one_server(kind, args, with_pgloader, pgloader_note, generation[kind.name],
-                             lambda result, name=kind.name: publish(name, result))
+        for number, scale in enumerate(scales):
+            if number:
+                drop_run_databases(kinds)
+            one = argparse.Namespace(**{**vars(args), "scale": scale})
+            written.append(bench_one_scale(one, kinds, skipped, started, scales, with_pgloader,
+                                           pgloader_note))
     finally:
         if not args.keep_server:
             for kind in kinds:
                 kind.server.stop()
-    if servers:
-        print(render_markdown({"when": started.isoformat(timespec="seconds"),
-                               "scale": args.scale, "runs": args.runs, "servers": servers,
-                               "skipped_servers": skipped, "pgloader_note": pgloader_note}))
-    say(f"results: {out.relative_to(ROOT)}")
+    for out in written:
+        say(f"results: {out.relative_to(ROOT)}")
     return 0
+
+
+def bench_one_scale(args: argparse.Namespace, kinds: list[ServerKind], skipped: list[str],
+                    started: datetime, scales: list[float], with_pgloader: bool,
+                    pgloader_note: str | None) -> Path:
+    """Every server at one scale; its results file, rewritten after each part."""
+    servers: dict[str, Any] = {}
+    out = RESULTS / f"{started:%Y%m%d_%H%M%S}_scale{args.scale:g}.json"
+    began = datetime.now()
+
+    def payload() -> dict[str, Any]:
+        return {"when": began.isoformat(timespec="seconds"),
+                "run": {"started": started.isoformat(timespec="seconds"), "scales": scales},
+                "scale": args.scale, "runs": args.runs, "servers": servers,
+                "skipped_servers": skipped, "pgloader_note": pgloader_note}
+
+    def publish(name: str, result: dict[str, Any]) -> None:
+        """Written after each part, so that a long run reports what it has measured."""
+        servers[name] = result
+        out.write_text(json.dumps(payload(), indent=2, default=str) + "\n", encoding="utf-8")
+        if not args.no_docs:
+            update_docs(ROOT / "docs" / "benchmarks.md", render_markdown(payload()), args.scale)
+        say(f"{name} server results so far: {out.relative_to(ROOT)}"
+            + ("" if args.no_docs else " and docs/benchmarks.md"))
+
+    say(f"scale {args.scale:g}")
+    generation = legacy_everywhere(kinds, args)
+    for kind in kinds:
+        bench_one_server(kind, args, with_pgloader, pgloader_note, generation[kind.name],
+                         lambda result, name=kind.name: publish(name, result))
+    if servers:
+        print(render_markdown(payload()))
+    return out
 
 
 if __name__ == "__main__":

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from bench.catchup import _statements
 from bench.contenders import _pgloader_url, profile_from_log, steps_from_log
+from bench.report import _run_of
+from bench.run import scales_of
 from bench.servers import server_cpu_seconds
 
 LOG = """\
@@ -101,3 +105,19 @@ def test_the_least_work_adds_raw_copy_through_and_says_what_pgloader_leaves() ->
     assert _least_work_cell(result) == \
         "17.2 s (2.2 s above pgloader's time: faster than pgloader is out of reach)"
     assert least_work_seconds({"raw_copy": {"median": 10.0}}) is None
+
+
+def test_one_run_takes_several_scales_and_refuses_what_is_not_one() -> None:
+    assert scales_of("1") == [1.0]
+    assert scales_of("1,10") == [1.0, 10.0]
+    for bad in ("", "1,x", "0", "1,-2"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            scales_of(bad)
+
+
+def test_a_block_of_a_two_scale_run_names_the_other_scale_and_the_run() -> None:
+    run = {"run": {"started": "2026-12-05T07:05:00", "scales": [1.0, 10.0]}}
+    assert _run_of(run, 10.0) == ("; one `make bench` run, started 2026-12-05T07:05:00, "
+                                  "with scale 1")
+    assert _run_of({"run": {"started": "x", "scales": [1.0]}}, 1.0) == ""
+    assert _run_of({}, 1.0) == ""
