@@ -27,7 +27,13 @@ from edu_migrate.pg.tools import client_program, run_client
 from edu_migrate.pg.urls import with_database
 from edu_migrate.phases import sqlfile
 from edu_migrate.phases.as_of import recorded_as_of
-from edu_migrate.phases.runner import PHASES, RUN_ORDER, SCOPED_PHASE, rebuild_plan
+from edu_migrate.phases.runner import (
+    PHASES,
+    RUN_ORDER,
+    SCOPED_PHASE,
+    rebuild_plan,
+    vacuumed_after_load,
+)
 from tests.conftest import make_settings
 from tests.faults.harness import cli, url_args
 from tests.integration.helpers import (
@@ -208,6 +214,9 @@ def test_migrate_sql_prints_every_phase_in_run_order_and_changes_nothing(
         expected += [f"-- phase {number}: {s.name}" for s in statements if s.after_indexes]
         expected += [f"-- phase {number}: {name}" for name, _ in plan.foreign_keys]
         expected.append(f"-- phase {number}: record the phase done")
+        # after its commit, the VACUUM of what it bulk-loaded (runner.vacuum_after_load)
+        expected += [f"-- phase {number}: vacuum {table}"
+                     for table in vacuumed_after_load(phase)]
     found = _markers(script)
     position = 0
     for marker in expected:
@@ -215,6 +224,7 @@ def test_migrate_sql_prints_every_phase_in_run_order_and_changes_nothing(
                          if line.startswith(marker)), -1) + 1
         assert position, f"{marker!r} missing or out of order"
     assert any(line.startswith("-- phase 5: rebuild ") for line in found)
+    assert 'VACUUM "public"."grades";' in script
     assert any(s.after_indexes for s in sqlfile.load(PHASES[SCOPED_PHASE].sql_file))
     for number in RUN_ORDER:
         for statement in sqlfile.load(PHASES[number].sql_file):

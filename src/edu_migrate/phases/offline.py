@@ -43,6 +43,8 @@ from edu_migrate.phases.runner import (
     rebuild_plan,
     source_default_statements,
     source_table_statements,
+    vacuum_statement,
+    vacuumed_after_load,
 )
 from edu_migrate.phases.session import ID_SECRET_SETTING, SESSION_SETTINGS
 from edu_migrate.phases.staging import (
@@ -316,4 +318,11 @@ def _transform(script: _Script, phase: Phase, as_of_text: str, mapping: LegacyMa
                          "({}, 'MIGRATE', <the phase and its row counts>)").format(
         sql.Literal(", ".join(phase.writes))))
     script.run("COMMIT")
+    vacuumed = vacuumed_after_load(phase)
+    if vacuumed:
+        script.comment(f"phase {n}: then, committed, what it bulk-loaded is vacuumed, so that "
+                       "autovacuum's first pass never meets the next command")
+    for table in vacuumed:
+        script.comment(f"phase {n}: vacuum {table}")
+        script.run(vacuum_statement(table))
     script.blank()

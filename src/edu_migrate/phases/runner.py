@@ -539,20 +539,33 @@ def vacuum_after_load(phase: Phase, target_url: str, reporter: Reporter) -> None
     within a minute or two, and meets whatever a person runs next (validate, the first sync,
     the cutover), on a 2-core server costing those seconds each (issue 21). The phase is done
     and committed; a VACUUM that fails only leaves the work to autovacuum."""
-    tables = [*phase.rebuilt_after_load, *(f"{STAGE_SCHEMA}.{t}" for t in phase.reads)]
-    if not phase.rebuilt_after_load:
-        return  # phases 1-4: thousands of rows, which autovacuum settles in milliseconds
+    tables = vacuumed_after_load(phase)
+    if not tables:
+        return
     try:
         with connect(target_url, purpose="target") as conn:
             conn.autocommit = True
             for table in tables:
-                schema, name = table.split(".")
                 step_started = time.perf_counter()
-                conn.execute(sql.SQL("VACUUM {}").format(sql.Identifier(schema, name)))
+                conn.execute(vacuum_statement(table))
                 reporter.step(f"vacuum {table}", time.perf_counter() - step_started, 0)
     except psycopg.Error as exc:
         why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         reporter.warn(f"VACUUM after phase {phase.number} failed ({why}): autovacuum will do it")
+
+
+def vacuumed_after_load(phase: Phase) -> list[str]:
+    """The tables vacuum_after_load vacuums, schema-qualified: what the phase bulk-loads and its
+    staged copies; none for phases 1-4 (thousands of rows, which autovacuum settles in
+    milliseconds)."""
+    if not phase.rebuilt_after_load:
+        return []
+    return [*phase.rebuilt_after_load, *(f"{STAGE_SCHEMA}.{t}" for t in phase.reads)]
+
+
+def vacuum_statement(table: str) -> sql.Composed:
+    schema, name = table.split(".")
+    return sql.SQL("VACUUM {}").format(sql.Identifier(schema, name))
 
 
 def _count_of(cursor: psycopg.Cursor[tuple[object, ...]]) -> int:
