@@ -271,6 +271,14 @@ def _methods(url: str) -> dict[str, str]:
          horizon="kept")
 @example(changes=[("update", "courses", 3, 4, 6, "copy", 0)], as_of=MIGRATED_AT,
          horizon="wal_behind")
+# Phase 1's groups, derived again in part: an e-mail taken from another account, a person moved
+# to another user (now its second person), a user deleted with its person, a username taken;
+# and the as-of time moved back across birth dates and missing timestamps.
+@example(changes=[("update", "users", 2, 3, 1, "copy", 0),
+                  ("update", "persons", 4, 5, 0, "copy", 0),
+                  ("delete", "users", 6, 0, 0, "null", 0),
+                  ("update", "users", 7, 8, 0, "copy", 0)], as_of=AS_OF_TIMES[2],
+         horizon="kept")
 def test_sync_equals_a_full_migration_of_the_changed_source(
         base: Base, tmp_path: Path, changes: list[Change], as_of: datetime,
         horizon: str) -> None:
@@ -344,7 +352,7 @@ def test_a_login_derives_phase_1_again_and_nothing_that_reads_it(
                                "ORDER BY id DESC LIMIT 1").fetchone()
             after = {(r[0], r[1]): r[2:] for r in conn.execute(rows)}
         assert row is not None
-        assert row[0] == {"phase 1": 1, "course_students": 0, "grades": 0}
+        assert row[0]["phase 1"] == 1 and "phase 2" not in row[0] and "phase 4" not in row[0]
         # (ctid, content) per row: a row written again has a new ctid
         changed = {key for key, (_, content) in after.items()
                    if before.get(key, ("", ""))[1] != content}
@@ -354,6 +362,56 @@ def test_a_login_derives_phase_1_again_and_nothing_that_reads_it(
         assert rewritten == changed
         _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, MIGRATED_AT,
                                         "after two logins")
+    finally:
+        _drop(base.admin_url, fresh, synced, source)
+
+
+# A user whose username, e-mail and person no other user shares, by any spelling: its scope in
+# phase 1 is itself and its person.
+LONE_USER = """
+SELECT u.id, p.id FROM users u JOIN persons p ON p.user_id = u.id
+WHERE u.username ~ '^[a-z][a-z0-9_]*$'
+  AND NOT EXISTS (SELECT 1 FROM users v WHERE v.id <> u.id
+                  AND (starts_with(lower(btrim(v.username)), u.username)
+                       OR starts_with(u.username, lower(btrim(v.username)))
+                       OR lower(btrim(v.email)) = lower(btrim(u.email))))
+  AND NOT EXISTS (SELECT 1 FROM persons q WHERE q.user_id = u.id AND q.id <> p.id)
+ORDER BY u.id DESC LIMIT 1"""
+CROSSWALK_VERSIONS = ("SELECT source_table, source_id, xmin::text FROM migration.crosswalk "
+                      "WHERE source_table IN ('users', 'persons')")
+
+
+def test_a_login_derives_phase_1_again_for_that_user_and_its_person_alone(
+        base: Base, tmp_path: Path) -> None:
+    """Phase 1 is derived again in part: a login on the old LMS puts its user in scope, with
+    the groups that user's outcome shares (its username, its e-mail, its persons), and no
+    other user or person is derived again (issue 21, point 2): their crosswalk rows stay the
+    row versions they were. The result still equals a full migration."""
+    source, synced = _clone(base.admin_url, base.source), _clone(base.admin_url, base.target)
+    fresh = f"{synced}_full"
+    try:
+        settings = _settings(base, source, synced, tmp_path)
+        _read_from(source, settings)
+        with psycopg.connect(settings.source_url) as conn:
+            lone = conn.execute(LONE_USER).fetchone()
+            assert lone is not None, "the base holds no user with a group of its own"
+            conn.execute("UPDATE users SET last_login = coalesce(last_login, '2025-01-01') "
+                         "+ interval '1 day' WHERE id = %s", [lone[0]])
+        with psycopg.connect(settings.target_url) as conn:
+            before = {(r[0], r[1]): r[2] for r in conn.execute(CROSSWALK_VERSIONS)}
+        api.sync(settings, as_of=MIGRATED_AT)
+        with psycopg.connect(settings.target_url) as conn:
+            row = conn.execute("SELECT recomputed FROM migration.sync_runs "
+                               "ORDER BY id DESC LIMIT 1").fetchone()
+            after = {(r[0], r[1]): r[2] for r in conn.execute(CROSSWALK_VERSIONS)}
+        assert row is not None
+        assert row[0] == {"phase 1": 1, "users": 1, "persons": 1, "course_students": 0,
+                          "grades": 0}
+        assert set(after) == set(before)
+        assert {key for key in after if after[key] != before[key]} == \
+            {("users", lone[0]), ("persons", lone[1])}
+        _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, MIGRATED_AT,
+                                        "after one login")
     finally:
         _drop(base.admin_url, fresh, synced, source)
 

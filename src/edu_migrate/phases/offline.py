@@ -265,7 +265,7 @@ def _transform(script: _Script, phase: Phase, as_of_text: str, mapping: LegacyMa
         doc = (lookup.__doc__ or lookup.__name__).strip().splitlines()[0]
         script.comment(f"phase {n}: {lookup.__name__}, in Python ({lookup.__module__}): {doc}",
                        "  (psql keeps the stage table the run built)")
-    if n == SCOPED_PHASE:
+    if phase.reads_scoped:
         script.comment(f"phase {n}: the legacy rows in scope: every staged row")
         for scope in full_scope_statements(phase):
             script.run(scope)

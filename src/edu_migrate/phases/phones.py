@@ -26,6 +26,14 @@ def to_e164(raw: str | None) -> str | None:
 PARSER = f"phonenumbers {phonenumbers.__version__}"
 
 
+def phones_parsed_anew(conn: psycopg.Connection) -> bool:
+    """Whether stage_phone_numbers will parse every phone again: the look-up is missing, or
+    another parser (another version of the library) filled it."""
+    row = conn.execute("SELECT obj_description(to_regclass('stage.phone_numbers'), "
+                       "'pg_class') IS DISTINCT FROM %s", [PARSER]).fetchone()
+    return bool(row and row[0])
+
+
 def stage_phone_numbers(conn: psycopg.Connection) -> int:
     """stage.phone_numbers(raw, e164): each distinct phone of stage.persons, in E.164.
 

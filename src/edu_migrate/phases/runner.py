@@ -28,7 +28,7 @@ from edu_migrate.pg.connect import connect
 from edu_migrate.phases import sqlfile
 from edu_migrate.phases.marks import PARSE_SQL, MarksAhead, prepare_marks
 from edu_migrate.phases.mirror_index import MirrorIndexer, index_mirror_now
-from edu_migrate.phases.phones import stage_phone_numbers
+from edu_migrate.phases.phones import phones_parsed_anew, stage_phone_numbers
 from edu_migrate.phases.session import set_session as set_session
 from edu_migrate.phases.staging import STAGE_SCHEMA, SourceSnapshot, stage_tables
 from edu_migrate.runlog import Reporter
@@ -46,8 +46,17 @@ class Phase:
     rebuilt_after_load: tuple[str, ...] = ()
     # Lookups that only a Python library can compute, built from the staged rows before the SQL.
     lookups: tuple[Callable[[psycopg.Connection], int], ...] = ()
+    # For each, whether it will compute every entry anew (another library version): what it
+    # says may then differ for any row, and a sync derives the phase whole.
+    lookups_anew: tuple[Callable[[psycopg.Connection], bool], ...] = ()
     # Rules run before the phase's transaction, in sessions of their own (phases/marks.py).
     ahead_sql_files: tuple[str, ...] = ()
+    # Its rules read scoped_<table> for each table it reads (define_scope): every staged row in
+    # a full run, the rows in scope in a sync.
+    reads_scoped: bool = False
+    # The file that names a sync's scope of phases 1-4 (phase 5's is sync.sql): a phase with
+    # one is derived again in part, for the rows in scope and their groups.
+    scope_file: str | None = None
 
     @property
     def sql_file(self) -> str:
@@ -61,7 +70,9 @@ class Phase:
 
 PHASES: dict[int, Phase] = {
     1: Phase(1, "PHASE 1: MIGRATING USERS", (), ("users", "persons"), ("persons", "users"),
-             ("users", "persons"), lookups=(stage_phone_numbers,)),
+             ("users", "persons"), lookups=(stage_phone_numbers,),
+             lookups_anew=(phones_parsed_anew,), reads_scoped=True,
+             scope_file="phase1_scope.sql"),
     3: Phase(3, "PHASE 3: MIGRATING ORGANIZATIONS", (), ("organizations", "courses"),
              ("academic_terms", "organization_units"), ("organizations",)),
     2: Phase(2, "PHASE 2: MIGRATING STUDENTS", (1, 3), ("students", "teachers"),
@@ -74,7 +85,7 @@ PHASES: dict[int, Phase] = {
              rebuilt_after_load=("public.grades", "public.course_enrollments",
                                  "migration.crosswalk_grades",
                                  "migration.crosswalk_course_students"),
-             ahead_sql_files=(PARSE_SQL,)),
+             ahead_sql_files=(PARSE_SQL,), reads_scoped=True),
 }
 RUN_ORDER: tuple[int, ...] = (1, 3, 2, 4, 5)
 # The phase whose large tables a sync derives again only in part (phases/sync.py).
@@ -458,13 +469,13 @@ def run_statements(conn: psycopg.Connection, file_name: str, reporter: Reporter,
 def define_scope(conn: psycopg.Connection, phase: Phase, *, scoped: bool) -> None:
     """The legacy rows a phase's rules run over, as scoped_<table> for this session: a view of
     every staged row, or (`scoped`, in a sync) a table of those whose ids are in scope_<table>,
-    copied once so that no rule scans the whole mirror to find them. Only phase 5 is ever run
-    over part of its rows; phases 1–4 read their staged tables whole."""
+    copied once so that no rule scans the whole mirror to find them. Phases 1 and 5 read
+    scoped_<table> (Phase.reads_scoped); phases 2-4 read their staged tables whole."""
     if not scoped:
         for statement in full_scope_statements(phase):
             conn.execute(statement)
         return
-    if phase.number != SCOPED_PHASE:
+    if not phase.reads_scoped:
         return
     for table in phase.reads:
         scoped_table = sql.Identifier(f"scoped_{table}")
@@ -473,7 +484,8 @@ def define_scope(conn: psycopg.Connection, phase: Phase, *, scoped: bool) -> Non
             scoped_table, sql.Identifier(STAGE_SCHEMA, table),
             sql.Identifier(f"scope_{table}")))
         conn.execute(sql.SQL("ANALYZE {}").format(scoped_table))
-    conn.execute(_TOUCHED_ASSESSMENTS)
+    if phase.number == SCOPED_PHASE:
+        conn.execute(_TOUCHED_ASSESSMENTS)
 
 
 # The assessments whose marks this run removed before deriving them again: none in a full run,
@@ -483,12 +495,15 @@ _TOUCHED_ASSESSMENTS = sql.SQL(
 
 
 def full_scope_statements(phase: Phase) -> list[sql.Composed | sql.SQL]:
-    """A full run's scope: every staged row, as a view per legacy table (phase 5 only)."""
-    if phase.number != SCOPED_PHASE:
+    """A full run's scope: every staged row, as a view per legacy table (the phases that read
+    scoped_<table>)."""
+    if not phase.reads_scoped:
         return []
-    return [*(sql.SQL("CREATE OR REPLACE TEMP VIEW {} AS SELECT s.* FROM {} s").format(
-        sql.Identifier(f"scoped_{table}"), sql.Identifier(STAGE_SCHEMA, table))
-        for table in phase.reads), _TOUCHED_ASSESSMENTS]
+    views: list[sql.Composed | sql.SQL] = [
+        sql.SQL("CREATE OR REPLACE TEMP VIEW {} AS SELECT s.* FROM {} s").format(
+            sql.Identifier(f"scoped_{table}"), sql.Identifier(STAGE_SCHEMA, table))
+        for table in phase.reads]
+    return [*views, _TOUCHED_ASSESSMENTS] if phase.number == SCOPED_PHASE else views
 
 
 def _transform(phase: Phase, target_url: str, reporter: Reporter, started: float,

@@ -7,11 +7,13 @@ mirror). A sync:
 1. finds the rows inserted, changed and deleted since: the source hashes every row of a table
    (id, 64-bit hash of its staged columns) and the target compares them with the mirror's own
    hashes, then fetches only the rows that differ and updates the mirror;
-2. derives again, with the phases' own SQL, what those rows decide. Phases 1–4 (small tables, with
-   group rules throughout) are derived again whole when anything they read changed; phase 5 only
-   for the rows in scope (phases/sql/sync.sql): rows that changed, rows whose student, course run,
-   teacher or enrollment came out differently, rows whose dates the as-of time moved across, and
-   the rest of their duplicate groups;
+2. derives again, with the phases' own SQL, what those rows decide. Phases 2–4 (small tables, with
+   group rules throughout) are derived again whole when anything they read changed. Phase 1 only
+   for the users and persons in scope (phases/sql/phase1_scope.sql: rows that changed, rows the
+   as-of time reaches, and their username, e-mail and person groups), and phase 5 for its rows
+   in scope (phases/sql/sync.sql): rows that changed, rows whose student, course run, teacher or
+   enrollment came out differently, rows whose dates the as-of time moved across, and the rest
+   of their duplicate groups;
 3. commits all of it, mirror included, in one transaction: a killed sync leaves edu_v2 and the
    mirror as the last sync left them, and the same command starts over.
 
@@ -52,6 +54,7 @@ from edu_migrate.phases.runner import (
     PHASES,
     RUN_ORDER,
     SCOPED_PHASE,
+    Phase,
     define_scope,
     phase_states,
     record_source_tables,
@@ -85,7 +88,8 @@ class SyncResult:
     seconds: float = 0.0
     whole: bool = False
     changes: dict[str, TableChanges] = field(default_factory=dict)
-    # What was derived again: phases 1–4 whole ("phase N": 1), phase 5 by legacy rows in scope.
+    # What was derived again: "phase N": 1 for phases 1–4, and the legacy rows in scope of each
+    # table a phase derived in part (phase 1's users and persons, phase 5's).
     recomputed: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -285,16 +289,29 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyM
                     or any(result.changes[t].total for t in phase.reads)):
                 continue
             started = time.perf_counter()
-            _delete_records(conn, number)
-            with derived_in_shadows(conn, phase.writes):
+            in_part = phase.scope_file is not None and not (
+                result.whole or number in stale
+                or came_out_differently.intersection(phase.needs)
+                or any(lookup_starts_over(conn) for lookup_starts_over in phase.lookups_anew))
+            keys: dict[str, str] | None = None
+            if in_part:
+                # Only the rows in scope, each with its groups (phase1_scope.sql).
+                recomputed.update(_scope_of(conn, phase))
+                keys = {table: f"scope_keys_{table}" for table in phase.writes}
+            else:
+                _delete_records(conn, number)
+            with derived_in_shadows(conn, phase.writes, keys):
                 for build_lookup in phase.lookups:
                     build_lookup(conn)
+                define_scope(conn, phase, scoped=in_part)
                 run_statements(conn, phase.sql_file, quiet)
             record_source_tables(conn, phase, mapping)
             if number in outcomes and _digest(conn, outcomes[number]) != before[number]:
                 came_out_differently.add(number)
             recomputed[f"phase {number}"] = 1
-            reporter.step(f"sync: phase {number} derived again", time.perf_counter() - started, 0)
+            reporter.step(f"sync: phase {number} derived again"
+                          + (" for the rows in scope" if in_part else ""),
+                          time.perf_counter() - started, 0)
         phase = PHASES[SCOPED_PHASE]
         for name, statement in statements.items():
             if name in ("dependency_outcomes", "dependencies_before"):
@@ -319,6 +336,32 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyM
         conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
         reporter.step("sync: deferred foreign-key checks", time.perf_counter() - started, 0)
     return recomputed
+
+
+def _scope_of(conn: psycopg.Connection, phase: Phase) -> dict[str, int]:
+    """The legacy rows of `phase` a sync derives again (its scope_file): the seeds, then the
+    grow_* statements in turn until none adds a row (a group brings its members, a member its
+    other groups); then the edu_v2 keys of the scope and the records of those rows cleared. How
+    many legacy rows of each table are in scope."""
+    assert phase.scope_file is not None
+    statements = sqlfile.load(phase.scope_file)
+    grow = [s for s in statements if s.name.startswith("grow_")]
+    first_grow = statements.index(grow[0])
+    for statement in statements[:first_grow]:
+        conn.execute(statement.text.encode())
+    added = True
+    while added:
+        added = False
+        for statement in grow:
+            added = conn.execute(statement.text.encode()).rowcount > 0 or added
+    for statement in statements[first_grow + len(grow):]:
+        conn.execute(statement.text.encode())
+    counts: dict[str, int] = {}
+    for table in phase.reads:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier(f"scope_{table}"))).fetchone()
+        counts[table] = int(row[0]) if row else 0
+    return counts
 
 
 def _digest(conn: psycopg.Connection, query: str) -> str | None:
@@ -375,11 +418,13 @@ def _shadowed(conn: psycopg.Connection, name: str) -> _Shadowed:
 
 
 @contextmanager
-def derived_in_shadows(conn: psycopg.Connection, tables: tuple[str, ...]) -> Iterator[None]:
+def derived_in_shadows(conn: psycopg.Connection, tables: tuple[str, ...],
+                       scope_keys: dict[str, str] | None = None) -> Iterator[None]:
     """Inside the block, the phase's rules write `tables` into temporary twins of the same
     names; after it, only the rows that came out differently are written to the real tables
     (phases/sql/derived_apply.sql says why). The real tables end holding exactly what the rules
-    derived."""
+    derived. With `scope_keys` (table: a temporary table of the ids in scope), the rules derived
+    only the rows in scope: only those real rows are compared, and left, changed or deleted."""
     statements = {s.name: sql.SQL(s.text) for s in sqlfile.load(APPLY_SQL)}
     shadowed = [_shadowed(conn, table) for table in tables]
     for item in shadowed:
@@ -399,12 +444,16 @@ def derived_in_shadows(conn: psycopg.Connection, tables: tuple[str, ...]) -> Ite
                                      "report this: the sync wrote nothing")
     yield
     conn.execute("SELECT set_config('search_path', %s, true)", [path])
-    names = {"drop": statements["drop_differing"], "add": statements["add_differing"]}
     for step in ("drop", "add"):
-        for item in shadowed:
-            conn.execute(names[step].format(table=item.table, shadow=item.shadow,
-                                            columns=item.columns, key_s=item.key_s,
-                                            key_t=item.key_t))
+        for name, item in zip(tables, shadowed, strict=True):
+            keys = (scope_keys or {}).get(name)
+            statement = statements["add_differing"] if step == "add" else \
+                statements["drop_differing"] if keys is None else \
+                statements["drop_differing_in_scope"]
+            conn.execute(statement.format(table=item.table, shadow=item.shadow,
+                                          columns=item.columns, key_s=item.key_s,
+                                          key_t=item.key_t,
+                                          keys=sql.Identifier(keys or "unused")))
     for item in shadowed:
         conn.execute(statements["drop_shadow"].format(shadow=item.shadow))
 

@@ -20,6 +20,13 @@ CREATE TEMP TABLE {shadow} (LIKE {table} INCLUDING ALL) ON COMMIT DROP
 DELETE FROM {table} t
 WHERE NOT EXISTS (SELECT 1 FROM {shadow} s WHERE ({key_s}) = ({key_t}) AND s::text = t::text)
 
+-- name: drop_differing_in_scope
+-- The same, when the rules derived only the rows in scope ({keys}: their ids): a real row out of
+-- scope is not in the derived set and stays as it is.
+DELETE FROM {table} t USING {keys} k
+WHERE ({key_t}) = (k.id)
+  AND NOT EXISTS (SELECT 1 FROM {shadow} s WHERE ({key_s}) = ({key_t}) AND s::text = t::text)
+
 -- name: add_differing
 -- The derived rows that the real table no longer holds: new ones and the changed ones just
 -- deleted. After the DELETE above every real row left is identical to its derived row, so no

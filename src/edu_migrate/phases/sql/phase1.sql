@@ -11,10 +11,12 @@
 -- scheme or user_type, no user, a blank name) goes to migration.rejected_rows, whole; of a
 -- user's persons that remain, the lowest id is the user's, the others are set aside. A missing
 -- timestamp is the as-of time (migration.as_of()), recorded.
+-- The rules read scoped_users and scoped_persons: every staged row in a full run, and in a sync
+-- the rows phase1_scope.sql puts in scope, each with its whole group.
 
 -- name: found_users
 -- say: Found {n} users to migrate
-SELECT count(*) FROM stage.users;
+SELECT count(*) FROM scoped_users;
 
 -- name: prepare_users
 CREATE TEMP TABLE prep_users ON COMMIT DROP AS
@@ -34,7 +36,7 @@ WITH parsed AS (
            s.password IS DISTINCT FROM btrim(s.password)
                OR btrim(s.password) ~ '^[0-9a-f]*[A-F][0-9a-fA-F]*$' AS password_rewritten,
            to_jsonb(s) - 'password' AS legacy_row
-    FROM stage.users s
+    FROM scoped_users s
 )
 SELECT p.*,
        CASE WHEN p.username IS NULL THEN 'blank username'
@@ -130,7 +132,7 @@ SELECT 0;
 
 -- name: found_persons
 -- say: Found {n} persons to migrate
-SELECT count(*) FROM stage.persons;
+SELECT count(*) FROM scoped_persons;
 
 -- name: prepare_persons
 CREATE TEMP TABLE prep_persons ON COMMIT DROP AS
@@ -152,7 +154,7 @@ WITH parsed AS (
            migration.clean_text(s.address) AS address,
            s.created_at,
            to_jsonb(s) AS legacy_row
-    FROM stage.persons s
+    FROM scoped_persons s
     LEFT JOIN final_users u ON u.source_id = s.user_id
     LEFT JOIN stage.phone_numbers ph ON ph.raw = s.phone
 )
@@ -186,6 +188,8 @@ CROSS JOIN LATERAL (VALUES
 ) d (column_name, old_value, new_value)
 WHERE reject_reason IS NULL AND d.new_value IS DISTINCT FROM d.old_value
 UNION ALL
+-- (phase1_scope.sql finds the persons an as-of time moved on reaches by the rule 'in the future:
+-- dropped': its text is read there)
 SELECT 'persons', source_id, 'birthdate', legacy_row ->> 'birthdate', NULL,
        CASE WHEN birth_date IS NULL THEN 'not a date: dropped'
             WHEN birth_date <= DATE '1900-01-01' THEN 'on or before 1900-01-01: dropped'
