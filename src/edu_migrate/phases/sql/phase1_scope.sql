@@ -104,6 +104,13 @@ SELECT migration.derive_id('users', id::text) AS id FROM scope_users;
 CREATE TEMP TABLE scope_keys_persons ON COMMIT DROP AS
 SELECT migration.derive_id('persons', id::text) AS id FROM scope_persons;
 
+-- name: scope_records
+-- The legacy rows in scope as phase 1's records name them.
+CREATE TEMP TABLE scope_records ON COMMIT DROP AS
+SELECT 'users'::text AS source_table, id AS source_id FROM scope_users
+UNION ALL
+SELECT 'persons', id FROM scope_persons;
+
 -- name: clear_records_in_scope
 -- What phase 1 decided of the rows in scope: decided again by its rules.
 WITH crosswalk_users AS (
@@ -113,16 +120,12 @@ WITH crosswalk_users AS (
     DELETE FROM migration.crosswalk_persons x USING scope_persons s
     WHERE x.source_id = s.id RETURNING 1
 ), rejected AS (
-    DELETE FROM migration.rejected_rows r
-    WHERE r.phase = 1 AND ((r.source_table = 'users' AND r.source_id IN (SELECT id FROM scope_users))
-                           OR (r.source_table = 'persons'
-                               AND r.source_id IN (SELECT id FROM scope_persons)))
+    DELETE FROM migration.rejected_rows r USING scope_records s
+    WHERE r.phase = 1 AND r.source_table = s.source_table AND r.source_id = s.source_id
     RETURNING 1
 ), repaired AS (
-    DELETE FROM migration.repairs r
-    WHERE r.phase = 1 AND ((r.source_table = 'users' AND r.source_id IN (SELECT id FROM scope_users))
-                           OR (r.source_table = 'persons'
-                               AND r.source_id IN (SELECT id FROM scope_persons)))
+    DELETE FROM migration.repairs r USING scope_records s
+    WHERE r.phase = 1 AND r.source_table = s.source_table AND r.source_id = s.source_id
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM crosswalk_users) + (SELECT count(*) FROM crosswalk_persons)
