@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 from psycopg import sql
@@ -78,6 +80,19 @@ def clone_database(admin_url: str, template: str) -> str:
     admin_sql(admin_url, sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
         sql.Identifier(name), sql.Identifier(template)))
     return name
+
+
+@contextmanager
+def clones(admin_url: str, source: str, target: str) -> Iterator[tuple[str, str, str]]:
+    """Clones of a migrated source and target, and the name for a fresh full migration to
+    compare with (`<target clone>_full`); all three dropped afterwards, whatever happened."""
+    source_clone = clone_database(admin_url, source)
+    target_clone = clone_database(admin_url, target)
+    fresh = f"{target_clone}_full"
+    try:
+        yield source_clone, target_clone, fresh
+    finally:
+        drop_databases(admin_url, fresh, target_clone, source_clone)
 
 
 def drop_databases(admin_url: str, *names: str) -> None:
