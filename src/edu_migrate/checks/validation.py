@@ -281,15 +281,20 @@ class SourceFacts:
 def source_facts(snapshot: SourceSnapshot, exclude: Sequence[str]) -> SourceFacts:
     legacy_rows = {t.legacy: t.rows() for t in snapshot.mapping}
     source = snapshot.conn
+    fingerprints = {table: _fingerprint_of_legacy(snapshot, table) for table in ACCOUNTING_NAMES}
+    # A fingerprint's first number counts every row of its relation (no filter): the inventory
+    # takes it rather than reading the marks' 32 million rows (scale 10) a second time in the
+    # window, where the source's side is read while the last sync runs.
+    counted = {(snapshot.mapping[table].schema, snapshot.mapping[table].name): fingerprint[0]
+               for table, fingerprint in fingerprints.items()}
     return SourceFacts(
-        fingerprints={table: _fingerprint_of_legacy(snapshot, table)
-                      for table in ACCOUNTING_NAMES},
+        fingerprints=fingerprints,
         catalogue=_scalar(source, sql.SQL(
             f"SELECT count(DISTINCT {code_key('code')}) FROM {{}} courses").format(
                 legacy_rows["courses"])),
         orphans={name: _scalar(source, sql.SQL(old_query).format(**legacy_rows))
                  for name, (old_query, _) in LEGACY_ORPHAN_QUERIES.items()},
-        inventory=source_inventory(source, exclude, snapshot.mapping))
+        inventory=source_inventory(source, exclude, snapshot.mapping, counted))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ The archive schema is granted to no application role.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -156,14 +156,18 @@ class ArchiveResult:
 
 
 def source_inventory(source: psycopg.Connection, exclude: Sequence[str],
-                     mapping: LegacyMapping = DEFAULT_MAPPING) -> list[TableEntry]:
+                     mapping: LegacyMapping = DEFAULT_MAPPING,
+                     counted: Mapping[tuple[str, str], int] | None = None) -> list[TableEntry]:
     """Every table of the source's schema public and of the schemas the mapping reads, with its
-    exact row count and its status. Mapped tables are never excluded: the phases need them."""
+    exact row count and its status. Mapped tables are never excluded: the phases need them.
+    `counted`: row counts of (schema, table) that the caller read in the same snapshot (the
+    validation's fingerprints count every row of the large mapped tables), not counted again."""
     entries = []
     for schema, name, excluded in source.execute(SOURCE_TABLES, {
             "exclude": list(exclude), "schemas": mapping.schemas()}).fetchall():
-        row = source.execute(sql.SQL("SELECT count(*) FROM {}").format(
-            sql.Identifier(schema, name))).fetchone()
+        known = (counted or {}).get((schema, name))
+        row = (known,) if known is not None else source.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))).fetchone()
         legacy = mapping.legacy_tables_of(schema, name)
         status = MAPPED if legacy else EXCLUDED if excluded else ARCHIVED
         shown = name if schema == CANONICAL_SCHEMA else f"{schema}.{name}"
