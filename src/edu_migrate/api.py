@@ -81,6 +81,8 @@ from edu_migrate.phases.archive import (
     source_inventory,
 )
 from edu_migrate.phases.as_of import clear_as_of, parse_as_of, recorded_as_of, settle_as_of
+from edu_migrate.phases.feed import DEFAULT_SLOT, FeedStatus, start_feed, stop_feed
+from edu_migrate.phases.feed import feed_status as read_feed_status
 from edu_migrate.phases.marks import MarksAhead
 from edu_migrate.phases.offline import offline_script
 from edu_migrate.phases.runner import (
@@ -423,10 +425,16 @@ def cutover(settings: Settings, reporter: Reporter | None = None, *,
     urls = endpoints(settings)
     _require_forward(urls.target_url, "cutover", override_cutover, reporter)
     fixed = parse_as_of(as_of) if isinstance(as_of, str) else as_of
-    return run_cutover(urls.source_url, urls.target_url, cutover_steps(settings), reporter,
-                       as_of=fixed,
-                       max_rounds=max_rounds, settle_rows=settle_rows,
-                       writer_timeout=writer_timeout, terminate_writers=terminate_writers)
+    result = run_cutover(urls.source_url, urls.target_url, cutover_steps(settings), reporter,
+                         as_of=fixed,
+                         max_rounds=max_rounds, settle_rows=settle_rows,
+                         writer_timeout=writer_timeout, terminate_writers=terminate_writers)
+    # edu_v2 is the system of record now: nothing syncs from edu any more, and a slot left on
+    # it would keep its WAL without end.
+    dropped = stop_feed(urls.source_url, urls.target_url, None)
+    if dropped:
+        reporter.line(f"Dropped the change feed's slot {dropped} on the source")
+    return result
 
 
 def _require_forward(target_url: str, command: str, override: bool, reporter: Reporter) -> None:
@@ -466,6 +474,34 @@ def fallback(settings: Settings, reporter: Reporter | None = None, *, max_rounds
         return run_fallback(urls.source_url, urls.target_url, FallbackSteps(edu_changes, mapping),
                             reporter, max_rounds=max_rounds, settle_rows=settle_rows,
                             writer_timeout=writer_timeout, terminate_writers=terminate_writers)
+
+
+def feed_start(settings: Settings, slot: str = DEFAULT_SLOT) -> FeedStatus:
+    """Start the opt-in change feed: create a logical replication slot (test_decoding) on the
+    source, and record it in the target (applying its schema first). Syncs then read the rows
+    it names by id instead of scanning the tables. Writes the source's catalog: one slot."""
+    urls = endpoints(settings)
+    apply_schema(urls.target_url)
+    with migration_lock(urls.target_url):
+        return start_feed(urls.source_url, urls.target_url, slot, legacy_mapping(settings))
+
+
+def feed_status(settings: Settings) -> FeedStatus:
+    """The change feed: its slot, where the target left it, the WAL it keeps on the source."""
+    urls = endpoints(settings)
+    with connect(urls.target_url, purpose="target") as conn:
+        require_schema(conn)
+    return read_feed_status(urls.source_url, urls.target_url)
+
+
+def feed_stop(settings: Settings, slot: str | None = None) -> str | None:
+    """Drop the change feed's slot from the source (the recorded one, or `slot`) and its record
+    from the target; syncs scan the tables again. The slot's name, or None if there was none."""
+    urls = endpoints(settings)
+    with connect(urls.target_url, purpose="target") as conn:
+        require_schema(conn)
+    with migration_lock(urls.target_url):
+        return stop_feed(urls.source_url, urls.target_url, slot)
 
 
 def cutover_steps(settings: Settings) -> Steps:

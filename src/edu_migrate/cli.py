@@ -49,6 +49,12 @@ app.add_typer(mapping_app, name="mapping")
 app.add_typer(db_app, name="db")
 app.add_typer(schema_app, name="schema")
 app.add_typer(config_app, name="config")
+feed_app = typer.Typer(help="""The opt-in change feed: a logical replication slot on the source
+(test_decoding, which PostgreSQL ships) that tells `sync` which rows were written, so that it
+reads those by id instead of scanning every table. The source needs `wal_level = logical`, a
+free replication slot, a `replication` line in pg_hba.conf, and a role with REPLICATION. Start it
+before `migrate --all`; `cutover` drops it.""", no_args_is_help=True)
+app.add_typer(feed_app, name="feed")
 
 # Piped into a file or a CI log, lines may be as wide as a table needs, up to 120 columns.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -267,6 +273,55 @@ def sync(
     result = api.sync(settings, reporter=_reporter(), as_of=as_of,
                       override_cutover=override_cutover)
     _write_json(json_file, result.to_dict())
+
+
+SlotOpt = Annotated[str, typer.Option("--slot", help="The replication slot's name.")]
+
+
+@feed_app.command("start")
+def feed_start(slot: SlotOpt = "edu_migrate_feed", source: SourceOpt = None,
+               target: TargetOpt = None, config: ConfigOpt = None,
+               json_file: JsonOpt = None) -> None:
+    """Create the slot on the source (this writes the source's catalog: one replication slot,
+    which keeps WAL until a sync advances it) and record it in edu_v2."""
+    _json_owns_stdout(json_file)
+    status = api.feed_start(_settings(config, source_url=source, target_url=target), slot)
+    out.print(f"Started the change feed: slot {status.slot} on the source, at "
+              f"{status.confirmed_lsn}. Syncs read the rows it names instead of scanning.")
+    _write_json(json_file, status.to_dict())
+
+
+@feed_app.command("status")
+def feed_status(source: SourceOpt = None, target: TargetOpt = None, config: ConfigOpt = None,
+                json_file: JsonOpt = None) -> None:
+    """Where the feed stands: its slot, the position the last sync left it at, the WAL it
+    keeps on the source, and what stops syncs from using it."""
+    _json_owns_stdout(json_file)
+    status = api.feed_status(_settings(config, source_url=source, target_url=target))
+    if not status.started:
+        out.print("No change feed: syncs scan the tables (`edu-migrate feed start`).")
+    else:
+        kept = "unknown" if status.retained_wal_bytes is None else \
+            f"{status.retained_wal_bytes / 2**20:,.1f} MiB"
+        out.print(f"Change feed: slot {status.slot}, left at {status.confirmed_lsn} by the last "
+                  f"sync (the slot at {status.slot_confirmed_lsn}), keeping {kept} of WAL on "
+                  f"the source ({status.wal_status}).")
+        if status.problem:
+            out.print(f"[red]✗[/red] {status.problem}")
+    _write_json(json_file, status.to_dict())
+
+
+@feed_app.command("stop")
+def feed_stop(slot: Annotated[str | None, typer.Option(
+        "--slot", help="Drop this slot, when the target no longer records it.",
+        show_default=False)] = None,
+              source: SourceOpt = None, target: TargetOpt = None,
+              config: ConfigOpt = None) -> None:
+    """Drop the slot from the source (this writes the source's catalog) and the feed's record
+    from edu_v2; syncs scan the tables again."""
+    dropped = api.feed_stop(_settings(config, source_url=source, target_url=target), slot)
+    out.print(f"Dropped the change feed's slot {dropped} on the source." if dropped
+              else "No change feed was started.")
 
 
 @app.command()

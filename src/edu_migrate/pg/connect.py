@@ -70,13 +70,16 @@ def _reason(exc: psycopg.OperationalError) -> tuple[str, str]:
 
 @contextmanager
 def connect(url: str, *, purpose: str, autocommit: bool = False,
-            read_only: bool = False) -> Iterator[psycopg.Connection]:
+            read_only: bool = False, replication: bool = False) -> Iterator[psycopg.Connection]:
     """Open a connection; `read_only` sessions can never write, whatever the code does: every
     transaction is begun `READ ONLY` (not left to the session's default, which an expression
-    can change) and every call is one statement (ReadOnlyCursor)."""
+    can change) and every call is one statement (ReadOnlyCursor). `replication`: a logical
+    replication session of the database (for replication commands; always autocommit)."""
     parse(url, purpose=purpose)
+    extra: dict[str, Any] = {"replication": "database"} if replication else {}
     try:
-        conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=10,
+        conn = psycopg.connect(url, autocommit=autocommit or replication, connect_timeout=10,
+                               **extra,
                                application_name=f"{APPLICATION_NAME} {purpose} pid={os.getpid()}",
                                cursor_factory=ReadOnlyCursor if read_only else psycopg.Cursor)
     except psycopg.OperationalError as exc:
@@ -84,6 +87,9 @@ def connect(url: str, *, purpose: str, autocommit: bool = False,
         raise ConnectionFailed(f"cannot connect to the {purpose} database {masked(url)}: {reason}",
                                hint) from exc
     try:
+        if replication:  # a walsender takes replication commands and simple queries only
+            yield conn
+            return
         if read_only:
             conn.read_only = True
         if conn.info.server_version >= CONNECTION_CHECK_SINCE:

@@ -34,11 +34,13 @@ from psycopg import sql
 from edu_migrate.errors import PreconditionFailed
 from edu_migrate.mapping import MappedTable
 from edu_migrate.phases import sqlfile
+from edu_migrate.phases.feed import FEED_ROWS, OpenFeed
 from edu_migrate.phases.mirror_index import BUCKET_BITS, buckets_table, count_buckets, index_mirror
 from edu_migrate.phases.staging import (
     STAGE_SCHEMA,
     SourceSnapshot,
     copy_into_stage,
+    snapshot_older_than,
     source_row_hashes,
     source_rows,
     source_rows_by_id,
@@ -150,15 +152,8 @@ def snapshot_older_than_mirror(snapshot: SourceSnapshot,
     the mirror's counts as seen by the mirror (it may have written nothing: refusing then only
     costs a rerun)."""
     for table, record in sorted(records.items()):
-        if record.snapshot is None:
-            continue
-        row = snapshot.conn.execute(
-            "SELECT pg_snapshot_xmax(%(c)s::pg_snapshot) < pg_snapshot_xmax(%(r)s::pg_snapshot) "
-            "OR EXISTS (SELECT 1 FROM pg_snapshot_xip(%(c)s::pg_snapshot) x "
-            "  WHERE pg_visible_in_snapshot(x, %(r)s::pg_snapshot) "
-            "  AND pg_xact_status(x) = 'committed')",
-            {"c": snapshot.snapshot_text, "r": record.snapshot}).fetchone()
-        if row and row[0]:
+        if record.snapshot is not None and snapshot_older_than(
+                snapshot.conn, snapshot.snapshot_text, record.snapshot):
             return table
     return None
 
@@ -193,20 +188,27 @@ def quiet_tables(snapshot: SourceSnapshot, records: dict[str, MirrorRecord],
 
 def take_changes(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str, *,
                  whole: bool, horizon: int | None, batch_size: int,
-                 reason: str = "", quiet_since: bool = False) -> TableChanges:
+                 reason: str = "", quiet_since: bool = False,
+                 feed: OpenFeed | None = None, feed_reason: str = "") -> TableChanges:
     """Bring stage.<table> to the snapshot's rows; leave delta_<table> (the ids that changed)
     and old_<table> (those rows as the mirror held them) for the scope. `quiet_since`: the
     source committed nothing since the mirror's snapshot (same_commits), so where the horizon
     holds (nothing the rows are read through changed, and they are read through their own row
-    alone) the table is not scanned at all."""
+    alone) the table is not scanned at all. `feed`: the change feed read for this sync
+    (phases/feed.py); where the horizon holds and the feed follows the table, its ids replace
+    the scan. `feed_reason`: why no feed could be read, for the record."""
     if whole:
         return _take_whole(conn, snapshot, table)
     if horizon is not None:
         why_not = _horizon_unusable(snapshot, table, horizon)
         if why_not is None and quiet_since:
             return _take_nothing(conn, table)
+        if why_not is None and feed is not None and feed.reason(table) is None:
+            return _take_from_feed(conn, snapshot, table, batch_size)
         if why_not is None:
-            return _take_since_horizon(conn, snapshot, table, horizon, batch_size)
+            changes = _take_since_horizon(conn, snapshot, table, horizon, batch_size)
+            changes.reason = (feed.reason(table) or "") if feed is not None else feed_reason
+            return changes
         reason = why_not
     changes = _take_by_comparison(conn, snapshot, table, batch_size)
     changes.reason = reason
@@ -285,17 +287,9 @@ def _expressions_follow_rows(snapshot: SourceSnapshot, source: MappedTable) -> b
 def _take_since_horizon(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
                         horizon: int, batch_size: int) -> TableChanges:
     source = snapshot.mapping[table]
-    stage = sql.Identifier(STAGE_SCHEMA, table)
-    fetched = sql.Identifier(f"fetched_{table}")
-    delta = sql.Identifier(f"delta_{table}")
-    names: dict[str, sql.Composable] = {
-        "stage": stage, "buckets": buckets_table(table), "fetched": fetched,
-        "counted": sql.Identifier(f"source_buckets_{table}"), "delta": delta,
-        "old": sql.Identifier(f"old_{table}"), "hash_f": staged_row_hash(table, "f"),
-        "hash_m": staged_row_hash(table, "m"), "bits": sql.Literal(BUCKET_BITS),
-        # A bucket's last id is its first plus 63: the first id of the next bucket would
-        # overflow bigint for the top bucket (ids near 2^63), where << wraps without an error.
-        "last": sql.Literal(2**BUCKET_BITS - 1)}
+    names = _names(table)
+    fetched = names["fetched"]
+    assert isinstance(fetched, sql.Identifier)
 
     def run(statement: str, params: dict[str, Any] | None = None) -> psycopg.Cursor[Any]:
         return conn.execute(sql.SQL(statement).format(**names), params)
@@ -326,16 +320,73 @@ def _take_since_horizon(conn: psycopg.Connection, snapshot: SourceSnapshot, tabl
         "WHERE m.id IS NULL OR {hash_f} IS DISTINCT FROM {hash_m}")
     if differing:
         _reconcile_buckets(conn, snapshot, table, names, differing, batch_size)
+    return _apply_fetched(conn, names, "horizon")
+
+
+def _names(table: str) -> dict[str, sql.Composable]:
+    return {
+        "stage": sql.Identifier(STAGE_SCHEMA, table), "buckets": buckets_table(table),
+        "fetched": sql.Identifier(f"fetched_{table}"),
+        "counted": sql.Identifier(f"source_buckets_{table}"),
+        "delta": sql.Identifier(f"delta_{table}"), "old": sql.Identifier(f"old_{table}"),
+        "hash_f": staged_row_hash(table, "f"), "hash_m": staged_row_hash(table, "m"),
+        "bits": sql.Literal(BUCKET_BITS),
+        # A bucket's last id is its first plus 63: the first id of the next bucket would
+        # overflow bigint for the top bucket (ids near 2^63), where << wraps without an error.
+        "last": sql.Literal(2**BUCKET_BITS - 1), "feed": FEED_ROWS}
+
+
+def _apply_fetched(conn: psycopg.Connection, names: dict[str, sql.Composable],
+                   method: str) -> TableChanges:
+    """delta_<table> found, fetched_<table> holding the source's rows of it: the mirror's rows
+    of the delta kept as old_<table>, and the mirror and its counts per bucket brought to the
+    source's."""
+    def run(statement: str) -> None:
+        conn.execute(sql.SQL(statement).format(**names))
+
     run("ANALYZE {delta}")
     run("CREATE TEMP TABLE {old} ON COMMIT DROP AS SELECT m.* FROM {stage} m "
         "JOIN {delta} d USING (id)")
     run("DELETE FROM {stage} m USING {delta} d WHERE m.id = d.id")
     run("INSERT INTO {stage} SELECT f.* FROM {fetched} f JOIN {delta} d USING (id) "
         "WHERE d.change <> 'deleted'")
+    delta = names["delta"]
+    assert isinstance(delta, sql.Identifier)
     counts = _count_delta(conn, delta)
     _move_mirror_buckets(conn, names)
     return TableChanges(inserted=counts.get("inserted", 0), updated=counts.get("updated", 0),
-                        deleted=counts.get("deleted", 0), method="horizon")
+                        deleted=counts.get("deleted", 0), method=method)
+
+
+def _take_from_feed(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
+                    batch_size: int) -> TableChanges:
+    """The rows of the ids the change feed named, read by id from the snapshot: those the
+    source has and the mirror lacks were inserted, those whose staged columns differ were
+    updated, those the mirror has and the source no longer has were deleted. Nothing else can
+    have changed (phases/feed.py says why)."""
+    source = snapshot.mapping[table]
+    names = _names(table)
+
+    def run(statement: str) -> psycopg.Cursor[Any]:
+        return conn.execute(sql.SQL(statement).format(**names), {"t": table})
+
+    count_buckets(conn, table)  # where a comparison dropped them (built with the mirror)
+    run("CREATE TEMP TABLE {fetched} (LIKE {stage}) ON COMMIT DROP")
+    named = [int(r[0]) for r in run(
+        "SELECT DISTINCT id FROM {feed} WHERE kind = 'change' AND table_name = %(t)s "
+        "ORDER BY 1")]
+    for start in range(0, len(named), batch_size):
+        pipe(snapshot, conn, source_rows_by_id(source), _copy_into(names["fetched"]),  # type: ignore[arg-type]
+             {"ids": named[start:start + batch_size]})
+    run("ANALYZE {fetched}")
+    run("CREATE TEMP TABLE {delta} ON COMMIT DROP AS "
+        "SELECT n.id, CASE WHEN m.id IS NULL THEN 'inserted' WHEN f.id IS NULL THEN 'deleted' "
+        "ELSE 'updated' END AS change "
+        "FROM (SELECT DISTINCT id FROM {feed} WHERE kind = 'change' AND table_name = %(t)s) n "
+        "LEFT JOIN {fetched} f ON f.id = n.id LEFT JOIN {stage} m ON m.id = n.id "
+        "WHERE (f.id IS NOT NULL OR m.id IS NOT NULL) "
+        "AND (m.id IS NULL OR f.id IS NULL OR {hash_f} IS DISTINCT FROM {hash_m})")
+    return _apply_fetched(conn, names, "feed")
 
 
 def _differing_buckets(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,

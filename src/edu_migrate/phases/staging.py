@@ -131,6 +131,20 @@ class SourceSnapshot:
                 conn.rollback()
 
 
+def snapshot_older_than(conn: psycopg.Connection, older: str, than: str) -> bool:
+    """Whether the snapshot `older` (a pg_snapshot's text) may not see a transaction committed
+    that `than` sees, as the source's commit log in `conn` says. Conservative: an xid assigned
+    after `older` and before `than` counts as committed in between (it may have written
+    nothing: the caller then only does more work or refuses once more). Only meaningful for
+    snapshots of one history (the source did not go back)."""
+    row = conn.execute(
+        "SELECT pg_snapshot_xmax(%(c)s::pg_snapshot) < pg_snapshot_xmax(%(r)s::pg_snapshot) "
+        "OR EXISTS (SELECT 1 FROM pg_snapshot_xip(%(c)s::pg_snapshot) x "
+        "  WHERE pg_visible_in_snapshot(x, %(r)s::pg_snapshot) "
+        "  AND pg_xact_status(x) = 'committed')", {"c": older, "r": than}).fetchone()
+    return bool(row and row[0])
+
+
 def missing_legacy_columns(conn: psycopg.Connection, tables: tuple[str, ...] | None = None,
                            mapping: LegacyMapping = DEFAULT_MAPPING) -> list[str]:
     """'table' or 'table.column' for everything the mapping reads that the source lacks."""

@@ -48,6 +48,7 @@ from edu_migrate.phases.changes import (
     take_changes,
     usable_horizon,
 )
+from edu_migrate.phases.feed import OpenFeed, advance_slot, open_feed, record_advance
 from edu_migrate.phases.marks import parse_in_transaction
 from edu_migrate.phases.mirror_index import index_mirror
 from edu_migrate.phases.runner import (
@@ -139,6 +140,7 @@ def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
         fingerprints = _fingerprints(snapshot)
         # A source that committed nothing since the mirror's snapshot needs no scan.
         quiet = set() if result.whole else quiet_tables(snapshot, records, went_back)
+        feed, feed_reason = _read_feed(conn, snapshot, records, went_back, reporter)
         for table in LEGACY_COLUMNS:
             table_started = time.perf_counter()
             horizon, reason = usable_horizon(snapshot, table, records.get(table),
@@ -146,16 +148,41 @@ def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
             with reporter.progress(f"changes in {table}", None) as advance:
                 result.changes[table] = take_changes(
                     conn, snapshot, table, whole=result.whole, horizon=horizon,
-                    batch_size=batch_size, reason=reason, quiet_since=table in quiet)
+                    batch_size=batch_size, reason=reason, quiet_since=table in quiet,
+                    feed=feed, feed_reason=feed_reason)
                 advance(result.changes[table].total)
             reporter.step(f"sync: changes in {table} ({result.changes[table].method})",
                           time.perf_counter() - table_started, result.changes[table].total)
         stale = {n for record in records.values() for n in record.stale_phases}
         result.recomputed = _derive_again(conn, result, snapshot.mapping, reporter, stale)
         _record(conn, result, snapshot, fingerprints, time.perf_counter() - started)
+        if feed is not None:
+            record_advance(conn, snapshot, feed)
         conn.commit()
+    if feed is not None:
+        failed = advance_slot(snapshot, feed)
+        if failed:
+            reporter.warn(f"the change feed's slot was not advanced ({failed}): the next sync "
+                          "decodes those transactions again")
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _read_feed(conn: psycopg.Connection, snapshot: SourceSnapshot,
+               records: dict[str, MirrorRecord], went_back: str | None,
+               reporter: Reporter | None) -> tuple[OpenFeed | None, str]:
+    """The change feed's ids for this sync (phases/feed.py), when one was started; a feed that
+    cannot be used is said once, and the tables are scanned."""
+    started = time.perf_counter()
+    feed, reason = open_feed(snapshot, conn, {t: r.snapshot for t, r in records.items()},
+                             went_back)
+    if reporter is not None and (feed is not None or reason):
+        if reason:
+            reporter.warn(f"{reason}; this sync scans the tables instead "
+                          "(`edu-migrate feed status`)")
+        reporter.step("sync: change feed read", time.perf_counter() - started,
+                      feed.transactions if feed else 0)
+    return feed, reason
 
 
 def unsynced_changes(snapshot: SourceSnapshot, target_url: str, *,
@@ -171,12 +198,15 @@ def unsynced_changes(snapshot: SourceSnapshot, target_url: str, *,
         went_back = source_went_back(snapshot, records)
         fingerprints = _fingerprints(snapshot)
         quiet = quiet_tables(snapshot, records, went_back)
+        # Peeked, never advanced: this transaction is rolled back.
+        feed, feed_reason = _read_feed(conn, snapshot, records, went_back, None)
         for table in LEGACY_COLUMNS:
             horizon, reason = usable_horizon(snapshot, table, records.get(table),
                                              fingerprints[table], went_back)
             changes = take_changes(conn, snapshot, table, whole=False, horizon=horizon,
                                    batch_size=batch_size, reason=reason,
-                                   quiet_since=table in quiet)
+                                   quiet_since=table in quiet, feed=feed,
+                                   feed_reason=feed_reason)
             if changes.total:
                 found[table] = changes
         conn.rollback()
