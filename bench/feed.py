@@ -3,7 +3,8 @@
 The feed needs `wal_level = logical`, which a stock server does not have (`replica`): run this
 on a server that allows logical decoding, otherwise it says so and measures nothing. For each
 way, alternated: a live copy of `edu`, `feed start` (the feed's way only), `migrate --all`, a
-first sync (nothing changed), day_of_changes.sql, and the day's sync, timed with its profile.
+first sync (nothing changed), day_of_changes.sql and the day's sync, last_delta.sql and its
+sync, and a sync with nothing changed: each timed with its profile.
 
     python -m bench.feed --url postgresql://…/postgres [--runs 2] [--out bench/results/feed.json]
 """
@@ -44,12 +45,21 @@ def one_way(admin_url: str, work: Path, fed: bool) -> dict[str, Any]:
         changes = apply_changes(source, "day_of_changes.sql")
         day = _cli(["sync"], source, target, work, "sync-day", None)
         methods = sorted({str(c["method"]) for c in day.result["changes"].values()})
+        # A cutover's rounds: a few hundred writes, then nothing (the target is on the source's
+        # server here, so the scan of a quiet source is never skipped: docs/engine.md).
+        last_rows = sum(apply_changes(source, "last_delta.sql").values())
+        last = _cli(["sync"], source, target, work, "sync-last", None)
+        empty = _cli(["sync"], source, target, work, "sync-empty", None)
         return {"way": "feed" if fed else "scan", "full_seconds": round(full.seconds, 2),
                 "changed_rows_written": sum(changes.values()),
                 "day_sync_seconds": round(day.seconds, 2),
                 "share_of_full": round(day.seconds / full.seconds, 4),
                 "changed_rows": day.result.get("changed_rows"), "methods": methods,
-                "profile": day.profile}
+                "last_delta_rows_written": last_rows,
+                "last_delta_sync_seconds": round(last.seconds, 2),
+                "empty_sync_seconds": round(empty.seconds, 2),
+                "profile": day.profile, "last_delta_profile": last.profile,
+                "empty_profile": empty.profile}
     finally:
         if fed:
             _drop_slots(source)
@@ -91,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             result = one_way(args.url, work, fed)
             print(f"{result['way']}: day's sync {result['day_sync_seconds']}s "
                   f"({result['changed_rows']} changed rows, {', '.join(result['methods'])}), "
-                  f"{result['share_of_full']:.1%} of the full run ({result['full_seconds']}s)",
-                  flush=True)
+                  f"{result['share_of_full']:.1%} of the full run ({result['full_seconds']}s); "
+                  f"last delta ({result['last_delta_rows_written']} rows) "
+                  f"{result['last_delta_sync_seconds']}s; nothing changed "
+                  f"{result['empty_sync_seconds']}s", flush=True)
             runs.append(result)
     payload = {"server_version": row[1], "wal_level": row[0], "runs": runs}
     if args.out:

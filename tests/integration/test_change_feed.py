@@ -32,6 +32,7 @@ from edu_migrate.phases.sync import sync as run_sync
 from edu_migrate.runlog import Reporter
 from tests.integration.helpers import admin_sql, clone_database, drop_databases, result_rows
 from tests.integration.helpers import table_digest as digest
+from tests.integration.test_cli_errors import assert_one_line_error, run_cli, urls
 from tests.integration.test_sync import EDGE_IDS, Change, _apply, _copy_row_as
 
 MIGRATED_AT = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
@@ -287,6 +288,6 @@ def test_feed_status_and_stop_and_the_cutover_drops_the_slot(pair: Pair) -> None
 def test_a_feed_needs_a_source_that_allows_logical_decoding(settings: Settings) -> None:
     """The default test server runs with wal_level = minimal: one clear line, nothing made."""
     api.schema_apply(settings)
-    with pytest.raises(PreconditionFailed, match="wal_level is minimal"):
-        api.feed_start(settings)
+    result = run_cli("feed", "start", *urls(settings))
+    assert_one_line_error(result, "wal_level is minimal", "wal_level = logical")
     assert not api.feed_status(settings).started

@@ -34,7 +34,7 @@ from psycopg import sql
 from edu_migrate.errors import PreconditionFailed
 from edu_migrate.mapping import MappedTable
 from edu_migrate.phases import sqlfile
-from edu_migrate.phases.feed import FEED_ROWS, OpenFeed
+from edu_migrate.phases.feed import FEED_ROWS, OpenFeed, lsn_value
 from edu_migrate.phases.mirror_index import BUCKET_BITS, buckets_table, count_buckets, index_mirror
 from edu_migrate.phases.staging import (
     STAGE_SCHEMA,
@@ -104,11 +104,6 @@ def mirror_records(conn: psycopg.Connection) -> dict[str, MirrorRecord]:
                 "SELECT table_name, rows, source_horizon, source_snapshot::text, "
                 "source_lsn::text, source_timeline, source_fingerprint, stale_phases "
                 "FROM migration.mirror_state").fetchall()}
-
-
-def lsn_value(lsn: str) -> int:
-    high, low = lsn.split("/")
-    return int(high, 16) << 32 | int(low, 16)
 
 
 def source_went_back(snapshot: SourceSnapshot, records: dict[str, MirrorRecord]) -> str | None:
@@ -385,7 +380,10 @@ def _take_from_feed(conn: psycopg.Connection, snapshot: SourceSnapshot, table: s
         "FROM (SELECT DISTINCT id FROM {feed} WHERE kind = 'change' AND table_name = %(t)s) n "
         "LEFT JOIN {fetched} f ON f.id = n.id LEFT JOIN {stage} m ON m.id = n.id "
         "WHERE (f.id IS NOT NULL OR m.id IS NOT NULL) "
-        "AND (m.id IS NULL OR f.id IS NULL OR {hash_f} IS DISTINCT FROM {hash_m})")
+        "AND (m.id IS NULL OR f.id IS NULL OR {hash_f} IS DISTINCT FROM {hash_m}) "
+        # in id order, as a scan returns them: the scope's writes then touch the indexes of
+        # grades in order, not at random (0.6 s more for 36,000 marks at scale 1)
+        "ORDER BY n.id")
     return _apply_fetched(conn, names, "feed")
 
 

@@ -24,8 +24,11 @@ Exact, never trusted further than it can be checked:
   at the snapshot: a transaction committed asynchronously is visible before its commit record
   is flushed, and decoding reads only flushed WAL.
 - After the sync committed, the slot is advanced past the longest run of decoded transactions,
-  in commit order, that the sync's snapshot sees: a transaction committed after it, or whose
-  commit record precedes one that it does not see, is decoded again next time.
+  in commit order, that the sync's snapshot sees, and to the snapshot's WAL position when it
+  sees them all (_advance_point says why that is safe): a transaction committed after it, or
+  whose commit record follows one that it does not see, is decoded again next time. A slot
+  that is never advanced keeps the WAL of everything since (the full run's too, where the
+  target shares the source's server) and decodes it again at every sync.
 """
 
 from __future__ import annotations
@@ -162,7 +165,7 @@ def open_feed(snapshot: SourceSnapshot, conn: psycopg.Connection,
                                    "ORDER BY lsn").format(FEED_ROWS)).fetchall()
     feed.transactions = len(commits)
     feed.advance_to = _advance_point([(str(lsn), int(xid)) for lsn, xid in commits],
-                                     snapshot.snapshot_text)
+                                     snapshot.snapshot_text, snapshot.lsn)
     return feed, ""
 
 
@@ -276,19 +279,37 @@ def _why_not_decoded(snapshot: SourceSnapshot, table: str) -> str:
             "REPLICA IDENTITY index or FULL) carries the id column")
 
 
-def _advance_point(commits: list[tuple[str, int]], snapshot_text: str) -> str | None:
-    """The commit position ending the longest run of transactions, in commit order, that the
-    snapshot sees; None when it sees not even the first."""
+def _advance_point(commits: list[tuple[str, int]], snapshot_text: str,
+                   snapshot_lsn: str) -> str | None:
+    """Where the slot may be advanced to: past every decoded transaction, in commit order, up to
+    the first that the snapshot does not see; and when it sees every one committed before its
+    WAL position (`snapshot_lsn`, the insert position read just after the snapshot was taken),
+    to that position. None: not even the first.
+
+    Why the position is safe: a transaction the snapshot sees inserted its commit record before
+    the snapshot was taken, so before `snapshot_lsn`, and every record begun before it also
+    ends before it; the WAL was flushed past it before the slot was read (_wait_for_flush), so
+    every such commit was decoded. One the snapshot does not see but whose commit precedes the
+    position is decoded too, and stops the advance before it. A commit after the position is
+    of a transaction the snapshot does not see, and a slot advanced to the position decodes it
+    (decoding skips only the transactions whose commit record begins before that point)."""
     xmin_text, xmax_text, running = snapshot_text.split(":")
     xmin, xmax = int(xmin_text), int(xmax_text)
     in_progress = {int(x) for x in running.split(",") if x}
     point = None
     for lsn, xid in commits:
+        if lsn_value(lsn) > lsn_value(snapshot_lsn):
+            break
         full = _widen(xid, xmax)
         if not (full < xmin or (full < xmax and full not in in_progress)):
-            break
+            return point
         point = lsn
-    return point
+    return snapshot_lsn
+
+
+def lsn_value(lsn: str) -> int:
+    high, low = lsn.split("/")
+    return int(high, 16) << 32 | int(low, 16)
 
 
 def _widen(xid: int, near: int) -> int:

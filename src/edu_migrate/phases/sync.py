@@ -1,7 +1,8 @@
 """The catch-up: bring a migrated edu_v2 up to date with the source as it is now.
 
 The source is only read, from one new snapshot; nothing is installed there and no replication is
-needed (an opt-in change feed, phases/feed.py, replaces the scans where the source allows it). The stage schema of the target keeps the legacy rows the target was last derived from (the
+needed (an opt-in change feed, phases/feed.py, replaces the scans where the source allows it).
+The stage schema of the target keeps the legacy rows the target was last derived from (the
 mirror). A sync:
 
 1. finds the rows inserted, changed and deleted since: the source hashes every row of a table
