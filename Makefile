@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SCALE  ?= 1
 BENCH_ARGS ?=
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench bench-feed clean
 
 $(BIN)/edu-migrate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m bench.run --scale $(SCALE) $(BENCH_ARGS)
+
+# The change feed against the scan, on a stock PostgreSQL 15 that allows logical decoding.
+bench-feed: setup
+	$(BIN)/python -m bench.feed --scale $(SCALE) --out bench/results/feed-scale$(SCALE).json
 
 clean:
 	-$(BIN)/edu-migrate db stop

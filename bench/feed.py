@@ -1,12 +1,15 @@
 """The change feed against the scan: the same day of changes synced both ways, on one server.
 
-The feed needs `wal_level = logical`, which a stock server does not have (`replica`): run this
-on a server that allows logical decoding, otherwise it says so and measures nothing. For each
-way, alternated: a live copy of `edu`, `feed start` (the feed's way only), `migrate --all`, a
-first sync (nothing changed), day_of_changes.sql and the day's sync, last_delta.sql and its
-sync, and a sync with nothing changed: each timed with its profile.
+The feed needs `wal_level = logical`, which a stock server does not have (`replica`): this runs
+on a server of its own, the machine's PostgreSQL 15 with stock settings but for logical
+decoding (bench/servers.py, LogicalStockServer), with the same generated `edu` as `make bench`
+(or on `--url`, a server that allows it). For each way, alternated: a live copy of `edu`,
+`feed start` (the feed's way only), `migrate --all`, a first sync (nothing changed),
+day_of_changes.sql and the day's sync, last_delta.sql and its sync, and a sync with nothing
+changed: each timed with its profile.
 
-    python -m bench.feed --url postgresql://…/postgres [--runs 2] [--out bench/results/feed.json]
+    make bench-feed SCALE=1            # python -m bench.feed --scale 1 [--runs 2]
+    python -m bench.feed --url postgresql://…/postgres   # a server that holds the bench's edu
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from psycopg import sql
 
 from bench.catchup import _cli, apply_changes
 from bench.contenders import edu_migrate_all, recreate_database
+from bench.run import WORK, build_legacy
+from bench.servers import STOCK_MAJOR, LogicalStockServer
+from edu_migrate.pg.embedded import _system_bin_dir
 from edu_migrate.pg.urls import with_database
 
 LIVE_DB, LIVE_TARGET_DB = "edu_feed_live", "edu_v2_feed_live"
@@ -79,12 +85,22 @@ def _drop_slots(source_url: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.feed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", required=True, help="superuser URL of the server's postgres "
-                        "database; the server holds the bench's `edu`")
+    parser.add_argument("--url", default=None, help="superuser URL of the postgres database of a "
+                        "server that holds the bench's `edu` (default: a server of its own)")
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--work", type=Path, default=Path("bench/.work/feed"))
+    parser.add_argument("--work", type=Path, default=WORK / "feed")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.url is None:
+        bin_dir = _system_bin_dir(STOCK_MAJOR)
+        if bin_dir is None:
+            print(f"PostgreSQL {STOCK_MAJOR} binaries are not installed", file=sys.stderr)
+            return 2
+        status = LogicalStockServer(WORK / "server-pg15-logical", bin_dir=bin_dir).start()
+        build_legacy(status, args.scale, args.seed, "clean")
+        args.url = status.url("postgres")
     with psycopg.connect(args.url) as conn:
         row = conn.execute("SELECT current_setting('wal_level'), "
                            "current_setting('server_version')").fetchone()
@@ -106,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{result['last_delta_sync_seconds']}s; nothing changed "
                   f"{result['empty_sync_seconds']}s", flush=True)
             runs.append(result)
-    payload = {"server_version": row[1], "wal_level": row[0], "runs": runs}
+    payload = {"server_version": row[1], "wal_level": row[0], "scale": args.scale,
+               "runs": runs}
     if args.out:
         args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return 0

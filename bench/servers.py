@@ -98,3 +98,22 @@ def server_cpu_seconds(data_dir: Path) -> float:
         if child is not None and int(child[4 - 3]) == postmaster:
             ticks += int(child[14 - 3]) + int(child[15 - 3])
     return ticks / _TICKS
+
+
+# What logical decoding needs (the change feed, bench/feed.py); the rest stays stock.
+LOGICAL = """
+wal_level = logical
+max_replication_slots = 4
+max_wal_senders = 4
+"""
+
+
+class LogicalStockServer(StockServer):
+    """The stock server with logical decoding allowed: the change feed's bench."""
+
+    def _initdb(self) -> None:
+        super()._initdb()
+        with (self.data_dir / "postgresql.conf").open("a", encoding="utf-8") as conf:
+            conf.write("\n# the change feed's bench: logical decoding\n" + LOGICAL)
+        with (self.data_dir / "pg_hba.conf").open("a", encoding="utf-8") as hba:
+            hba.write("host  replication all 127.0.0.1/32 scram-sha-256\n")
