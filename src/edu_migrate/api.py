@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -431,7 +432,13 @@ def cutover(settings: Settings, reporter: Reporter | None = None, *,
                          writer_timeout=writer_timeout, terminate_writers=terminate_writers)
     # edu_v2 is the system of record now: nothing syncs from edu any more, and a slot left on
     # it would keep its WAL without end.
-    dropped = stop_feed(urls.source_url, urls.target_url, None)
+    try:
+        dropped = stop_feed(urls.source_url, urls.target_url, None)
+    except (MigrationError, psycopg.Error) as exc:
+        reporter.warn(f"the change feed's slot could not be dropped on the source "
+                      f"({str(exc).strip().splitlines()[0]}): it keeps the source's WAL; drop it "
+                      "with `edu-migrate feed stop`")
+        return result
     if dropped:
         reporter.line(f"Dropped the change feed's slot {dropped} on the source")
     return result

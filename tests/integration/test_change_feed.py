@@ -269,6 +269,17 @@ def test_a_feed_that_cannot_be_trusted_sends_the_sync_back_to_scanning(
     expected = {"slot dropped": "no longer exists", "slot advanced": "skipped changes",
                 "truncate": "a TRUNCATE was decoded"}[trouble]
     assert any(expected in reason for reason in _reasons(pair.fed.target_url))
+    problem = api.feed_status(pair.fed).problem
+    if trouble == "truncate":  # past the TRUNCATE, the next sync follows the feed again
+        assert problem is None
+        with psycopg.connect(pair.fed.source_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM grades WHERE id = (SELECT max(id) FROM grades "
+                         "WHERE id < 1000000000)")
+        pair.sync_both()
+        assert set(_methods(pair.fed.target_url).values()) == {"feed"}
+    else:
+        assert problem is not None and {"slot dropped": "no longer exists",
+                                         "slot advanced": "beyond"}[trouble] in problem
     pair.assert_same(f"after the feed's {trouble}")
 
 

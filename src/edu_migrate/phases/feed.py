@@ -422,6 +422,10 @@ def feed_status(source_url: str, target_url: str) -> FeedStatus:
     status.retained_wal_bytes = None if row[2] is None else int(row[2])
     if status.wal_status == "lost":
         status.problem = "the slot lost WAL it needed: syncs scan until `feed stop` and `start`"
+    elif row[0] is not None and lsn_value(str(row[0])) > lsn_value(record.confirmed_lsn):
+        status.problem = (f"the slot stands beyond {record.confirmed_lsn}, where the target "
+                          "left it (a target restored from a backup, or another client "
+                          "advanced it): syncs scan until `feed stop` and `start`")
     return status
 
 

@@ -179,8 +179,8 @@ def _read_feed(conn: psycopg.Connection, snapshot: SourceSnapshot,
                              went_back)
     if reporter is not None and (feed is not None or reason):
         if reason:
-            reporter.warn(f"{reason}; this sync scans the tables instead "
-                          "(`edu-migrate feed status`)")
+            reporter.warn(f"{reason}; this sync scans the tables instead (`edu-migrate feed "
+                          "status`; `feed stop` then `feed start` begin a new feed)")
         reporter.step("sync: change feed read", time.perf_counter() - started,
                       feed.transactions if feed else 0)
     return feed, reason
