@@ -202,6 +202,9 @@ def _feed_unusable(snapshot: SourceSnapshot, record: FeedRecord,
     if database != record.source_database or (None not in (system_id, record.source_system_id) \
             and system_id != record.source_system_id):
         return "it was started on another source"
+    standby = snapshot.conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    if standby and standby[0]:
+        return "the source is a standby now (promoted elsewhere, or recovering)"
     row = snapshot.conn.execute(
         "SELECT plugin, database, wal_status, confirmed_flush_lsn::text, "
         "confirmed_flush_lsn <= %s::pg_lsn, "
