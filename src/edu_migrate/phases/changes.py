@@ -24,9 +24,12 @@ transaction counter went back (restored from a backup) is compared the second wa
 
 from __future__ import annotations
 
+import contextlib
 import re
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 from psycopg import sql
@@ -53,6 +56,12 @@ CHANGES_SQL = "changes.sql"
 # How many transaction ids past the mirror's snapshot same_commits looks at one by one; beyond,
 # the tables are scanned (a day of writes is far more: the check is for a quiet source).
 SAME_COMMITS_REACH = 10_000
+# From how many mirrored rows the source's rows are counted in a second session of the sync's
+# snapshot while the first streams the rows written since the horizon: a session costs a few
+# milliseconds, the two scans of 3.2 million marks about 0.4 s at scale 1 (docs/benchmarks.md).
+COUNT_AHEAD_ROWS = 1_000_000
+# The source's counts per bucket are held in memory up to this size, then on disk.
+SPOOL_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -291,24 +300,42 @@ def _take_since_horizon(conn: psycopg.Connection, snapshot: SourceSnapshot, tabl
 
     count_buckets(conn, table)  # where a comparison dropped them (built with the mirror)
     run("CREATE TEMP TABLE {fetched} (LIKE {stage}) ON COMMIT DROP")
-    # The rows written since the horizon. age() measures both xids from the same point, so the
-    # comparison holds across a wrap-around of the 32-bit counter.
-    pipe(snapshot, conn, sql.SQL(
-        "COPY (SELECT {} FROM {} WHERE age(xmin) <= age(%(horizon)s::text::xid)) TO STDOUT "
-        "(FORMAT binary)").format(source.select_list(), source.relation),
-        _copy_into(fetched), {"horizon": str(horizon % 2**32)})
-    run("ANALYZE {fetched}")
-    # The source's rows are the mirror's, less those deleted, plus those inserted: when the
-    # source holds exactly as many as the mirror plus the new rows fetched, nothing was deleted
-    # (a count is one cheap scan; the buckets below cost a grouping of every id).
-    row = snapshot.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-        source.relation)).fetchone()
-    source_rows_now = int(row[0]) if row else 0
-    row = run("SELECT (SELECT coalesce(sum(rows), 0) FROM {buckets}) + (SELECT count(*) "
-              "FROM {fetched} f WHERE NOT EXISTS (SELECT 1 FROM {stage} m WHERE m.id = f.id))"
-              ).fetchone()
-    differing = [] if row and row[0] is not None and int(row[0]) == source_rows_now else \
-        _differing_buckets(conn, snapshot, table, names)
+    row = run("SELECT coalesce(sum(rows), 0) FROM {buckets}").fetchone()
+    mirrored_rows = int(row[0]) if row else 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"count-{table}") as pool:
+        # A large table's rows are counted, and its ids per bucket, in a session of the same
+        # snapshot on the second core while this one streams the new rows.
+        ahead = _SourceCounts(snapshot, source, pool) if mirrored_rows >= COUNT_AHEAD_ROWS \
+            else None
+        try:
+            # The rows written since the horizon. age() measures both xids from the same point,
+            # so the comparison holds across a wrap-around of the 32-bit counter.
+            pipe(snapshot, conn, sql.SQL(
+                "COPY (SELECT {} FROM {} WHERE age(xmin) <= age(%(horizon)s::text::xid)) "
+                "TO STDOUT (FORMAT binary)").format(source.select_list(), source.relation),
+                _copy_into(fetched), {"horizon": str(horizon % 2**32)})
+            run("ANALYZE {fetched}")
+            # The source's rows are the mirror's, less those deleted, plus those inserted: when
+            # the source holds exactly as many as the mirror plus the new rows fetched, nothing
+            # was deleted (a count is one cheap scan; the buckets below cost a grouping of
+            # every id).
+            if ahead is not None:
+                source_rows_now = ahead.rows.result()
+            else:
+                row = snapshot.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+                    source.relation)).fetchone()
+                source_rows_now = int(row[0]) if row else 0
+            row = run("SELECT %(mirrored)s::bigint + (SELECT count(*) FROM {fetched} f "
+                      "WHERE NOT EXISTS (SELECT 1 FROM {stage} m WHERE m.id = f.id))",
+                      {"mirrored": mirrored_rows}).fetchone()
+            if row and row[0] is not None and int(row[0]) == source_rows_now:
+                differing: list[int] = []
+            else:
+                differing = _differing_buckets(conn, snapshot, table, names,
+                                               None if ahead is None else ahead.buckets.result())
+        finally:
+            if ahead is not None:
+                ahead.stop()
     run("CREATE TEMP TABLE {delta} ON COMMIT DROP AS "
         "SELECT f.id, CASE WHEN m.id IS NULL THEN 'inserted' ELSE 'updated' END AS change "
         "FROM {fetched} f LEFT JOIN {stage} m ON m.id = f.id "
@@ -387,18 +414,75 @@ def _take_from_feed(conn: psycopg.Connection, snapshot: SourceSnapshot, table: s
     return _apply_fetched(conn, names, "feed")
 
 
+def _bucket_counts(source: MappedTable) -> sql.Composed:
+    """COPY out the source's ids counted per bucket."""
+    return sql.SQL(
+        "COPY (SELECT {id}::bigint >> {bits}, count(*) FROM {rel} GROUP BY 1) TO STDOUT "
+        "(FORMAT binary)").format(id=source.id.expression, bits=sql.Literal(BUCKET_BITS),
+                                  rel=source.relation)
+
+
+class _SourceCounts:
+    """In a second session of the sync's snapshot: the source's rows counted, then its ids per
+    bucket (spooled, for the target to load only if a deletion is to be found). stop() cancels
+    what is no longer needed and waits for the session to end."""
+
+    def __init__(self, snapshot: SourceSnapshot, source: MappedTable,
+                 pool: ThreadPoolExecutor) -> None:
+        self.rows: Future[int] = Future()
+        self._reader: psycopg.Connection | None = None
+        self._stopping = False
+        self.buckets = pool.submit(self._count, snapshot, source)
+
+    def _count(self, snapshot: SourceSnapshot, source: MappedTable) -> IO[bytes]:
+        try:
+            with snapshot.reader() as reader:
+                self._reader = reader
+                row = reader.execute(sql.SQL("SELECT count(*) FROM {}").format(
+                    source.relation)).fetchone()
+                self.rows.set_result(int(row[0]) if row else 0)
+                # returned open: the caller reads it, and it is deleted when dropped
+                spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+                    max_size=SPOOL_BYTES)
+                if self._stopping:
+                    return spool
+                with reader.cursor() as cur, cur.copy(_bucket_counts(source)) as copy:
+                    for chunk in copy:
+                        spool.write(chunk)
+                spool.seek(0)
+                return spool
+        except BaseException as exc:
+            if not self.rows.done():
+                self.rows.set_exception(exc)
+            raise
+        finally:
+            self._reader = None
+
+    def stop(self) -> None:
+        self._stopping = True
+        reader = self._reader
+        if reader is not None and not self.buckets.done():
+            reader.cancel_safe()
+        with contextlib.suppress(psycopg.errors.QueryCanceled):
+            self.buckets.result()
+
+
 def _differing_buckets(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
-                       names: dict[str, sql.Composable]) -> list[int]:
+                       names: dict[str, sql.Composable],
+                       counted: IO[bytes] | None = None) -> list[int]:
     """Buckets whose ids differ from the mirror's beyond the rows just fetched: a deletion
-    there (or, in a mirror out of step, a row it lacks)."""
+    there (or, in a mirror out of step, a row it lacks). `counted`: the source's counts per
+    bucket, already read (binary COPY), or None to read them now."""
     source = snapshot.mapping[table]
     conn.execute(sql.SQL("CREATE TEMP TABLE {counted} (bucket bigint, rows bigint) "
                          "ON COMMIT DROP").format(**names))
-    pipe(snapshot, conn, sql.SQL(
-        "COPY (SELECT {id}::bigint >> {bits}, count(*) FROM {rel} GROUP BY 1) TO STDOUT "
-        "(FORMAT binary)").format(id=source.id.expression, bits=names["bits"],
-                                  rel=source.relation),
-        sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(names["counted"]))
+    copy_counted = sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(names["counted"])
+    if counted is None:
+        pipe(snapshot, conn, _bucket_counts(source), copy_counted)
+    else:
+        with conn.cursor() as cur, cur.copy(copy_counted) as copy_in:
+            while chunk := counted.read(2**20):
+                copy_in.write(chunk)
     return [int(r[0]) for r in conn.execute(sql.SQL(
         "WITH inserted AS (SELECT f.id >> {bits} AS bucket, count(*) AS rows FROM {fetched} f "
         "  WHERE NOT EXISTS (SELECT 1 FROM {stage} m WHERE m.id = f.id) GROUP BY 1) "
