@@ -795,3 +795,25 @@ def test_an_enum_and_a_function_changed_under_the_mapping_are_found(
         assert _methods(settings.target_url)["teachers"] == "comparison"
         _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, MIGRATED_AT,
                                         "after an enum label and a function changed", MAPPED)
+
+
+def test_a_sync_records_the_relation_an_edited_mapping_reads_a_table_from(
+        base: Base, tmp_path: Path) -> None:
+    """The mapping edited to read `courses` from another relation, the table renamed to match:
+    every crosswalk row the sync writes for it names that relation. The phases write straight
+    into the crosswalk's partitions, whose defaults name the source table; a sync that left
+    them as the full run set them recorded the old one."""
+    mapping: dict[str, Any] = {"courses": {"table": "public.course_runs"}}
+    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
+        settings = _settings(base, source, synced, tmp_path, mapping)
+        _read_from(source, settings)
+        with psycopg.connect(settings.source_url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE courses RENAME TO course_runs")
+        api.sync(settings, as_of=MIGRATED_AT)
+        with psycopg.connect(settings.target_url) as conn:
+            relations = {str(r[0]) for r in conn.execute(
+                "SELECT DISTINCT source_relation FROM migration.crosswalk "
+                "WHERE source_table = 'courses'")}
+        assert relations == {"public.course_runs"}
+        _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, MIGRATED_AT,
+                                        "after courses moved to course_runs", mapping)

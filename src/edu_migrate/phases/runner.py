@@ -426,6 +426,41 @@ def _source_tables_by_default(conn: psycopg.Connection, phase: Phase,
         conn.execute(statement)
 
 
+def align_source_defaults(conn: psycopg.Connection, phase: Phase,
+                          mapping: LegacyMapping) -> None:
+    """In a sync: the crosswalk partitions' defaults set again where they are not the
+    mapping's source table now (an edited mapping moved a table to another relation), and left
+    alone otherwise, so that a sync takes no lock on them that readers would wait for. A
+    default the server renders in some other way is set again too: that only costs the lock."""
+    for table, statement in zip(phase.crosswalk_partitions,
+                                source_default_statements(phase, mapping), strict=True):
+        row = conn.execute(
+            "SELECT pg_get_expr(d.adbin, d.adrelid) IS NOT DISTINCT FROM "
+            "quote_literal(%(shown)s::text) || '::text' FROM pg_attribute a "
+            "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+            "WHERE a.attrelid = %(partition)s::regclass AND a.attname = 'source_relation'",
+            {"shown": mapping[table].shown,
+             "partition": f"migration.crosswalk_{table}"}).fetchone()
+        if not (row and row[0]):
+            conn.execute(statement)
+
+
+def source_relation_renamed(table: str, mapping: LegacyMapping) -> list[sql.Composed]:
+    """In a sync whose mapping reads `table` through other definitions: every record of its
+    rows names the relation the mapping reads it from now, as a full run's would, whether or
+    not the rows changed (a table moved to another relation with the same rows is derived
+    again for none of them). Reads the whole partition; only run when the definitions
+    changed."""
+    shown = sql.Literal(mapping[table].shown)
+    return [
+        sql.SQL("UPDATE {} SET source_relation = {} WHERE source_relation IS DISTINCT FROM {}"
+                ).format(sql.Identifier("migration", f"crosswalk_{table}"), shown, shown),
+        sql.SQL("UPDATE migration.rejected_rows SET source_relation = {} "
+                "WHERE source_table = {} AND source_relation IS DISTINCT FROM {}").format(
+            shown, sql.Literal(table), shown),
+    ]
+
+
 def source_table_statements(phase: Phase, mapping: LegacyMapping) -> list[sql.Composed]:
     """After the load: the source table beside each legacy name, for the crosswalk rows that came
     through the parent and for the rows set aside."""

@@ -123,7 +123,8 @@ SELECT id, final_username, final_email,
 FROM final_users;
 
 -- name: crosswalk_users
-INSERT INTO migration.crosswalk (source_table, source_id, target_table, target_id)
+-- into the partition: its default records the source table (runner.source_default_statements)
+INSERT INTO migration.crosswalk_users (source_table, source_id, target_table, target_id)
 SELECT 'users', source_id, 'users', id FROM final_users;
 
 -- name: persons_header
@@ -236,5 +237,6 @@ SELECT id, user_id, first_name, last_name, patronymic,
 FROM prep_persons WHERE reject_reason IS NULL;
 
 -- name: crosswalk_persons
-INSERT INTO migration.crosswalk (source_table, source_id, target_table, target_id)
+-- into the partition: its default records the source table (runner.source_default_statements)
+INSERT INTO migration.crosswalk_persons (source_table, source_id, target_table, target_id)
 SELECT 'persons', source_id, 'persons', id FROM prep_persons WHERE reject_reason IS NULL;

@@ -160,7 +160,8 @@ SELECT id, user_id, person_id, program_id, final_number,
 FROM final_students;
 
 -- name: crosswalk_students
-INSERT INTO migration.crosswalk (source_table, source_id, target_table, target_id)
+-- into the partition: its default records the source table (runner.source_default_statements)
+INSERT INTO migration.crosswalk_students (source_table, source_id, target_table, target_id)
 SELECT 'students', source_id, 'students', id FROM final_students;
 
 -- name: staff_header
@@ -261,5 +262,6 @@ SELECT id, user_id, person_id, unit_id, position, position_title, rank, academic
 FROM prep_teachers WHERE reject_reason IS NULL;
 
 -- name: crosswalk_teachers
-INSERT INTO migration.crosswalk (source_table, source_id, target_table, target_id)
+-- into the partition: its default records the source table (runner.source_default_statements)
+INSERT INTO migration.crosswalk_teachers (source_table, source_id, target_table, target_id)
 SELECT 'teachers', source_id, 'staff_members', id FROM prep_teachers WHERE reject_reason IS NULL;

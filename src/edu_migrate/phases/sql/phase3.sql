@@ -100,7 +100,8 @@ WHERE o.reject_reason IS NULL
 ORDER BY o.type = 'university' DESC;
 
 -- name: crosswalk_organizations
-INSERT INTO migration.crosswalk (source_table, source_id, target_table, target_id)
+-- into the partition: its default records the source table (runner.source_default_statements)
+INSERT INTO migration.crosswalk_organizations (source_table, source_id, target_table, target_id)
 SELECT 'organizations', source_id, 'organization_units', id
 FROM prep_organizations WHERE reject_reason IS NULL;
 

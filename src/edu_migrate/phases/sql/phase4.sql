@@ -153,7 +153,8 @@ FROM prep_runs
 WHERE reject_reason IS NULL AND unit_id IS NULL AND legacy_row ->> 'org_id' IS NOT NULL;
 
 -- name: crosswalk_runs
-INSERT INTO migration.crosswalk (source_table, source_id, target_table, target_id)
+-- into the partition: its default records the source table (runner.source_default_statements)
+INSERT INTO migration.crosswalk_courses (source_table, source_id, target_table, target_id)
 SELECT 'courses', r.source_id, 'course_offerings', r.id FROM prep_runs r
 WHERE r.reject_reason IS NULL
 UNION ALL

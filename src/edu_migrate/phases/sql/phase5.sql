@@ -111,7 +111,8 @@ SELECT 'course_students', source_id, 'enrolled_at', NULL,
 FROM final_enrollments WHERE source_id = survivor_source_id AND enrolled_at IS NULL;
 
 -- name: crosswalk_enrollments
-INSERT INTO migration.crosswalk (source_table, source_id, target_table, target_id)
+-- into the partition: its default records the source table (runner.source_default_statements)
+INSERT INTO migration.crosswalk_course_students (source_table, source_id, target_table, target_id)
 SELECT 'course_students', source_id, 'course_enrollments', id FROM final_enrollments;
 
 -- name: found_grades
