@@ -415,9 +415,12 @@ def source_default_statements(phase: Phase, mapping: LegacyMapping) -> list[sql.
     """Before the load: each crosswalk partition of the phase records its source table by
     default, so that rows written straight into a partition (3 million marks) cost nothing more.
     Rows routed through the partitioned parent get the parent's default (none) instead."""
-    return [sql.SQL("ALTER TABLE {} ALTER COLUMN source_relation SET DEFAULT {}").format(
+    return [_source_default(table, mapping) for table in phase.crosswalk_partitions]
+
+
+def _source_default(table: str, mapping: LegacyMapping) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {} ALTER COLUMN source_relation SET DEFAULT {}").format(
         sql.Identifier("migration", f"crosswalk_{table}"), sql.Literal(mapping[table].shown))
-        for table in phase.crosswalk_partitions]
 
 
 def _source_tables_by_default(conn: psycopg.Connection, phase: Phase,
@@ -426,33 +429,16 @@ def _source_tables_by_default(conn: psycopg.Connection, phase: Phase,
         conn.execute(statement)
 
 
-def align_source_defaults(conn: psycopg.Connection, phase: Phase,
-                          mapping: LegacyMapping) -> None:
-    """In a sync: the crosswalk partitions' defaults set again where they are not the
-    mapping's source table now (an edited mapping moved a table to another relation), and left
-    alone otherwise, so that a sync takes no lock on them that readers would wait for. A
-    default the server renders in some other way is set again too: that only costs the lock."""
-    for table, statement in zip(phase.crosswalk_partitions,
-                                source_default_statements(phase, mapping), strict=True):
-        row = conn.execute(
-            "SELECT pg_get_expr(d.adbin, d.adrelid) IS NOT DISTINCT FROM "
-            "quote_literal(%(shown)s::text) || '::text' FROM pg_attribute a "
-            "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
-            "WHERE a.attrelid = %(partition)s::regclass AND a.attname = 'source_relation'",
-            {"shown": mapping[table].shown,
-             "partition": f"migration.crosswalk_{table}"}).fetchone()
-        if not (row and row[0]):
-            conn.execute(statement)
-
-
-def source_relation_renamed(table: str, mapping: LegacyMapping) -> list[sql.Composed]:
-    """In a sync whose mapping reads `table` through other definitions: every record of its
-    rows names the relation the mapping reads it from now, as a full run's would, whether or
-    not the rows changed (a table moved to another relation with the same rows is derived
-    again for none of them). Reads the whole partition; only run when the definitions
+def source_relation_followed(table: str, mapping: LegacyMapping) -> list[sql.Composed]:
+    """In a sync whose mapping may read `table` from another relation (its definitions
+    changed): the partition's default and every record of its rows name the relation the
+    mapping reads it from now, as a full run's would, whether or not the rows changed (a table
+    moved to another relation with the same rows is derived again for none of them). Reads
+    the whole partition, and the default takes its lock: only run when the definitions
     changed."""
     shown = sql.Literal(mapping[table].shown)
     return [
+        _source_default(table, mapping),
         sql.SQL("UPDATE {} SET source_relation = {} WHERE source_relation IS DISTINCT FROM {}"
                 ).format(sql.Identifier("migration", f"crosswalk_{table}"), shown, shown),
         sql.SQL("UPDATE migration.rejected_rows SET source_relation = {} "

@@ -57,13 +57,12 @@ from edu_migrate.phases.runner import (
     RUN_ORDER,
     SCOPED_PHASE,
     Phase,
-    align_source_defaults,
     define_scope,
     phase_states,
     record_source_tables,
     run_statements,
     set_session,
-    source_relation_renamed,
+    source_relation_followed,
 )
 from edu_migrate.phases.staging import (
     MIRROR_SOURCE_COLUMNS,
@@ -157,12 +156,13 @@ def sync(snapshot: SourceSnapshot, target_url: str, *, as_of: datetime | None,
             reporter.step(f"sync: changes in {table} ({result.changes[table].method})",
                           time.perf_counter() - table_started, result.changes[table].total)
         stale = {n for record in records.values() for n in record.stale_phases}
-        result.recomputed = _derive_again(conn, result, snapshot.mapping, reporter, stale)
         for table in LEGACY_COLUMNS:
             record = records.get(table)
-            if record is not None and record.fingerprint != fingerprints[table]:
-                for statement in source_relation_renamed(table, snapshot.mapping):
+            if record is None or record.fingerprint != fingerprints[table]:
+                # before the phases are derived again: the rows they write take the default
+                for statement in source_relation_followed(table, snapshot.mapping):
                     conn.execute(statement)
+        result.recomputed = _derive_again(conn, result, snapshot.mapping, reporter, stale)
         _record(conn, result, snapshot, fingerprints, time.perf_counter() - started)
         if feed is not None:
             record_advance(conn, snapshot, feed)
@@ -338,7 +338,6 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyM
                 keys = {table: f"scope_keys_{table}" for table in phase.writes}
             else:
                 _delete_records(conn, number)
-            align_source_defaults(conn, phase, mapping)
             with derived_in_shadows(conn, phase.writes, keys):
                 for build_lookup in phase.lookups:
                     build_lookup(conn)
@@ -366,7 +365,6 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyM
                 sql.Identifier(f"scope_{table}"))).fetchone()
             recomputed[table] = int(row[0]) if row else 0
         parse_in_transaction(conn, reporter)
-        align_source_defaults(conn, phase, mapping)
         run_statements(conn, phase.sql_file, quiet)
         record_source_tables(conn, phase, mapping)
         # Check the foreign keys now, while every row is back: the audit triggers can only be
