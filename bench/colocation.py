@@ -69,8 +69,7 @@ def shard_of(hash_value: int, ranges: list[tuple[int, int]]) -> int:
 JOINS: tuple[tuple[str, str, str], ...] = (
     ("mark → its enrollment", "decided_marks, clear_grades_in_scope, FK grades.enrollment_id",
      """SELECT count(*), count(*) FILTER (WHERE k.student_key IS DISTINCT FROM e.student_id)
-        FROM grades g JOIN migration.crosswalk_grades xg ON xg.target_id = g.id
-        JOIN bench_mark_keys k ON k.source_id = xg.source_id
+        FROM grades g JOIN bench_mark_keys k ON k.source_id = g.legacy_id
         JOIN course_enrollments e ON e.id = g.enrollment_id"""),
     ("enrollment → its survivor", "merge_duplicate_enrollments, crosswalk_enrollments",
      f"""SELECT count(*), count(*) FILTER (WHERE {STUDENT_KEY} IS DISTINCT FROM e.student_id)

@@ -1,6 +1,6 @@
 """The least work edu_v2's marks need on a server: a bound under `migrate --all`, with no rule.
 
-On a migrated edu_v2, copy `grades` and the marks' crosswalk partition as they are into empty
+On a migrated edu_v2, copy `grades` (whose rows carry the marks' crosswalk) as it is into empty
 tables of a scratch schema (`bench_least_work`), then build their indexes and validate the foreign
 keys of `grades`, one statement at a time, each timed, in one transaction with the session settings
 the phases use (phases/session.py: maintenance_work_mem, work_mem, synchronous_commit, jit): the
@@ -29,8 +29,9 @@ from psycopg import sql
 from edu_migrate.phases.session import SESSION_SETTINGS
 
 SCHEMA = "bench_least_work"
-# The marks' tables in edu_v2, as (schema, table): what phase 5 writes for 3.2 million marks.
-TABLES: tuple[tuple[str, str], ...] = (("public", "grades"), ("migration", "crosswalk_grades"))
+# The marks' tables in edu_v2, as (schema, table): what phase 5 writes for 3.2 million marks
+# (their crosswalk is derived from grades.legacy_id since schema V026: nothing to write).
+TABLES: tuple[tuple[str, str], ...] = (("public", "grades"),)
 
 
 @dataclass

@@ -292,7 +292,7 @@ def test_migrate_sql_run_by_psql_derives_what_the_run_derived(
     try:
         copy = with_database(admin_url, clone)
         # What psql derives must come from its own statements: it starts from empty tables.
-        emptied = [*BUSINESS_TABLES, "migration.crosswalk", "migration.rejected_rows",
+        emptied = [*BUSINESS_TABLES, "migration.crosswalk_rows", "migration.rejected_rows",
                    "migration.repairs"]
         admin_sql(copy, sql.SQL("TRUNCATE {} CASCADE").format(sql.SQL(", ").join(
             sql.Identifier(*t.split(".")) for t in emptied)))

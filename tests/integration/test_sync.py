@@ -415,7 +415,7 @@ WHERE u.username ~ '^[a-z][a-z0-9_]*$'
                        OR lower(btrim(v.email)) = lower(btrim(u.email))))
   AND NOT EXISTS (SELECT 1 FROM persons q WHERE q.user_id = u.id AND q.id <> p.id)
 ORDER BY u.id DESC LIMIT 1"""
-CROSSWALK_VERSIONS = ("SELECT source_table, source_id, xmin::text FROM migration.crosswalk "
+CROSSWALK_VERSIONS = ("SELECT source_table, source_id, xmin::text FROM migration.crosswalk_rows "
                       "WHERE source_table IN ('users', 'persons')")
 
 
@@ -612,8 +612,9 @@ def test_a_cutover_that_fails_validation_unfreezes_the_source(
         settings = _settings(base, source, synced, tmp_path)
         with psycopg.connect(settings.target_url) as conn:
             conn.execute("UPDATE migration.state SET source_database = %s", [source])
-            conn.execute("DELETE FROM migration.crosswalk_grades WHERE source_id = "
-                         "(SELECT min(source_id) FROM migration.crosswalk_grades)")
+            # the marks' crosswalk is derived from grades.legacy_id (schema V026)
+            conn.execute("UPDATE grades SET legacy_id = NULL WHERE legacy_id = "
+                         "(SELECT min(legacy_id) FROM grades)")
         with pytest.raises(MigrationError, match="cutover aborted, the source is writable"):
             api.cutover(settings, as_of=MIGRATED_AT, terminate_writers=True)
         assert not _frozen(settings.source_url)

@@ -80,8 +80,13 @@ SAME_AS = {name: other for name, (_, query) in LEGACY_ORPHAN_QUERIES.items()
            for other, same in ORPHAN_QUERIES.items() if same == query}
 
 # The tables whose writes are noted: by legacy range, by edu_v2 id.
-RANGE_NOTED = ("migration.crosswalk", "migration.crosswalk_course_students",
-               "migration.crosswalk_grades", "migration.rejected_rows", "migration.repairs")
+# (The partitioned crosswalk's own triggers see only the writes through it; the phases write
+# straight into the partitions, hence the enrollments' partition too. The marks' crosswalk is
+# derived from grades.legacy_id: their writes are noted on grades, by that legacy id.)
+RANGE_NOTED = ("migration.crosswalk_rows", "migration.crosswalk_course_students",
+               "migration.crosswalk_grades_deleted", "migration.rejected_rows",
+               "migration.repairs")
+MARK_RANGES_NOTED = ("public.grades",)
 KEY_NOTED = tuple(dict.fromkeys([*KEYED_COUNTS, *(p.parent for p in ORPHAN_PARTS.values())]))
 TRIGGER_PREFIX = "validation_note"
 # A baseline older than this share of its table written since is established again before the
@@ -202,11 +207,14 @@ def begin_baseline(conn: psycopg.Connection) -> bool:
         conn.commit()
         return False
     conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.SQL(", ").join(
-        _relation(name) for name in (*RANGE_NOTED, *KEY_NOTED))))
+        _relation(name) for name in dict.fromkeys((*RANGE_NOTED, *MARK_RANGES_NOTED,
+                                                    *KEY_NOTED)))))
     statements = _statements()
-    for table, function in [*((t, "note_legacy_ranges") for t in RANGE_NOTED),
-                            *((t, "note_keys") for t in KEY_NOTED)]:
-        short = table.split(".")[-1]
+    for table, function, suffix in [
+            *((t, "note_legacy_ranges", "") for t in RANGE_NOTED),
+            *((t, "note_mark_ranges", "_ranges") for t in MARK_RANGES_NOTED),
+            *((t, "note_keys", "") for t in KEY_NOTED)]:
+        short = table.split(".")[-1] + suffix
         for kind, (event, transition) in _EVENTS.items():
             name = f"{TRIGGER_PREFIX}_{kind}_{short}"
             conn.execute(sql.SQL(statements["note_ranges_trigger"]).format(

@@ -34,6 +34,7 @@ from edu_migrate.pg.connect import connect
 from edu_migrate.phases.runner import run_statements
 from edu_migrate.phases.session import set_session
 from edu_migrate.runlog import Reporter
+from edu_migrate.security.audit import row_audit_paused
 
 # Phase order: a legacy id an inverse rule names is known whatever the round (ids come from the
 # crosswalk and migration.created_rows, not from each other's images).
@@ -49,8 +50,12 @@ WITH touched AS (
 )
 SELECT t.table_name, t.row_id, f.before, f.created, false AS assigned_here,
        CASE WHEN t.table_name IN (SELECT target_table FROM migration.legacy_tables)
-            THEN (SELECT k.source_id FROM migration.legacy_keys k
-                  WHERE k.target_table = t.table_name AND k.target_id = t.row_id LIMIT 1)
+            THEN coalesce(
+                (SELECT k.source_id FROM migration.legacy_keys k
+                 WHERE k.target_table = t.table_name AND k.target_id = t.row_id LIMIT 1),
+                -- a mark deleted on edu_v2 takes its derived crosswalk row with it (schema
+                -- V026): its image in the audit log still names its legacy id
+                (f.before ->> 'legacy_id')::bigint)
        END AS legacy_id
 FROM touched t
 CROSS JOIN LATERAL (
@@ -319,24 +324,39 @@ def _count(conn: psycopg.Connection, table: str, action: str) -> int:
 # merged in edu) no longer maps anything.
 _CROSSWALK_CARRIED = (
     """
-    DELETE FROM migration.crosswalk x USING migration.fallback_images i
+    DELETE FROM migration.crosswalk_rows x USING migration.fallback_images i
     WHERE i.action = 'delete' AND x.source_table = i.source_table AND x.source_id = i.source_id
     """,
     """
-    INSERT INTO migration.crosswalk (source_table, source_id, target_table, target_id,
-                                     source_relation)
+    DELETE FROM migration.crosswalk_grades_deleted x USING migration.fallback_images i
+    WHERE i.action = 'delete' AND i.source_table = 'grades' AND x.source_id = i.source_id
+    """,
+    """
+    INSERT INTO migration.crosswalk_rows (source_table, source_id, target_table, target_id,
+                                          source_relation)
     SELECT c.source_table, c.source_id, c.target_table, c.target_id,
            (SELECT x.source_relation FROM migration.crosswalk x
             WHERE x.source_table = c.source_table AND x.source_relation IS NOT NULL LIMIT 1)
     FROM migration.created_rows c
     JOIN migration.fallback_images i ON i.action = 'insert' AND i.target_table = c.target_table
                                     AND i.target_id = c.target_id
+    WHERE c.source_table <> 'grades'
+    """,
+    # a mark's crosswalk is its own legacy_id (schema V026); the caller pauses its row triggers
+    """
+    UPDATE grades g SET legacy_id = c.source_id
+    FROM migration.created_rows c
+    JOIN migration.fallback_images i ON i.action = 'insert' AND i.target_table = c.target_table
+                                    AND i.target_id = c.target_id
+    WHERE c.source_table = 'grades' AND g.id = c.target_id
     """,
     "DELETE FROM migration.created_rows",
 )
 
 
 def record_carried(conn: psycopg.Connection) -> None:
-    """In the fallback's own transaction on edu_v2, once edu holds the images."""
-    for statement in _CROSSWALK_CARRIED:
-        conn.execute(statement)
+    """In the fallback's own transaction on edu_v2, once edu holds the images. The marks given
+    their legacy ids are the tool's bookkeeping, not an application's write: no audit rows."""
+    with row_audit_paused(conn, ["grades"]):
+        for statement in _CROSSWALK_CARRIED:
+            conn.execute(statement)

@@ -43,6 +43,9 @@ class Phase:
     reads: tuple[str, ...]
     writes: tuple[str, ...]
     crosswalk_partitions: tuple[str, ...]
+    # Legacy tables whose crosswalk is derived from the target rows (each row's legacy_id, the
+    # views of schema V026), not written: their rows set aside and repairs are still recorded.
+    derived_crosswalks: tuple[str, ...] = ()
     rebuilt_after_load: tuple[str, ...] = ()
     # Lookups that only a Python library can compute, built from the staged rows before the SQL.
     lookups: tuple[Callable[[psycopg.Connection], int], ...] = ()
@@ -81,13 +84,14 @@ PHASES: dict[int, Phase] = {
              ("course_offerings", "courses"), ("courses",)),
     5: Phase(5, "PHASE 5: MIGRATING ENROLLMENTS & GRADES", (2, 4),
              ("course_students", "grades"), ("grades", "assessments", "course_enrollments"),
-             ("course_students", "grades"),
+             ("course_students",), derived_crosswalks=("grades",),
              rebuilt_after_load=("public.grades", "public.course_enrollments",
-                                 "migration.crosswalk_grades",
                                  "migration.crosswalk_course_students"),
              ahead_sql_files=(PARSE_SQL,), reads_scoped=True),
 }
 RUN_ORDER: tuple[int, ...] = (1, 3, 2, 4, 5)
+DERIVED_CROSSWALKS: tuple[str, ...] = tuple(
+    table for phase in PHASES.values() for table in phase.derived_crosswalks)
 # The phase whose large tables a sync derives again only in part (phases/sync.py).
 SCOPED_PHASE = 5
 BANNER = "=" * 60
@@ -210,9 +214,17 @@ def clear_statements(phase: Phase) -> list[sql.Composed]:
             sql.SQL(", ").join(sql.Identifier(t) for t in phase.writes)),
         *(sql.SQL("TRUNCATE {}").format(sql.Identifier("migration", f"crosswalk_{partition}"))
           for partition in phase.crosswalk_partitions),
+        *(sql.SQL("TRUNCATE {}").format(deleted_rows_table(table))
+          for table in phase.derived_crosswalks),
         sql.SQL("DELETE FROM migration.rejected_rows WHERE phase = {}").format(n),
         sql.SQL("DELETE FROM migration.repairs WHERE phase = {}").format(n),
     ]
+
+
+def deleted_rows_table(table: str) -> sql.Identifier:
+    """migration.crosswalk_<table>_deleted: a derived crosswalk's rows whose target row was
+    deleted on edu_v2 before schema V026 (after it, the audit log keeps them)."""
+    return sql.Identifier("migration", f"crosswalk_{table}_deleted")
 
 
 def _clear_phase(conn: psycopg.Connection, phase: Phase) -> None:
@@ -415,10 +427,18 @@ def source_default_statements(phase: Phase, mapping: LegacyMapping) -> list[sql.
     """Before the load: each crosswalk partition of the phase records its source table by
     default, so that rows written straight into a partition (3 million marks) cost nothing more.
     Rows routed through the partitioned parent get the parent's default (none) instead."""
-    return [_source_default(table, mapping) for table in phase.crosswalk_partitions]
+    return [_source_default(table, mapping)
+            for table in (*phase.crosswalk_partitions, *phase.derived_crosswalks)]
 
 
 def _source_default(table: str, mapping: LegacyMapping) -> sql.Composed:
+    if table in DERIVED_CROSSWALKS:
+        # one row names the relation of every derived record (migration.crosswalk_grades)
+        return sql.SQL(
+            "INSERT INTO migration.source_relations (source_table, relation) VALUES ({}, {}) "
+            "ON CONFLICT (source_table) DO UPDATE SET relation = excluded.relation "
+            "WHERE migration.source_relations.relation IS DISTINCT FROM excluded.relation"
+        ).format(sql.Literal(table), sql.Literal(mapping[table].shown))
     return sql.SQL("ALTER TABLE {} ALTER COLUMN source_relation SET DEFAULT {}").format(
         sql.Identifier("migration", f"crosswalk_{table}"), sql.Literal(mapping[table].shown))
 
@@ -439,8 +459,9 @@ def source_relation_followed(table: str, mapping: LegacyMapping) -> list[sql.Com
     shown = sql.Literal(mapping[table].shown)
     return [
         _source_default(table, mapping),
-        sql.SQL("UPDATE {} SET source_relation = {} WHERE source_relation IS DISTINCT FROM {}"
-                ).format(sql.Identifier("migration", f"crosswalk_{table}"), shown, shown),
+        *([] if table in DERIVED_CROSSWALKS else [
+            sql.SQL("UPDATE {} SET source_relation = {} WHERE source_relation IS DISTINCT FROM {}"
+                    ).format(sql.Identifier("migration", f"crosswalk_{table}"), shown, shown)]),
         sql.SQL("UPDATE migration.rejected_rows SET source_relation = {} "
                 "WHERE source_table = {} AND source_relation IS DISTINCT FROM {}").format(
             shown, sql.Literal(table), shown),
@@ -633,6 +654,8 @@ def rollback_phases(target_url: str, number: int | None, reporter: Reporter) -> 
             for partition in PHASES[n].crosswalk_partitions:
                 conn.execute(sql.SQL("TRUNCATE migration.{}").format(
                     sql.Identifier(f"crosswalk_{partition}")))
+            for table in PHASES[n].derived_crosswalks:
+                conn.execute(sql.SQL("TRUNCATE {}").format(deleted_rows_table(table)))
         conn.execute("DELETE FROM migration.rejected_rows WHERE phase = ANY(%s)", [numbers])
         conn.execute("DELETE FROM migration.repairs WHERE phase = ANY(%s)", [numbers])
         conn.execute("DELETE FROM migration.phase_runs WHERE phase = ANY(%s)", [numbers])

@@ -58,6 +58,7 @@ from edu_migrate.phases.runner import (
     SCOPED_PHASE,
     Phase,
     define_scope,
+    deleted_rows_table,
     phase_states,
     record_source_tables,
     run_statements,
@@ -415,6 +416,8 @@ def _delete_records(conn: psycopg.Connection, number: int) -> None:
     for partition in phase.crosswalk_partitions:
         conn.execute(sql.SQL("DELETE FROM migration.{}").format(
             sql.Identifier(f"crosswalk_{partition}")))
+    for table in phase.derived_crosswalks:
+        conn.execute(sql.SQL("DELETE FROM {}").format(deleted_rows_table(table)))
     conn.execute("DELETE FROM migration.rejected_rows WHERE phase = %s", [number])
     conn.execute("DELETE FROM migration.repairs WHERE phase = %s", [number])
 

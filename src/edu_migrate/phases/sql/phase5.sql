@@ -208,23 +208,14 @@ SELECT 'grades', source_id, 'created_at', NULL, (created_at AT TIME ZONE 'Asia/B
 FROM flag_marks WHERE reject_reason IS NULL AND created_at_missing;
 
 -- name: migrate_grades
+-- The mark's legacy id is written on its row: the marks' crosswalk is derived from it
+-- (migration.crosswalk_grades, schema V026), not written beside it.
 -- say: ✓ Migrated {n} grades successfully
 INSERT INTO grades (id, enrollment_id, assessment_id, score, is_absent, graded_on, graded_by,
-                    created_at)
+                    created_at, legacy_id)
 SELECT id, enrollment_id, assessment_id, CASE WHEN NOT is_absent THEN score END, is_absent,
-       lesson_date, graded_by, created_at
+       lesson_date, graded_by, created_at, source_id
 FROM decided_marks WHERE reject_reason IS NULL;
-
--- name: crosswalk_grades
--- Straight into the partition: no routing per row. Every parsed mark but those set aside
--- (flag_marks holds each one's reason): no join to the enrollments again. NOT IN over a
--- hashed subplan: NOT EXISTS planned a nested loop over the (few) set aside, one rescan per mark.
--- The subplan is hashed while the marks set aside fit in hash_mem (about 5 million at the
--- session's work_mem of 128MB); beyond that PostgreSQL rescans them per mark (not yet seen).
-INSERT INTO migration.crosswalk_grades (source_table, source_id, target_table, target_id)
-SELECT 'grades', m.source_id, 'grades', m.id
-FROM stage.parsed_grades m
-WHERE m.source_id NOT IN (SELECT f.source_id FROM flag_marks f WHERE f.reject_reason IS NOT NULL);
 
 -- name: drop_decided_marks
 DROP VIEW decided_marks;

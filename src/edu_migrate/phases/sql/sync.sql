@@ -113,19 +113,13 @@ WITH gone AS (
 INSERT INTO touched_assessments (id) SELECT DISTINCT assessment_id FROM gone;
 
 -- name: clear_grade_records_in_scope
--- = ANY (ARRAY(…)): the marks' crosswalk is found by its source_id index, one sorted probe per
--- mark in scope. Written as a join, the planner (random_page_cost 4, as shipped) hashed the
--- scope and read all 3.2 million rows of the partition: 0.62-0.94 s against 0.28-0.39 s for
--- 39,304 marks at scale 1 (docs/benchmarks.md).
-WITH crosswalk AS (
-    DELETE FROM migration.crosswalk_grades x
-    WHERE x.source_id = ANY (ARRAY(SELECT s.id FROM scope_grades s)) RETURNING 1
-), rejected AS (
+-- The marks' crosswalk went with their grades above (it is derived from grades.legacy_id,
+-- schema V026): what remains are the marks set aside and the repairs.
+WITH rejected AS (
     DELETE FROM migration.rejected_rows r USING scope_grades s
     WHERE r.source_table = 'grades' AND r.source_id = s.id RETURNING 1
 ), repaired AS (
     DELETE FROM migration.repairs r USING scope_grades s
     WHERE r.source_table = 'grades' AND r.source_id = s.id RETURNING 1
 )
-SELECT (SELECT count(*) FROM crosswalk) + (SELECT count(*) FROM rejected)
-     + (SELECT count(*) FROM repaired);
+SELECT (SELECT count(*) FROM rejected) + (SELECT count(*) FROM repaired);
