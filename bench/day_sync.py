@@ -16,7 +16,12 @@ the same data:
 
 The sync is run as a process (`edu-migrate`, or `python -m edu_migrate`), so PYTHONPATH picks
 the engine. A prepared target made by one engine is synced by the other: compare engines whose
-schema versions agree.
+schema versions agree, or prepare each engine's own templates under a tag (`--tag before`,
+`--tag after`: each `run --tag T` then starts from T's):
+
+    PYTHONPATH=/tmp/before/src python -m bench.day_sync prepare --tag before
+    python -m bench.day_sync prepare --tag after
+    PYTHONPATH=/tmp/before/src python -m bench.day_sync run --tag before --label before
 """
 
 from __future__ import annotations
@@ -37,7 +42,12 @@ from edu_migrate.pg.embedded import _system_bin_dir
 from edu_migrate.pg.urls import with_database
 
 SOURCE, TARGET = "edu_day_live", "edu_v2_day_live"
-TEMPLATES = {SOURCE: "edu_day_template", TARGET: "edu_v2_day_template"}
+
+
+def templates(tag: str | None) -> dict[str, str]:
+    """The live database's name and its template's, under `tag` (one pair per engine)."""
+    suffix = f"_{tag}" if tag else ""
+    return {SOURCE: f"edu_day_template{suffix}", TARGET: f"edu_v2_day_template{suffix}"}
 
 
 def _clone(admin_url: str, template: str, name: str) -> None:
@@ -48,7 +58,7 @@ def _clone(admin_url: str, template: str, name: str) -> None:
             sql.Identifier(name), sql.Identifier(template)))
 
 
-def prepare(admin_url: str, work: Path, scale: float, seed: int) -> None:
+def prepare(admin_url: str, work: Path, scale: float, seed: int, tag: str | None) -> None:
     _clone(admin_url, "edu", SOURCE)
     recreate_database(admin_url, TARGET)
     source, target = with_database(admin_url, SOURCE), with_database(admin_url, TARGET)
@@ -56,14 +66,14 @@ def prepare(admin_url: str, work: Path, scale: float, seed: int) -> None:
     full = edu_migrate_all(source, target, work / "full")
     _cli(["sync"], source, target, work, "sync-first", None)
     changed = apply_changes(source, "day_of_changes.sql")
-    for live, template in TEMPLATES.items():
+    for live, template in templates(tag).items():
         _clone(admin_url, live, template)
     print(json.dumps({"full_seconds": round(full.seconds, 2), "scale": scale, "seed": seed,
                       "changed_rows_written": sum(changed.values())}))
 
 
-def run(admin_url: str, work: Path, label: str, top: int) -> None:
-    for live, template in TEMPLATES.items():
+def run(admin_url: str, work: Path, label: str, top: int, tag: str | None) -> None:
+    for live, template in templates(tag).items():
         _clone(admin_url, template, live)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute("CHECKPOINT")
@@ -84,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--label", default="sync")
     parser.add_argument("--top", type=int, default=12, help="slowest steps shown per run")
+    parser.add_argument("--tag", help="the templates' tag: one pair per engine compared")
     parser.add_argument("--work", type=Path, default=WORK / "day-sync")
     args = parser.parse_args(argv)
     bin_dir = _system_bin_dir(STOCK_MAJOR)
@@ -94,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     if args.what == "prepare":
         build_legacy(status, args.scale, args.seed, "clean")
-        prepare(admin_url, args.work, args.scale, args.seed)
+        prepare(admin_url, args.work, args.scale, args.seed, args.tag)
     else:
-        run(admin_url, args.work, args.label, args.top)
+        run(admin_url, args.work, args.label, args.top, args.tag)
     return 0
 
 
