@@ -215,8 +215,12 @@ def _least_work(result: dict[str, Any]) -> list[str]:
     steps = result.get("least_work")
     if not steps:
         return []
-    lines = ["The least work (bench/least_work.py, on the last edu_v2): `grades` and the "
-             "marks' crosswalk copied as they are into empty tables, their indexes built, the "
+    tables = ("`grades` (whose rows carry the marks' crosswalk, schema V026) copied as it is "
+              "into an empty table, its indexes built" if not any(
+                  "crosswalk_grades" in str(s["step"]) for s in steps) else
+              "`grades` and the marks' crosswalk copied as they are into empty tables, their "
+              "indexes built")
+    lines = [f"The least work (bench/least_work.py, on the last edu_v2): {tables}, the "
              "foreign keys of `grades` validated, one statement at a time, with no parsing, id "
              "derivation or join, with the phases' session settings. Added to raw "
              "copy-through, no engine producing this edu_v2 goes under it on "
