@@ -291,6 +291,27 @@ def test_sql_teacher_writes_marks_only_in_own_offerings_and_is_audited(
     assert entry == {"who": migrated.teacher, "op": "UPDATE", "new": "0"}
 
 
+def test_an_application_cannot_move_a_marks_legacy_id(migrated: Migrated) -> None:
+    """grades.legacy_id is the marks' crosswalk (schema V026): a teacher who may change their
+    own marks must not point one at another legacy mark, which a fallback would then write."""
+    own = _one(migrated.url, "SELECT g.id::text FROM grades g JOIN course_enrollments e "
+                             "ON e.id = g.enrollment_id JOIN course_offerings o ON o.id = "
+                             "e.course_offering_id JOIN staff_members m ON m.id = o.instructor_id "
+                             "WHERE m.user_id = %s ORDER BY g.id LIMIT 1", [migrated.teacher])
+    for statement, values in (
+            ("UPDATE grades SET legacy_id = legacy_id + 1 WHERE id = %s", [own]),
+            ("INSERT INTO grades (enrollment_id, assessment_id, score, created_at, legacy_id) "
+             "SELECT enrollment_id, assessment_id, 1, now(), -1 FROM grades WHERE id = %s",
+             [own])):
+        with psycopg.connect(migrated.url) as conn:
+            conn.execute("SET ROLE edu_app")
+            conn.execute("SELECT set_config('app.current_user_id', %s, false)",
+                         [migrated.teacher])
+            with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                               match="permission denied for table grades"):
+                conn.execute(statement, values)
+
+
 # --- passwords ----------------------------------------------------------------------------
 
 def test_legacy_md5_password_logs_in_and_is_rehashed_with_argon2(
