@@ -286,6 +286,17 @@ def _counts_ahead(on: bool) -> Iterator[None]:
 # deleted (its marks: "enrollment missing"), a username taken (a rename), a mark's value.
 @example(changes=[("insert", "course_students", 5, 5, 0, "copy", 0)], as_of=MIGRATED_AT,
          horizon="kept", counted_ahead=True)
+# Phase 4 in part: a run moved to another run's code and one to a code written differently
+# (both codes' groups, old and new), a department deleted (its runs lose their unit).
+@example(changes=[("update", "courses", 3, 7, 0, "copy", 0),
+                  ("update", "courses", 2, 0, 0, "junk", 8),
+                  ("delete", "organizations", 1, 0, 0, "null", 0)],
+         as_of=MIGRATED_AT, horizon="kept", counted_ahead=False)
+# ... a run's created_at gone while the as-of time moves, and a run naming a new term (every
+# run's term may change).
+@example(changes=[("update", "courses", 4, 0, 11, "null", 0),
+                  ("update", "courses", 5, 0, 7, "junk", 13)],
+         as_of=AS_OF_TIMES[1], horizon="kept", counted_ahead=True)
 @example(changes=[("update", "teachers", 1, 1, 3, "junk", 7)], as_of=MIGRATED_AT,
          horizon="kept", counted_ahead=True)
 @example(changes=[("delete", "students", 3, 0, 0, "null", 0),
@@ -448,6 +459,128 @@ def test_a_login_derives_phase_1_again_for_that_user_and_its_person_alone(
             {("users", lone[0]), ("persons", lone[1])}
         _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, MIGRATED_AT,
                                         "after one login")
+
+
+# A run of a code that other runs share, and how many runs that code has (the target's mirror
+# normalises the codes as phase 4 does).
+SHARED_CODE_RUN = """
+SELECT id, runs FROM (
+    SELECT c.id, count(*) OVER (PARTITION BY migration.normalise_course_code(c.code)) AS runs
+    FROM stage.courses c
+    WHERE migration.normalise_course_code(c.code) IS NOT NULL AND c.created_at IS NOT NULL) r
+WHERE runs > 1 ORDER BY runs, id LIMIT 1"""
+RUN_VERSIONS = ("SELECT source_id, target_table, xmin::text FROM migration.crosswalk_courses")
+
+
+def test_an_edited_course_run_derives_phase_4_again_for_its_code_alone(
+        base: Base, tmp_path: Path) -> None:
+    """Phase 4 is derived again in part (issue 21, point 2): a run edited on the old LMS puts
+    its code in scope, every run of that code with it (the catalogue course is decided from
+    them all), and no other run is derived again: their crosswalk rows stay the row versions
+    they were. The result still equals a full migration."""
+    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
+        settings = _settings(base, source, synced, tmp_path)
+        _read_from(source, settings)
+        with psycopg.connect(settings.target_url) as conn:
+            conn.execute("SELECT set_config('edu_migrate.id_secret', id_secret, false) "
+                         "FROM migration.state")
+            run = conn.execute(SHARED_CODE_RUN).fetchone()
+            assert run is not None, "the base holds no code with two runs"
+            group = {int(r[0]) for r in conn.execute(
+                "SELECT c.id FROM stage.courses c, stage.courses r WHERE r.id = %s "
+                "AND migration.normalise_course_code(c.code) = "
+                "migration.normalise_course_code(r.code)", [run[0]])}
+            before = {(r[0], r[1]): r[2] for r in conn.execute(RUN_VERSIONS)}
+        with psycopg.connect(settings.source_url) as conn:
+            conn.execute("UPDATE courses SET name_az = name_az || ' (yeni)' WHERE id = %s",
+                         [run[0]])
+        api.sync(settings, as_of=MIGRATED_AT)
+        with psycopg.connect(settings.target_url) as conn:
+            row = conn.execute("SELECT recomputed FROM migration.sync_runs "
+                               "ORDER BY id DESC LIMIT 1").fetchone()
+            after = {(r[0], r[1]): r[2] for r in conn.execute(RUN_VERSIONS)}
+        assert row is not None
+        assert row[0]["phase 4"] == 1 and row[0]["courses"] == len(group) == run[1]
+        # phase 3 reads the runs too (their terms) and comes out the same: phase 2 is left alone
+        assert row[0].get("phase 3") == 1 and "phase 2" not in row[0]
+        assert set(after) == set(before)
+        assert {source_id for (source_id, _), version in after.items()
+                if version != before[(source_id, _)]} <= group
+        _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, MIGRATED_AT,
+                                        "after one course run edited")
+
+
+def test_course_runs_moved_to_another_code_decide_both_catalogue_courses_again(
+        base: Base, tmp_path: Path) -> None:
+    """Every run of a code takes another code: the old code's catalogue course goes (no run has
+    that code any more), the new code's is decided again from all its runs. Both groups are in
+    scope, the old one from the runs as they were (old_courses); the result equals a full
+    migration."""
+    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
+        settings = _settings(base, source, synced, tmp_path)
+        _read_from(source, settings)
+        with psycopg.connect(settings.target_url) as conn:
+            conn.execute("SELECT set_config('edu_migrate.id_secret', id_secret, false) "
+                         "FROM migration.state")
+            run = conn.execute(SHARED_CODE_RUN).fetchone()
+            assert run is not None, "the base holds no code with two runs"
+            moved = [int(r[0]) for r in conn.execute(
+                "SELECT c.id FROM stage.courses c, stage.courses r WHERE r.id = %s "
+                "AND migration.normalise_course_code(c.code) = "
+                "migration.normalise_course_code(r.code)", [run[0]])]
+            other = conn.execute(
+                "SELECT c.id, count(*) OVER (PARTITION BY migration.normalise_course_code("
+                "c.code)) FROM stage.courses c WHERE migration.normalise_course_code(c.code) "
+                "IS NOT NULL AND c.id <> ALL(%s) ORDER BY c.id LIMIT 1", [moved]).fetchone()
+            assert other is not None
+            courses_before = conn.execute("SELECT count(*) FROM courses").fetchone()
+        with psycopg.connect(settings.source_url) as conn:
+            conn.execute("UPDATE courses SET code = (SELECT code FROM courses WHERE id = %s) "
+                         "WHERE id = ANY(%s)", [other[0], moved])
+        api.sync(settings, as_of=MIGRATED_AT)
+        with psycopg.connect(settings.target_url) as conn:
+            row = conn.execute("SELECT recomputed FROM migration.sync_runs "
+                               "ORDER BY id DESC LIMIT 1").fetchone()
+            courses_after = conn.execute("SELECT count(*) FROM courses").fetchone()
+        assert row is not None and row[0]["courses"] == len(moved) + other[1]
+        assert courses_before is not None and courses_after is not None
+        assert courses_after[0] == courses_before[0] - 1
+        _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, MIGRATED_AT,
+                                        "after a code's runs moved to another code")
+
+
+def test_a_department_set_aside_derives_its_course_runs_again(
+        base: Base, tmp_path: Path) -> None:
+    """A department set aside in phase 3 (its name blanked on the old LMS) changes what phase 4
+    decides of its runs that did not change: they lose their unit, recorded, and their catalogue
+    courses may take another run's. Those runs are in scope through the department's outcome,
+    compared before and after phase 3; the result equals a full migration."""
+    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
+        settings = _settings(base, source, synced, tmp_path)
+        _read_from(source, settings)
+        with psycopg.connect(settings.target_url) as conn:
+            # the department with the most runs, and how many of them were migrated
+            department = conn.execute(
+                "SELECT c.org_id, count(*), count(r.source_id) FROM stage.courses c "
+                "JOIN migration.crosswalk_rows x ON x.source_table = 'organizations' "
+                "AND x.source_id = c.org_id LEFT JOIN migration.crosswalk_courses r "
+                "ON r.source_id = c.id AND r.target_table = 'course_offerings' "
+                "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1").fetchone()
+            assert department is not None, "no run of the base has a department"
+        with psycopg.connect(settings.source_url) as conn:
+            conn.execute("UPDATE organizations SET name_az = '' WHERE id = %s", [department[0]])
+        api.sync(settings, as_of=MIGRATED_AT)
+        with psycopg.connect(settings.target_url) as conn:
+            row = conn.execute("SELECT recomputed FROM migration.sync_runs "
+                               "ORDER BY id DESC LIMIT 1").fetchone()
+            unitless = conn.execute(
+                "SELECT count(*) FROM migration.repairs WHERE source_table = 'courses' "
+                "AND column_name = 'org_id' AND old_value = %s::text",
+                [department[0]]).fetchone()
+        assert row is not None and row[0]["courses"] >= department[1]
+        assert unitless is not None and unitless[0] == department[2] > 0
+        _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, MIGRATED_AT,
+                                        "after a department was set aside")
 
 
 PHONES = "SELECT raw, e164, xmin::text FROM stage.phone_numbers ORDER BY raw"

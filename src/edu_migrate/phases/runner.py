@@ -60,6 +60,9 @@ class Phase:
     # The file that names a sync's scope of phases 1-4 (phase 5's is sync.sql): a phase with
     # one is derived again in part, for the rows in scope and their groups.
     scope_file: str | None = None
+    # The phases it needs whose changed outcomes its scope file follows by key: one of those
+    # coming out differently still lets it be derived in part.
+    needs_followed: tuple[int, ...] = ()
 
     @property
     def sql_file(self) -> str:
@@ -81,7 +84,8 @@ PHASES: dict[int, Phase] = {
     2: Phase(2, "PHASE 2: MIGRATING STUDENTS", (1, 3), ("students", "teachers"),
              ("staff_members", "students"), ("students", "teachers")),
     4: Phase(4, "PHASE 4: MIGRATING COURSES", (2, 3), ("courses",),
-             ("course_offerings", "courses"), ("courses",)),
+             ("course_offerings", "courses"), ("courses",), reads_scoped=True,
+             scope_file="phase4_scope.sql", needs_followed=(2, 3)),
     5: Phase(5, "PHASE 5: MIGRATING ENROLLMENTS & GRADES", (2, 4),
              ("course_students", "grades"), ("grades", "assessments", "course_enrollments"),
              ("course_students",), derived_crosswalks=("grades",),

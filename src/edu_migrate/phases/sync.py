@@ -330,11 +330,13 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyM
             started = time.perf_counter()
             in_part = phase.scope_file is not None and not (
                 result.whole or number in stale
-                or came_out_differently.intersection(phase.needs)
+                or came_out_differently.intersection(
+                    set(phase.needs) - set(phase.needs_followed))
                 or any(lookup_starts_over(conn) for lookup_starts_over in phase.lookups_anew))
             keys: dict[str, str] | None = None
             if in_part:
-                # Only the rows in scope, each with its groups (phase1_scope.sql).
+                # Only the rows in scope, each with its groups (phase1_scope.sql,
+                # phase4_scope.sql).
                 recomputed.update(_scope_of(conn, phase))
                 keys = {table: f"scope_keys_{table}" for table in phase.writes}
             else:

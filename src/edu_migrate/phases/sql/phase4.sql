@@ -8,6 +8,8 @@
 -- spaces or punctuation, a blank Azerbaijani name, credits that are not a number in 0.5–60, or an
 -- edu_year/semester naming no known term is set aside with that reason; a run whose teacher or
 -- department is missing or set aside is kept without it, recorded.
+-- The rules read scoped_courses: every staged run in a full run, and in a sync the runs in scope
+-- with every run of their codes (phase4_scope.sql).
 
 -- name: prepare_runs
 CREATE TEMP TABLE prep_runs ON COMMIT DROP AS
@@ -33,7 +35,7 @@ SELECT s.id AS source_id,
                 THEN 'unrecognised value: credits'
             WHEN t.id IS NULL THEN 'edu_year/semester name no known term'
        END AS reject_reason
-FROM stage.courses s
+FROM scoped_courses s
 LEFT JOIN migration.crosswalk_organizations xo ON xo.source_id = s.org_id
 LEFT JOIN migration.crosswalk_teachers xt ON xt.source_id = s.teacher_id
 LEFT JOIN academic_terms t
@@ -93,7 +95,7 @@ WHERE r.reject_reason IS NULL AND r.unit_id IS NOT NULL AND r.unit_id IS DISTINC
 
 -- name: found_offerings
 -- say: \nFound {n} course offerings to migrate
-SELECT count(*) FROM stage.courses;
+SELECT count(*) FROM scoped_courses;
 
 -- name: migrate_offerings
 -- say: ✓ Migrated {n} course offerings successfully

@@ -8,14 +8,17 @@
 -- in the source) and old_<table> (those rows as they were), which the sync has built.
 
 -- name: dependency_outcomes
--- What phase 5 reads of phases 2 and 4, per legacy id: its target, or none when set aside.
+-- What phase 5 reads of phases 2 and 4, and phase 4 of phases 2 and 3 (phase4_scope.sql), per
+-- legacy id: its target, or none when set aside; and the terms, by id (they have no legacy id).
 CREATE TEMP VIEW dependency_outcomes AS
-SELECT source_table, source_id, target_id FROM migration.crosswalk
-WHERE source_table IN ('students', 'teachers')
+SELECT source_table, source_id, target_id FROM migration.crosswalk_rows
+WHERE source_table IN ('students', 'teachers', 'organizations')
    OR (source_table = 'courses' AND target_table = 'course_offerings')
 UNION ALL
 SELECT source_table, source_id, NULL FROM migration.rejected_rows
-WHERE source_table IN ('students', 'teachers', 'courses');
+WHERE source_table IN ('students', 'teachers', 'courses', 'organizations')
+UNION ALL
+SELECT 'academic_terms', NULL, id FROM academic_terms;
 
 -- name: dependencies_before
 CREATE TEMP TABLE dependencies_before ON COMMIT DROP AS SELECT * FROM dependency_outcomes;
