@@ -293,13 +293,15 @@ def test_sql_teacher_writes_marks_only_in_own_offerings_and_is_audited(
 
 def test_an_application_cannot_move_a_marks_legacy_id(migrated: Migrated) -> None:
     """grades.legacy_id is the marks' crosswalk (schema V026): a teacher who may change their
-    own marks must not point one at another legacy mark, which a fallback would then write."""
+    own marks must not point one at another legacy mark, which a fallback would then write, nor
+    give it another id (derived from the legacy id, the way back to it)."""
     own = _one(migrated.url, "SELECT g.id::text FROM grades g JOIN course_enrollments e "
                              "ON e.id = g.enrollment_id JOIN course_offerings o ON o.id = "
                              "e.course_offering_id JOIN staff_members m ON m.id = o.instructor_id "
                              "WHERE m.user_id = %s ORDER BY g.id LIMIT 1", [migrated.teacher])
     for statement, values in (
             ("UPDATE grades SET legacy_id = legacy_id + 1 WHERE id = %s", [own]),
+            ("UPDATE grades SET id = gen_random_uuid() WHERE id = %s", [own]),
             ("INSERT INTO grades (enrollment_id, assessment_id, score, created_at, legacy_id) "
              "SELECT enrollment_id, assessment_id, 1, now(), -1 FROM grades WHERE id = %s",
              [own])):

@@ -48,14 +48,15 @@ GRANT SELECT, INSERT, UPDATE, DELETE
     ON persons, students, staff_members, organization_units, academic_terms, courses,
        course_offerings, course_enrollments, assessments
     TO edu_app;
--- grades.legacy_id is the marks' crosswalk (schema V026): only the tool writes it. A mark moved
--- to another legacy id would make a fallback write the wrong legacy row.
+-- grades.legacy_id is the marks' crosswalk (schema V026): only the tool writes it, and a mark's
+-- id, derived from it, is never changed. A mark moved to another legacy id, or given another
+-- id, would make a fallback write the wrong legacy row, or lose it.
 REVOKE ALL ON grades FROM edu_app;
 GRANT SELECT, DELETE ON grades TO edu_app;
 GRANT INSERT (id, enrollment_id, assessment_id, score, is_absent, graded_on, graded_by,
               created_at) ON grades TO edu_app;
-GRANT UPDATE (id, enrollment_id, assessment_id, score, is_absent, graded_on, graded_by,
-              created_at) ON grades TO edu_app;
+GRANT UPDATE (enrollment_id, assessment_id, score, is_absent, graded_on, graded_by, created_at)
+    ON grades TO edu_app;
 GRANT SELECT ON taught_students TO edu_app;
 GRANT EXECUTE ON FUNCTION current_user_role(), is_admin(), current_student_id(),
     current_staff_id(), enrolled_offering_ids(), taught_offering_ids(), taught_enrollment_ids(),
