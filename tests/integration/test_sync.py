@@ -472,6 +472,18 @@ WHERE runs > 1 ORDER BY runs, id LIMIT 1"""
 RUN_VERSIONS = ("SELECT source_id, target_table, xmin::text FROM migration.crosswalk_courses")
 
 
+def _code_group(conn: psycopg.Connection) -> tuple[int, set[int]]:
+    """SHARED_CODE_RUN's run, and every run of its code (the run among them)."""
+    run = conn.execute(SHARED_CODE_RUN).fetchone()
+    assert run is not None, "the base holds no code with two runs"
+    group = {int(r[0]) for r in conn.execute(
+        "SELECT c.id FROM stage.courses c, stage.courses r WHERE r.id = %s "
+        "AND migration.normalise_course_code(c.code) = "
+        "migration.normalise_course_code(r.code)", [run[0]])}
+    assert len(group) == run[1]
+    return int(run[0]), group
+
+
 def test_an_edited_course_run_derives_phase_4_again_for_its_code_alone(
         base: Base, tmp_path: Path) -> None:
     """Phase 4 is derived again in part (issue 21, point 2): a run edited on the old LMS puts
@@ -482,25 +494,18 @@ def test_an_edited_course_run_derives_phase_4_again_for_its_code_alone(
         settings = _settings(base, source, synced, tmp_path)
         _read_from(source, settings)
         with psycopg.connect(settings.target_url) as conn:
-            conn.execute("SELECT set_config('edu_migrate.id_secret', id_secret, false) "
-                         "FROM migration.state")
-            run = conn.execute(SHARED_CODE_RUN).fetchone()
-            assert run is not None, "the base holds no code with two runs"
-            group = {int(r[0]) for r in conn.execute(
-                "SELECT c.id FROM stage.courses c, stage.courses r WHERE r.id = %s "
-                "AND migration.normalise_course_code(c.code) = "
-                "migration.normalise_course_code(r.code)", [run[0]])}
+            run, group = _code_group(conn)
             before = {(r[0], r[1]): r[2] for r in conn.execute(RUN_VERSIONS)}
         with psycopg.connect(settings.source_url) as conn:
             conn.execute("UPDATE courses SET name_az = name_az || ' (yeni)' WHERE id = %s",
-                         [run[0]])
+                         [run])
         api.sync(settings, as_of=MIGRATED_AT)
         with psycopg.connect(settings.target_url) as conn:
             row = conn.execute("SELECT recomputed FROM migration.sync_runs "
                                "ORDER BY id DESC LIMIT 1").fetchone()
             after = {(r[0], r[1]): r[2] for r in conn.execute(RUN_VERSIONS)}
         assert row is not None
-        assert row[0]["phase 4"] == 1 and row[0]["courses"] == len(group) == run[1]
+        assert row[0]["phase 4"] == 1 and row[0]["courses"] == len(group)
         # phase 3 reads the runs too (their terms) and comes out the same: phase 2 is left alone
         assert row[0].get("phase 3") == 1 and "phase 2" not in row[0]
         assert set(after) == set(before)
@@ -520,14 +525,8 @@ def test_course_runs_moved_to_another_code_decide_both_catalogue_courses_again(
         settings = _settings(base, source, synced, tmp_path)
         _read_from(source, settings)
         with psycopg.connect(settings.target_url) as conn:
-            conn.execute("SELECT set_config('edu_migrate.id_secret', id_secret, false) "
-                         "FROM migration.state")
-            run = conn.execute(SHARED_CODE_RUN).fetchone()
-            assert run is not None, "the base holds no code with two runs"
-            moved = [int(r[0]) for r in conn.execute(
-                "SELECT c.id FROM stage.courses c, stage.courses r WHERE r.id = %s "
-                "AND migration.normalise_course_code(c.code) = "
-                "migration.normalise_course_code(r.code)", [run[0]])]
+            _, group = _code_group(conn)
+            moved = sorted(group)
             other = conn.execute(
                 "SELECT c.id, count(*) OVER (PARTITION BY migration.normalise_course_code("
                 "c.code)) FROM stage.courses c WHERE migration.normalise_course_code(c.code) "

@@ -210,23 +210,26 @@ def begin_baseline(conn: psycopg.Connection) -> bool:
         _relation(name) for name in dict.fromkeys((*RANGE_NOTED, *MARK_RANGES_NOTED,
                                                     *KEY_NOTED)))))
     statements = _statements()
-    for table, function, suffix in [
-            *((t, "note_legacy_ranges", "") for t in RANGE_NOTED),
-            *((t, "note_mark_ranges", "_ranges") for t in MARK_RANGES_NOTED),
-            *((t, "note_keys", "") for t in KEY_NOTED)]:
-        short = table.split(".")[-1] + suffix
+    # (table, function, its argument: the legacy table whose ids are the rows' legacy_id)
+    for table, function, argument in [
+            *((t, "note_legacy_ranges", None) for t in RANGE_NOTED),
+            *((t, "note_legacy_ranges", "grades") for t in MARK_RANGES_NOTED),
+            *((t, "note_keys", None) for t in KEY_NOTED)]:
+        short = table.split(".")[-1] + ("" if argument is None else "_ranges")
+        arguments = sql.SQL("") if argument is None else sql.Literal(argument)
         for kind, (event, transition) in _EVENTS.items():
             name = f"{TRIGGER_PREFIX}_{kind}_{short}"
             conn.execute(sql.SQL(statements["note_ranges_trigger"]).format(
                 name=sql.Identifier(name), event=sql.SQL(event), table=_relation(table),
-                transition=sql.SQL(transition), function=sql.Identifier(function)))
+                transition=sql.SQL(transition), function=sql.Identifier(function),
+                arguments=arguments))
             conn.execute(sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(
                 _relation(table), sql.Identifier(name)))
         name = f"{TRIGGER_PREFIX}_truncate_{short}"
         conn.execute(sql.SQL(
             "CREATE OR REPLACE TRIGGER {} AFTER TRUNCATE ON {} FOR EACH STATEMENT "
-            "EXECUTE FUNCTION migration.{}()").format(
-                sql.Identifier(name), _relation(table), sql.Identifier(function)))
+            "EXECUTE FUNCTION migration.{}({})").format(
+                sql.Identifier(name), _relation(table), sql.Identifier(function), arguments))
         conn.execute(sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(
             _relation(table), sql.Identifier(name)))
     conn.execute("TRUNCATE migration.validation_touched_ranges, "

@@ -65,4 +65,4 @@ FROM migration.validation_touched_keys t WHERE t.relation = %(table)s
 -- One trigger per kind of write: a transition table belongs to one event. ENABLE ALWAYS: a
 -- session in replication mode (session_replication_role = replica) is noted too.
 CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {table} REFERENCING {transition}
-FOR EACH STATEMENT EXECUTE FUNCTION migration.{function}()
+FOR EACH STATEMENT EXECUTE FUNCTION migration.{function}({arguments})

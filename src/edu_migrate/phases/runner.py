@@ -65,6 +65,16 @@ class Phase:
     needs_followed: tuple[int, ...] = ()
 
     @property
+    def crosswalk_tables(self) -> tuple[sql.Identifier, ...]:
+        """Where its crosswalk records are written: its partitions, and the rows of its derived
+        crosswalks whose target row was deleted on edu_v2 before schema V026 (after it, the
+        audit log keeps them). What a rerun, a rollback or a sync clears."""
+        return (*(sql.Identifier("migration", f"crosswalk_{table}")
+                  for table in self.crosswalk_partitions),
+                *(sql.Identifier("migration", f"crosswalk_{table}_deleted")
+                  for table in self.derived_crosswalks))
+
+    @property
     def sql_file(self) -> str:
         return f"phase{self.number}.sql"
 
@@ -216,19 +226,10 @@ def clear_statements(phase: Phase) -> list[sql.Composed]:
     return [
         sql.SQL("TRUNCATE {} CASCADE").format(
             sql.SQL(", ").join(sql.Identifier(t) for t in phase.writes)),
-        *(sql.SQL("TRUNCATE {}").format(sql.Identifier("migration", f"crosswalk_{partition}"))
-          for partition in phase.crosswalk_partitions),
-        *(sql.SQL("TRUNCATE {}").format(deleted_rows_table(table))
-          for table in phase.derived_crosswalks),
+        *(sql.SQL("TRUNCATE {}").format(table) for table in phase.crosswalk_tables),
         sql.SQL("DELETE FROM migration.rejected_rows WHERE phase = {}").format(n),
         sql.SQL("DELETE FROM migration.repairs WHERE phase = {}").format(n),
     ]
-
-
-def deleted_rows_table(table: str) -> sql.Identifier:
-    """migration.crosswalk_<table>_deleted: a derived crosswalk's rows whose target row was
-    deleted on edu_v2 before schema V026 (after it, the audit log keeps them)."""
-    return sql.Identifier("migration", f"crosswalk_{table}_deleted")
 
 
 def _clear_phase(conn: psycopg.Connection, phase: Phase) -> None:
@@ -655,11 +656,8 @@ def rollback_phases(target_url: str, number: int | None, reporter: Reporter) -> 
         conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(
             sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
         for n in numbers:
-            for partition in PHASES[n].crosswalk_partitions:
-                conn.execute(sql.SQL("TRUNCATE migration.{}").format(
-                    sql.Identifier(f"crosswalk_{partition}")))
-            for table in PHASES[n].derived_crosswalks:
-                conn.execute(sql.SQL("TRUNCATE {}").format(deleted_rows_table(table)))
+            for table in PHASES[n].crosswalk_tables:
+                conn.execute(sql.SQL("TRUNCATE {}").format(table))
         conn.execute("DELETE FROM migration.rejected_rows WHERE phase = ANY(%s)", [numbers])
         conn.execute("DELETE FROM migration.repairs WHERE phase = ANY(%s)", [numbers])
         conn.execute("DELETE FROM migration.phase_runs WHERE phase = ANY(%s)", [numbers])

@@ -58,7 +58,6 @@ from edu_migrate.phases.runner import (
     SCOPED_PHASE,
     Phase,
     define_scope,
-    deleted_rows_table,
     phase_states,
     record_source_tables,
     run_statements,
@@ -78,6 +77,9 @@ from edu_migrate.runlog import Reporter
 from edu_migrate.security.audit import record_bulk_event, row_audit_paused
 
 SYNC_SQL = "sync.sql"
+# sync.sql's statements run before phases 1-4 are derived again (the outcomes they start from);
+# the rest run after them.
+BEFORE_THE_PHASES = ("dependency_outcomes", "dependencies_before", "dependencies_changed")
 # How phases 1–4 derived again reach their tables: only the rows that came out differently.
 APPLY_SQL = "derived_apply.sql"
 # What later phases read of phases 1–3, one digest each: a phase is derived again when one it
@@ -312,8 +314,8 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyM
     recomputed: dict[str, int] = {}
     writes = [t for n in RUN_ORDER for t in PHASES[n].writes]
     with row_audit_paused(conn, writes):
-        conn.execute(statements["dependency_outcomes"].text)
-        conn.execute(statements["dependencies_before"].text)
+        for name in BEFORE_THE_PHASES:
+            conn.execute(statements[name].text)
         outcomes = {int(s.name.removeprefix("phase_")): s.text
                     for s in sqlfile.load(OUTCOMES_SQL)}
         before = {number: _digest(conn, query) for number, query in outcomes.items()}
@@ -355,7 +357,7 @@ def _derive_again(conn: psycopg.Connection, result: SyncResult, mapping: LegacyM
                           time.perf_counter() - started, 0)
         phase = PHASES[SCOPED_PHASE]
         for name, statement in statements.items():
-            if name in ("dependency_outcomes", "dependencies_before"):
+            if name in BEFORE_THE_PHASES:
                 continue
             if name == "clear_enrollments_in_scope":
                 define_scope(conn, phase, scoped=True)
@@ -415,11 +417,8 @@ def _delete_records(conn: psycopg.Connection, number: int) -> None:
     so that it can decide them again in this transaction; its tables are written through
     derived_in_shadows."""
     phase = PHASES[number]
-    for partition in phase.crosswalk_partitions:
-        conn.execute(sql.SQL("DELETE FROM migration.{}").format(
-            sql.Identifier(f"crosswalk_{partition}")))
-    for table in phase.derived_crosswalks:
-        conn.execute(sql.SQL("DELETE FROM {}").format(deleted_rows_table(table)))
+    for table in phase.crosswalk_tables:
+        conn.execute(sql.SQL("DELETE FROM {}").format(table))
     conn.execute("DELETE FROM migration.rejected_rows WHERE phase = %s", [number])
     conn.execute("DELETE FROM migration.repairs WHERE phase = %s", [number])
 

@@ -103,10 +103,16 @@ COMMENT ON VIEW migration.legacy_keys IS
     'the legacy id given to a row created on edu_v2 after a cutover.';
 
 -- The incremental validation notes the legacy ranges written in the crosswalk
--- (migration.note_legacy_ranges, V023); the marks' crosswalk is now written with the marks, so
--- their writes are noted by their legacy_id (checks/incremental.py puts the triggers in place).
-CREATE FUNCTION migration.note_mark_ranges() RETURNS trigger
+-- (migration.note_legacy_ranges, V023). The marks' crosswalk is now written with the marks: a
+-- trigger on grades passes the legacy table, 'grades', as its argument, and the rows' legacy ids
+-- are then their legacy_id (checks/incremental.py puts the triggers in place). The transition
+-- tables are read by EXECUTE, which sees them as a static query does.
+CREATE OR REPLACE FUNCTION migration.note_legacy_ranges() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    legacy text := CASE WHEN TG_NARGS > 0 THEN format('%L::text, legacy_id', TG_ARGV[0])
+                        ELSE 'source_table, source_id' END;
+    rows text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM migration.validation_baseline
                    WHERE state IN ('building', 'ready')) THEN
@@ -117,16 +123,14 @@ BEGIN
             reason = format('%s was truncated', TG_TABLE_NAME);
         RETURN NULL;
     END IF;
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        INSERT INTO migration.validation_touched_ranges
-        SELECT DISTINCT 'grades', legacy_id >> 6 FROM old_rows WHERE legacy_id IS NOT NULL
-        ON CONFLICT DO NOTHING;
-    END IF;
-    IF TG_OP IN ('UPDATE', 'INSERT') THEN
-        INSERT INTO migration.validation_touched_ranges
-        SELECT DISTINCT 'grades', legacy_id >> 6 FROM new_rows WHERE legacy_id IS NOT NULL
-        ON CONFLICT DO NOTHING;
-    END IF;
+    FOREACH rows IN ARRAY CASE TG_OP WHEN 'UPDATE' THEN ARRAY['old_rows', 'new_rows']
+                                      WHEN 'DELETE' THEN ARRAY['old_rows']
+                                      ELSE ARRAY['new_rows'] END LOOP
+        EXECUTE format(
+            'INSERT INTO migration.validation_touched_ranges '
+            'SELECT DISTINCT r.legacy_table, r.legacy_id >> 6 FROM (SELECT %s FROM %I) '
+            'r (legacy_table, legacy_id) WHERE r.legacy_table IN (''course_students'', ''grades'') '
+            'AND r.legacy_id IS NOT NULL ON CONFLICT DO NOTHING', legacy, rows);
+    END LOOP;
     RETURN NULL;
 END $$;
-REVOKE ALL ON FUNCTION migration.note_mark_ranges() FROM PUBLIC;

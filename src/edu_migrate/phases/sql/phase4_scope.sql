@@ -12,26 +12,15 @@
 -- the group is the normalised code: a run in scope brings every run of its code, and of the code
 -- it had before it changed (old_courses). Groups are disjoint, so one pass closes the scope.
 --
--- Reads delta_courses and old_courses (the sync built them), and dependencies_before (what
--- phases 2 and 3 had decided before this sync derived them again, sync.sql).
+-- Reads delta_courses and old_courses (the sync built them), and dependencies_changed (what
+-- phases 2 and 3 decide differently since this sync began, sync.sql).
 
 -- name: run_dependencies_changed
 -- The departments and teachers whose outcome (their edu_v2 row, or set aside) phases 2 and 3
--- changed in this sync, and the terms that came or went.
+-- changed in this sync, and the terms that came or went (sync.sql's dependencies_changed).
 CREATE TEMP TABLE run_dependencies_changed ON COMMIT DROP AS
-SELECT DISTINCT source_table, source_id FROM (
-    (SELECT * FROM dependencies_before
-     WHERE source_table IN ('organizations', 'teachers', 'academic_terms')
-     EXCEPT
-     SELECT * FROM dependency_outcomes
-     WHERE source_table IN ('organizations', 'teachers', 'academic_terms'))
-    UNION ALL
-    (SELECT * FROM dependency_outcomes
-     WHERE source_table IN ('organizations', 'teachers', 'academic_terms')
-     EXCEPT
-     SELECT * FROM dependencies_before
-     WHERE source_table IN ('organizations', 'teachers', 'academic_terms'))
-) d;
+SELECT * FROM dependencies_changed
+WHERE source_table IN ('organizations', 'teachers', 'academic_terms');
 
 -- name: scope_courses
 CREATE TEMP TABLE scope_courses (id bigint PRIMARY KEY) ON COMMIT DROP;

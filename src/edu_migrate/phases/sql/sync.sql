@@ -23,16 +23,18 @@ SELECT 'academic_terms', NULL, id FROM academic_terms;
 -- name: dependencies_before
 CREATE TEMP TABLE dependencies_before ON COMMIT DROP AS SELECT * FROM dependency_outcomes;
 
--- name: dependencies_after
-CREATE TEMP TABLE dependencies_after ON COMMIT DROP AS SELECT * FROM dependency_outcomes;
+-- name: dependencies_changed
+-- The legacy rows whose outcome differs from dependencies_before, as the phases stand when it
+-- is read: by phase 4 (phase4_scope.sql) after phases 2 and 3, and below after phases 1-4.
+CREATE TEMP VIEW dependencies_changed AS
+SELECT DISTINCT source_table, source_id FROM (
+    (SELECT * FROM dependencies_before EXCEPT SELECT * FROM dependency_outcomes)
+    UNION ALL
+    (SELECT * FROM dependency_outcomes EXCEPT SELECT * FROM dependencies_before)
+) d;
 
 -- name: changed_dependencies
-CREATE TEMP TABLE changed_dependencies ON COMMIT DROP AS
-SELECT DISTINCT source_table, source_id FROM (
-    (SELECT * FROM dependencies_before EXCEPT SELECT * FROM dependencies_after)
-    UNION ALL
-    (SELECT * FROM dependencies_after EXCEPT SELECT * FROM dependencies_before)
-) d;
+CREATE TEMP TABLE changed_dependencies ON COMMIT DROP AS SELECT * FROM dependencies_changed;
 
 -- name: scope_course_students
 CREATE TEMP TABLE scope_course_students ON COMMIT DROP AS
