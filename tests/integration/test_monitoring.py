@@ -448,6 +448,7 @@ def test_pgbadger_without_pgbadger_or_a_log_is_one_line(migrated: Server,
     assert_one_line_error(run_cli("monitoring", "pgbadger", "--log", str(tmp_path / "none.log"),
                                   "--prefix", "%t ", *target), "is not a file here")
     empty_path = {"PATH": str(tmp_path)}
+    (tmp_path / "x.log").write_text("", encoding="utf-8")  # a log that is there
     assert_one_line_error(run_cli("monitoring", "pgbadger", "--log", str(tmp_path / "x.log"),
                                   *target, env=empty_path), "pgbadger is not installed")
 

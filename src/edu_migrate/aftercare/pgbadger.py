@@ -130,8 +130,8 @@ def render_report(url: str | None, out: Path, *, log: Path | None = None,
                   prefix: str | None = None, fallback_log: Path | None = None,
                   timeout: float = PGBADGER_TIMEOUT_SECONDS) -> BadgerReport:
     """pgBadger's HTML report of the server's log (`log`, else the one the server at `url`
-    writes, else `fallback_log`: the embedded server's) into `out`."""
-    binary = _pgbadger()
+    writes, else `fallback_log`: the embedded server's) into `out`. What the user gave is
+    checked before pgbadger is looked for: a wrong --log says so on any machine."""
     if log is None or prefix is None:
         if url is None:
             raise PreconditionFailed("no log and no server to ask for it", "give --log FILE")
@@ -153,6 +153,7 @@ def render_report(url: str | None, out: Path, *, log: Path | None = None,
                              "create the folder or choose another path")
     if out.suffix.lower() not in (".html", ".htm"):
         raise MigrationError(f"{out} does not end in .html", "e.g. --out pgbadger.html")
+    binary = _pgbadger()
     try:
         done = subprocess.run([binary, "--quiet", "--prefix", prefix, "--outfile", str(out),
                                str(log)], capture_output=True, text=True, timeout=timeout,
