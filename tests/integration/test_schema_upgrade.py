@@ -62,7 +62,7 @@ def test_version_26_puts_the_marks_crosswalk_on_the_marks_and_loses_no_row(
         audited = conn.execute("SELECT count(*) FROM audit.log").fetchone()
 
     result = schema.apply_schema(url)
-    assert result.applied[-1] == "V026__marks_crosswalk_derived"
+    assert "V026__marks_crosswalk_derived" in result.applied
 
     with psycopg.connect(url) as conn:
         assert conn.execute(

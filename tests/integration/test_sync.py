@@ -10,6 +10,7 @@ same id secret, and compares the two row by row.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -583,6 +584,105 @@ def test_a_department_set_aside_derives_its_course_runs_again(
 
 
 PHONES = "SELECT raw, e164, xmin::text FROM stage.phone_numbers ORDER BY raw"
+
+
+# A kept mark of a mark type out of ten whose score can go up by one, its enrollment, and the
+# other marks of that enrollment.
+CORRECTABLE_MARK = """
+SELECT g.legacy_id, e.source_id AS enrollment_legacy_id, g.score
+FROM grades g
+JOIN assessments a ON a.id = g.assessment_id
+JOIN migration.crosswalk_course_students e ON e.target_id = g.enrollment_id
+WHERE NOT g.is_absent AND a.max_score = 10 AND g.score BETWEEN 1 AND 8 AND g.score = trunc(g.score)
+  AND (SELECT count(*) FROM grades o WHERE o.enrollment_id = g.enrollment_id) > 3
+ORDER BY g.legacy_id LIMIT 1"""
+GRADE_WRITES = ("SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables "
+                "WHERE relid = 'public.grades'::regclass")
+
+
+def _grade_writes(url: str, before: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """The statistics' count of rows grades has had inserted, updated (HOT among them) and
+    deleted; with `before`, once they moved from it (a backend's counts reach the statistics
+    when it ends, a moment after its client has closed it)."""
+    deadline = time.monotonic() + 15
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = conn.execute(GRADE_WRITES).fetchone()
+            assert row is not None
+            counts = tuple(int(v) for v in row)
+            if before is None or counts != before or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.2)
+
+
+def test_a_corrected_mark_is_updated_in_place_and_its_enrollments_other_marks_are_not_written(
+        base: Base, tmp_path: Path) -> None:
+    """Issue 21, point 3: the marks in scope are derived into a twin of grades and only those
+    that came out differently reach it, in place. A mark corrected on the old LMS is one HOT
+    update of its row (no row deleted or inserted, so no index entry and no foreign-key check);
+    the other marks of an enrollment edited the same day are derived again, come out the same,
+    and keep their row versions. Before, every mark in scope was deleted and inserted again."""
+    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
+        settings = _settings(base, source, synced, tmp_path)
+        _read_from(source, settings)
+        with psycopg.connect(settings.target_url) as conn:
+            row = conn.execute(CORRECTABLE_MARK).fetchone()
+            assert row is not None, "the base holds no mark to correct"
+            mark, enrollment, score = int(row[0]), int(row[1]), row[2]
+            versions = dict(conn.execute(
+                "SELECT g.legacy_id, g.xmin::text FROM grades g JOIN grades m "
+                "ON m.enrollment_id = g.enrollment_id WHERE m.legacy_id = %s", [mark]).fetchall())
+        with psycopg.connect(settings.source_url) as conn:
+            conn.execute("UPDATE grades SET value = %s WHERE id = %s", [str(int(score) + 1), mark])
+            conn.execute("UPDATE course_students SET enrolled_at = enrolled_at + interval '1 day' "
+                         "WHERE id = %s", [enrollment])
+        before = _grade_writes(settings.target_url)
+        api.sync(settings, as_of=MIGRATED_AT)
+        inserted, updated, hot, deleted = (
+            a - b for a, b in zip(_grade_writes(settings.target_url, before), before,
+                                  strict=True))
+        assert (inserted, updated, hot, deleted) == (0, 1, 1, 0)
+        with psycopg.connect(settings.target_url) as conn:
+            after = dict(conn.execute(
+                "SELECT legacy_id, xmin::text FROM grades WHERE legacy_id = ANY(%s)",
+                [list(versions)]).fetchall())
+            assert conn.execute("SELECT score FROM grades WHERE legacy_id = %s",
+                                [mark]).fetchone() == (score + 1,)
+        assert set(after) == set(versions)
+        assert {m for m in versions if after[m] != versions[m]} == {mark}
+        _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, MIGRATED_AT,
+                                        "after a mark corrected and its enrollment edited")
+
+
+def test_marks_moved_to_another_type_leave_their_old_assessment_and_it_goes(
+        base: Base, tmp_path: Path) -> None:
+    """Every mark of one type of a course run takes another type of the same maximum: their
+    rows are updated in place (their key stays), and the assessment they leave has no mark and
+    goes, as in a full migration, although no mark of it was deleted."""
+    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
+        settings = _settings(base, source, synced, tmp_path)
+        _read_from(source, settings)
+        with psycopg.connect(settings.source_url) as conn:
+            row = conn.execute(
+                "SELECT cs.course_id FROM grades g JOIN course_students cs "
+                "ON cs.id = g.course_student_id WHERE g.grade_type = 2 "
+                "GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1").fetchone()
+            assert row is not None
+            run = int(row[0])
+            conn.execute("UPDATE grades g SET grade_type = 3 FROM course_students cs "
+                         "WHERE cs.id = g.course_student_id AND cs.course_id = %s "
+                         "AND g.grade_type = 2", [run])
+        with psycopg.connect(settings.target_url) as conn:
+            left = ("SELECT count(*) FROM assessments a JOIN migration.crosswalk_courses x "
+                    "ON x.target_id = a.course_offering_id AND x.target_table = "
+                    "'course_offerings' WHERE x.source_id = %s AND a.assessment_type = 'seminar'")
+            assert conn.execute(left, [run]).fetchone() == (1,)
+        api.sync(settings, as_of=MIGRATED_AT)
+        with psycopg.connect(settings.target_url) as conn:
+            assert conn.execute(left, [run]).fetchone() == (0,)
+        _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, MIGRATED_AT,
+                                        "after a run's marks moved to another type")
 
 
 def test_phase_1_derived_again_parses_only_the_phones_it_has_not_seen(

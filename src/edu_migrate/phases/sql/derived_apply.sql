@@ -7,6 +7,11 @@
 -- The table's content at the end is the derived set exactly, as with a DELETE and an INSERT.
 -- {table} is the real table, {shadow} its temporary twin, {columns} its columns that can be
 -- written (not generated), {key} its primary key's columns.
+-- A table applied in place (grades: millions of rows, a day changes a score here and there)
+-- keeps a row whose key and unique columns stay, and updates it: one heap write, which the
+-- table's free space lets stay on its page (a HOT update: no index entry, and no foreign-key
+-- check, as no key column changed), where a DELETE and an INSERT would add an entry to each
+-- index and check each foreign key again.
 
 -- name: shadow
 -- The twin has the real table's defaults, checks and unique indexes, so a rule that breaks one
@@ -34,6 +39,25 @@ WHERE ({key_t}) = (k.id)
 INSERT INTO {table} ({columns})
 SELECT {columns} FROM {shadow} s
 WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE ({key_t}) = ({key_s}))
+
+-- name: drop_gone_in_place
+-- In place: the real rows in scope whose key the derived set lacks. The twin is small and read
+-- first, so only those keys are looked up in the real table.
+DELETE FROM {table} t
+USING (SELECT k.id FROM {keys} k
+       WHERE NOT EXISTS (SELECT 1 FROM {shadow} s WHERE ({key_s}) = (k.id)) OFFSET 0) k
+WHERE ({key_t}) = (k.id)
+
+-- name: merge_in_place
+-- Then every derived row: updated where it differs, inserted where it is new. Only for a table
+-- whose other unique columns follow its key (grades: its id is derived from its legacy_id), so
+-- that an update moves no unique value from one row to another; one that did would fail here,
+-- loudly, never write a wrong row. A nested loop over the twin, one probe of the key per
+-- derived row (phases/sync.py turns off the hash join a planner picks here, which reads the
+-- whole real table to find 1 % of it).
+MERGE INTO {table} t USING {shadow} s ON ({key_t}) = ({key_s})
+WHEN MATCHED AND s::text <> t::text THEN UPDATE SET ({columns}) = ROW({values})
+WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})
 
 -- name: drop_shadow
 DROP TABLE {shadow}

@@ -102,24 +102,35 @@ WITH crosswalk AS (
 SELECT (SELECT count(*) FROM crosswalk) + (SELECT count(*) FROM rejected)
      + (SELECT count(*) FROM repaired);
 
--- name: clear_grades_in_scope
--- The assessments these marks belonged to may lose their last mark: phase 5 checks them.
--- A mark's grade id is derived from its legacy id alone (parse_grades, phase5_marks.sql), so
--- the grades are found by that id through grades_pkey, without a look-up of each mark in the
--- crosswalk's index first: on a server whose buffers hold neither index, that look-up was half
--- of the pages this statement read (docs/benchmarks.md). A mark that was set aside has no grade
--- and finds none.
-WITH gone AS (
-    DELETE FROM grades g
-    USING (SELECT migration.derive_id('grades', s.id::text) AS id FROM scope_grades s
-           OFFSET 0) k
-    WHERE g.id = k.id RETURNING g.assessment_id
-)
-INSERT INTO touched_assessments (id) SELECT DISTINCT assessment_id FROM gone;
+-- name: scope_keys_grades
+-- The grade ids of the marks in scope: a mark's id is derived from its legacy id alone
+-- (parse_grades, phase5_marks.sql), so the grades are found by that id through grades_pkey,
+-- without a look-up of each mark in a crosswalk first. Phase 5 then writes the marks in scope
+-- into a temporary twin of grades, and only the rows that came out differently reach grades
+-- (derived_apply.sql, in place: a mark whose score changed is updated, not deleted and
+-- inserted again with an entry in each of its five indexes and three foreign-key checks).
+CREATE TEMP TABLE scope_keys_grades ON COMMIT DROP AS
+SELECT migration.derive_id('grades', s.id::text) AS id FROM scope_grades s;
+
+-- name: analyze_scope_keys_grades
+ANALYZE scope_keys_grades;
+
+-- name: assessments_left_by_marks
+-- Run by phases/sync.py once phase 5 has derived the marks in scope into the twin, before they
+-- reach grades: the assessments that marks in scope leave (their grade gone, set aside, or moved
+-- to another assessment) may lose their last mark; drop_assessments_without_marks (phase5.sql)
+-- checks them. One probe of grades_pkey per mark in scope; a mark that was set aside has no
+-- grade and finds none.
+INSERT INTO touched_assessments (id)
+SELECT DISTINCT g.assessment_id
+FROM scope_keys_grades k
+JOIN public.grades g ON g.id = k.id
+LEFT JOIN pg_temp.grades s ON s.id = k.id
+WHERE s.id IS NULL OR s.assessment_id <> g.assessment_id;
 
 -- name: clear_grade_records_in_scope
--- The marks' crosswalk went with their grades above (it is derived from grades.legacy_id,
--- schema V026): what remains are the marks set aside and the repairs.
+-- The marks' crosswalk is derived from grades.legacy_id (schema V026) and follows the grades
+-- written: what is cleared here are the marks set aside and the repairs.
 WITH rejected AS (
     DELETE FROM migration.rejected_rows r USING scope_grades s
     WHERE r.source_table = 'grades' AND r.source_id = s.id RETURNING 1
