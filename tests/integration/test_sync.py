@@ -685,6 +685,50 @@ def test_marks_moved_to_another_type_leave_their_old_assessment_and_it_goes(
                                         "after a run's marks moved to another type")
 
 
+def test_marks_the_as_of_time_decides_are_derived_again_when_it_moves_and_only_then(
+        base: Base, tmp_path: Path) -> None:
+    """A moved as-of time brings into scope the marks it decides without a scan of the mirror:
+    those with no time of their own (a repair: created_at is the as-of time) and those set aside
+    as dated after it are found by their records; moved back, the kept ones it now puts in the
+    future are found by their date. The marks are edited, then synced at the same as-of time,
+    so that the later syncs find them unchanged and only the as-of time can bring them in."""
+    later, earlier = AS_OF_TIMES[0], AS_OF_TIMES[2]
+    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
+        settings = _settings(base, source, synced, tmp_path)
+        _read_from(source, settings)
+        with psycopg.connect(settings.target_url) as conn:
+            marks = [int(r[0]) for r in conn.execute(
+                "SELECT legacy_id FROM grades WHERE legacy_id > 0 ORDER BY legacy_id LIMIT 3")]
+        assert len(marks) == 3
+        dated_between, timeless, kept_then_future = marks
+        with psycopg.connect(settings.source_url) as conn:
+            conn.execute("UPDATE grades SET lesson_date = '2026-01-20' WHERE id = %s",
+                         [dated_between])
+            conn.execute("UPDATE grades SET lesson_date = NULL, created_at = NULL WHERE id = %s",
+                         [timeless])
+            conn.execute("UPDATE grades SET lesson_date = '2025-06-01' WHERE id = %s",
+                         [kept_then_future])
+        api.sync(settings, as_of=MIGRATED_AT)
+
+        def kept(mark: int) -> Any:
+            with psycopg.connect(settings.target_url) as conn:
+                row = conn.execute("SELECT created_at FROM grades WHERE legacy_id = %s",
+                                   [mark]).fetchone()
+            return None if row is None else row[0]
+
+        assert kept(dated_between) is None and kept(timeless) == MIGRATED_AT
+        api.sync(settings, as_of=later)
+        assert kept(dated_between) is not None and kept(timeless) == later
+        _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, later,
+                                        "after the as-of time moved forward")
+        _drop(base.admin_url, fresh)
+        assert kept(kept_then_future) is not None
+        api.sync(settings, as_of=earlier)
+        assert kept(kept_then_future) is None and kept(timeless) == earlier
+        _assert_equals_a_full_migration(base, source, settings, fresh, tmp_path, earlier,
+                                        "after the as-of time moved back")
+
+
 def test_phase_1_derived_again_parses_only_the_phones_it_has_not_seen(
         base: Base, tmp_path: Path) -> None:
     """The E.164 look-up is computed in Python, a phone at a time: a sync that derives phase 1

@@ -60,6 +60,12 @@ SAME_COMMITS_REACH = 10_000
 # snapshot while the first streams the rows written since the horizon: a session costs a few
 # milliseconds, the two scans of 3.2 million marks about 0.4 s at scale 1 (docs/benchmarks.md).
 COUNT_AHEAD_ROWS = 1_000_000
+# The tables whose rows before the change no scope reads, so that no old_<table> is made (a copy
+# of every changed mark, 0.1 s of the day's sync at scale 1): a rule that came to read one would
+# fail on the missing table, not read an empty one. The others' are read: a user's old groups
+# and a person's old user (phase1_scope.sql), an enrollment's old student and run (sync.sql), a
+# course run's old code (phase4_scope.sql).
+OLD_ROWS_UNREAD = ("grades",)
 # The source's counts per bucket are held in memory up to this size, then on disk.
 SPOOL_BYTES = 16 * 2**20
 
@@ -195,7 +201,8 @@ def take_changes(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
                  reason: str = "", quiet_since: bool = False,
                  feed: OpenFeed | None = None, feed_reason: str = "") -> TableChanges:
     """Bring stage.<table> to the snapshot's rows; leave delta_<table> (the ids that changed)
-    and old_<table> (those rows as the mirror held them) for the scope. `quiet_since`: the
+    and old_<table> (those rows as the mirror held them; none for OLD_ROWS_UNREAD) for the
+    scope. `quiet_since`: the
     source committed nothing since the mirror's snapshot (same_commits), so where the horizon
     holds (nothing the rows are read through changed, and they are read through their own row
     alone) the table is not scanned at all. `feed`: the change feed read for this sync
@@ -220,12 +227,14 @@ def take_changes(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
 
 
 def _take_nothing(conn: psycopg.Connection, table: str) -> TableChanges:
-    """No row changed: the scope's delta_<table> and old_<table>, empty."""
+    """No row changed: the scope's delta_<table> and old_<table> (OLD_ROWS_UNREAD aside),
+    empty."""
     stage = sql.Identifier(STAGE_SCHEMA, table)
     conn.execute(sql.SQL("CREATE TEMP TABLE {} (id bigint, change text) ON COMMIT DROP").format(
         sql.Identifier(f"delta_{table}")))
-    conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(
-        sql.Identifier(f"old_{table}"), stage))
+    if table not in OLD_ROWS_UNREAD:
+        conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(
+            sql.Identifier(f"old_{table}"), stage))
     return TableChanges(method="unchanged")
 
 
@@ -242,7 +251,8 @@ def _take_whole(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str) 
         "WHERE source_table = %(t)s UNION SELECT source_id, 'deleted' "
         "FROM migration.rejected_rows WHERE source_table = %(t)s").format(delta, stage),
         {"t": table})
-    conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(old, stage))
+    if table not in OLD_ROWS_UNREAD:
+        conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(old, stage))
     # The new copy's look-ups, for this sync's scope and the next one's (Reporter(): the
     # sync reports its tables' totals).
     index_mirror(conn, (table,), Reporter())
@@ -315,6 +325,10 @@ def _take_since_horizon(conn: psycopg.Connection, snapshot: SourceSnapshot, tabl
                 "TO STDOUT (FORMAT binary)").format(source.select_list(), source.relation),
                 _copy_into(fetched), {"horizon": str(horizon % 2**32)})
             run("ANALYZE {fetched}")
+            # What the rows fetched are, in one pass over the mirror's index: new, or changed
+            # (the rows written since the horizon whose staged columns are the mirror's are
+            # dropped). The count below and the buckets read it, not the mirror again.
+            run(_DELTA_OF_FETCHED)
             # The source's rows are the mirror's, less those deleted, plus those inserted: when
             # the source holds exactly as many as the mirror plus the new rows fetched, nothing
             # was deleted (a count is one cheap scan; the buckets below cost a grouping of
@@ -325,9 +339,8 @@ def _take_since_horizon(conn: psycopg.Connection, snapshot: SourceSnapshot, tabl
                 row = snapshot.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
                     source.relation)).fetchone()
                 source_rows_now = int(row[0]) if row else 0
-            row = run("SELECT %(mirrored)s::bigint + (SELECT count(*) FROM {fetched} f "
-                      "WHERE NOT EXISTS (SELECT 1 FROM {stage} m WHERE m.id = f.id))",
-                      {"mirrored": mirrored_rows}).fetchone()
+            row = run("SELECT %(mirrored)s::bigint + (SELECT count(*) FROM {delta} "
+                      "WHERE change = 'inserted')", {"mirrored": mirrored_rows}).fetchone()
             if row and row[0] is not None and int(row[0]) == source_rows_now:
                 differing: list[int] = []
             else:
@@ -336,13 +349,16 @@ def _take_since_horizon(conn: psycopg.Connection, snapshot: SourceSnapshot, tabl
         finally:
             if ahead is not None:
                 ahead.stop()
-    run("CREATE TEMP TABLE {delta} ON COMMIT DROP AS "
-        "SELECT f.id, CASE WHEN m.id IS NULL THEN 'inserted' ELSE 'updated' END AS change "
-        "FROM {fetched} f LEFT JOIN {stage} m ON m.id = f.id "
-        "WHERE m.id IS NULL OR {hash_f} IS DISTINCT FROM {hash_m}")
     if differing:
         _reconcile_buckets(conn, snapshot, table, names, differing, batch_size)
-    return _apply_fetched(conn, names, "horizon")
+    return _apply_fetched(conn, table, names, "horizon")
+
+
+_DELTA_OF_FETCHED = (
+    "CREATE TEMP TABLE {delta} ON COMMIT DROP AS "
+    "SELECT f.id, CASE WHEN m.id IS NULL THEN 'inserted' ELSE 'updated' END AS change "
+    "FROM {fetched} f LEFT JOIN {stage} m ON m.id = f.id "
+    "WHERE m.id IS NULL OR {hash_f} IS DISTINCT FROM {hash_m}")
 
 
 def _names(table: str) -> dict[str, sql.Composable]:
@@ -358,17 +374,18 @@ def _names(table: str) -> dict[str, sql.Composable]:
         "last": sql.Literal(2**BUCKET_BITS - 1), "feed": FEED_ROWS}
 
 
-def _apply_fetched(conn: psycopg.Connection, names: dict[str, sql.Composable],
+def _apply_fetched(conn: psycopg.Connection, table: str, names: dict[str, sql.Composable],
                    method: str) -> TableChanges:
     """delta_<table> found, fetched_<table> holding the source's rows of it: the mirror's rows
-    of the delta kept as old_<table>, and the mirror and its counts per bucket brought to the
-    source's."""
+    of the delta kept as old_<table> (but for OLD_ROWS_UNREAD), and the mirror and its counts
+    per bucket brought to the source's."""
     def run(statement: str) -> None:
         conn.execute(sql.SQL(statement).format(**names))
 
     run("ANALYZE {delta}")
-    run("CREATE TEMP TABLE {old} ON COMMIT DROP AS SELECT m.* FROM {stage} m "
-        "JOIN {delta} d USING (id)")
+    if table not in OLD_ROWS_UNREAD:
+        run("CREATE TEMP TABLE {old} ON COMMIT DROP AS SELECT m.* FROM {stage} m "
+            "JOIN {delta} d USING (id)")
     run("DELETE FROM {stage} m USING {delta} d WHERE m.id = d.id")
     run("INSERT INTO {stage} SELECT f.* FROM {fetched} f JOIN {delta} d USING (id) "
         "WHERE d.change <> 'deleted'")
@@ -411,7 +428,7 @@ def _take_from_feed(conn: psycopg.Connection, snapshot: SourceSnapshot, table: s
         # in id order, as a scan returns them: the scope's writes then touch the indexes of
         # grades in order, not at random (0.6 s more for 36,000 marks at scale 1)
         "ORDER BY n.id")
-    return _apply_fetched(conn, names, "feed")
+    return _apply_fetched(conn, table, names, "feed")
 
 
 def _bucket_counts(source: MappedTable) -> sql.Composed:
@@ -484,8 +501,8 @@ def _differing_buckets(conn: psycopg.Connection, snapshot: SourceSnapshot, table
             while chunk := counted.read(2**20):
                 copy_in.write(chunk)
     return [int(r[0]) for r in conn.execute(sql.SQL(
-        "WITH inserted AS (SELECT f.id >> {bits} AS bucket, count(*) AS rows FROM {fetched} f "
-        "  WHERE NOT EXISTS (SELECT 1 FROM {stage} m WHERE m.id = f.id) GROUP BY 1) "
+        "WITH inserted AS (SELECT id >> {bits} AS bucket, count(*) AS rows FROM {delta} "
+        "  WHERE change = 'inserted' GROUP BY 1) "
         "SELECT coalesce(s.bucket, b.bucket) FROM {counted} s FULL JOIN {buckets} b "
         "USING (bucket) LEFT JOIN inserted i USING (bucket) "
         "WHERE coalesce(s.rows, 0) <> coalesce(b.rows, 0) + coalesce(i.rows, 0) "
@@ -575,8 +592,9 @@ def _take_by_comparison(conn: psycopg.Connection, snapshot: SourceSnapshot, tabl
         "FROM {keys} k FULL JOIN (SELECT s.id, {hash} AS row_hash FROM {stage} s) m "
         "ON m.id = k.id WHERE k.row_hash IS DISTINCT FROM m.row_hash").format(
             delta=delta, keys=keys, hash=staged_row_hash(table, "s"), stage=stage))
-    conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT s.* FROM {} s "
-                         "JOIN {} d USING (id)").format(old, stage, delta))
+    if table not in OLD_ROWS_UNREAD:
+        conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT s.* FROM {} s "
+                             "JOIN {} d USING (id)").format(old, stage, delta))
     conn.execute(sql.SQL("DELETE FROM {} s USING {} d WHERE s.id = d.id").format(stage, delta))
     counts = _count_delta(conn, delta)
     wanted = [int(r[0]) for r in conn.execute(sql.SQL(

@@ -70,12 +70,24 @@ UNION
 SELECT g.id FROM stage.grades g
 JOIN changed_dependencies d ON d.source_table = 'teachers' AND d.source_id = g.teacher_id
 UNION
--- a mark with no time of its own takes the as-of time; one dated after it is set aside
+-- What the as-of time decides of a mark is on record, so that a moved as-of time (every sync
+-- that is not given one) reads the records, not every mark of the mirror (3.2 million at scale
+-- 1, 0.24 s): a mark with no time of its own takes the as-of time (a repair of its created_at)...
+SELECT p.source_id FROM migration.repairs p
+WHERE (SELECT migration.as_of_moved()) AND p.source_table = 'grades'
+  AND p.column_name = 'created_at' AND p.rule = 'missing: filled with the as-of time'
+UNION
+-- ... and one dated after it is set aside: moved forward, those that may now be kept are set
+-- aside for that reason...
+SELECT r.source_id FROM migration.rejected_rows r
+WHERE (SELECT migration.as_of_moved()) AND r.source_table = 'grades'
+  AND r.reason = 'lesson_date in the future'
+UNION
+-- ... moved back (or from no as-of time on record), the kept ones it now puts in the future are
+-- found by their date.
 SELECT g.id FROM stage.grades g
-WHERE (SELECT migration.as_of_moved())
-  AND ((g.created_at IS NULL AND g.lesson_date IS NULL)
-       OR g.lesson_date > (SELECT (least(migration.previous_as_of(), migration.as_of())
-                                   AT TIME ZONE 'Asia/Baku')::date));
+WHERE (SELECT migration.previous_as_of() IS NULL OR migration.as_of() < migration.previous_as_of())
+  AND g.lesson_date > (SELECT migration.as_of_date());
 
 -- name: analyze_scope
 ANALYZE scope_course_students;
