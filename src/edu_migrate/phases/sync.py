@@ -552,16 +552,17 @@ def _nested_loop_only(conn: psycopg.Connection, wanted: bool) -> Iterator[None]:
     if not wanted:
         yield
         return
-    names = ("enable_hashjoin", "enable_mergejoin")
-    before = [str(conn.execute("SELECT current_setting(%s)", [n]).fetchone()[0])  # type: ignore[index]
-              for n in names]
+    names = ["enable_hashjoin", "enable_mergejoin"]
+    row = conn.execute("SELECT array_agg(current_setting(n) ORDER BY o) "
+                       "FROM unnest(%s::text[]) WITH ORDINALITY AS s (n, o)", [names]).fetchone()
+    before: list[str] = list(row[0]) if row else []
     for name in names:
         conn.execute("SELECT set_config(%s, 'off', true)", [name])
-    try:
-        yield
-    finally:
-        for name, value in zip(names, before, strict=True):
-            conn.execute("SELECT set_config(%s, %s, true)", [name, value])
+    yield
+    # Not after a failure: the transaction is then aborted and rolled back, which undoes these
+    # settings too, and a statement sent now would only hide the failure behind its own.
+    for name, value in zip(names, before, strict=True):
+        conn.execute("SELECT set_config(%s, %s, true)", [name, value])
 
 
 def _record(conn: psycopg.Connection, result: SyncResult, snapshot: SourceSnapshot,
