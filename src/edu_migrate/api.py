@@ -938,8 +938,9 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
     from edu_migrate.web.logins import prepare_api_logins
 
     reporter = reporter or Reporter()
-    urls = endpoints(settings)
-    with connect(urls.target_url, purpose="target") as conn:
+    # edu_v2 alone: the embedded server is started only when it is edu_v2's
+    url = target_url(settings)
+    with connect(url, purpose="target") as conn:
         require_schema(conn)
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -948,13 +949,13 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
         except OSError as exc:
             raise MigrationError(f"cannot listen on {host}:{port}: {exc.strerror}",
                                  "choose another --port or --host") from exc
-    logins = prepare_api_logins(urls.target_url)
-    reporter.line(f"Serving {masked(urls.target_url)}: {logins.describe()}")
+    logins = prepare_api_logins(url)
+    reporter.line(f"Serving {masked(url)}: {logins.describe()}")
     if logins.open_elsewhere:
         reporter.line(f"! The API's logins may also connect to {', '.join(logins.open_elsewhere)}"
                       " on this server: serve as a superuser (who confines them to this "
                       "database), or REVOKE CONNECT ON DATABASE … FROM PUBLIC there")
-    app = create_app(urls.target_url, logins=logins,
+    app = create_app(url, logins=logins,
                      allowed_hosts=served_hosts(host, allowed_hosts))
     config = server_config(app, host=host, port=port, forwarded_allow_ips=forwarded_allow_ips)
     uvicorn.Server(config).run()

@@ -580,6 +580,26 @@ def test_schema_refuses_an_owner_that_row_level_security_would_filter(
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
+def test_serve_with_a_target_starts_no_embedded_server(migrated: Migrated,
+                                                       tmp_path: Path) -> None:
+    """`serve` needs only edu_v2: given --target, it starts no embedded server for a source it
+    never reads (before, each such run initialised and left running a PostgreSQL of its own in
+    the home folder). The port taken makes it stop after the checks that precede listening."""
+    import socket
+
+    from tests.integration.test_cli_errors import assert_one_line_error, run_cli
+
+    home = tmp_path / "home"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = run_cli("serve", "--port", str(port), "--target", migrated.url,
+                       env={"EDU_MIGRATE_HOME": str(home)})
+    assert_one_line_error(busy, f"cannot listen on 127.0.0.1:{port}")
+    assert not home.exists()
+
+
 def test_cli_bad_input_is_one_line(migrated: Migrated) -> None:
     import socket
 
