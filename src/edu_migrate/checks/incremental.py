@@ -139,15 +139,19 @@ def orphan_buckets(conn: psycopg.Connection, name: str, bits: dict[str, int],
                    only: Sequence[int] | None = None) -> list[tuple[int, int]]:
     """An orphan check's rows per bucket of the child's ids (buckets with none left out): every
     bucket, or `only` those."""
+    if only is not None:
+        _buckets_now(conn, only, bits[ORPHAN_PARTS[name].child])
+    query = orphan_query(name, bits, every_bucket=only is None)
+    return [(int(b), int(n)) for b, n in conn.execute(query).fetchall()]
+
+
+def orphan_query(name: str, bits: dict[str, int], *, every_bucket: bool) -> sql.Composed:
+    """The orphan check `name` per bucket: of every bucket, or of those in pg_temp.buckets_now."""
     part = ORPHAN_PARTS[name]
     names = {"bucket": _bucket("c", bits[part.child]), "child": sql.Identifier(part.child),
              "parent": sql.Identifier(part.parent), "fk": sql.Identifier(part.fk)}
-    if only is None:
-        query = sql.SQL(_statements()["orphan_buckets"]).format(**names)
-    else:
-        _buckets_now(conn, only, bits[part.child])
-        query = sql.SQL(_statements()["orphan_buckets_now"]).format(**names)
-    return [(int(b), int(n)) for b, n in conn.execute(query).fetchall()]
+    statement = "orphan_buckets" if every_bucket else "orphan_buckets_now"
+    return sql.SQL(_statements()[statement]).format(**names)
 
 
 _RANGE_VALUES = ("migrated", "set_aside", "both_ways", "merged", "ids", "id_sum", "id_hash_sum")

@@ -31,11 +31,14 @@ LEFT JOIN {parent} p ON c.{fk} = p.id WHERE p.id IS NULL GROUP BY 1
 
 -- name: orphan_buckets_now
 -- The same for the buckets in pg_temp.buckets_now only: one index range scan of the child and
--- one look-up of each row's parent per bucket (OFFSET 0 keeps the planner from turning them
--- into scans of the whole tables).
+-- one look-up of each row's parent per bucket. OFFSET 0 keeps the planner from turning them
+-- into scans of the whole tables: the outer one keeps the range scan per bucket; the inner one
+-- keeps NOT EXISTS a look-up per row, never an anti join, whose plan the planner prices with a
+-- range of a parameter (half a percent of the child's rows): at scale 10 it hashed all 1.2
+-- million enrollments once per bucket, 42 s for the 153 marks of a last delta.
 SELECT k.bucket, o.n FROM pg_temp.buckets_now k
 CROSS JOIN LATERAL (SELECT count(*) AS n FROM {child} c WHERE c.id BETWEEN k.lo AND k.hi
-                    AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE p.id = c.{fk})
+                    AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE p.id = c.{fk} OFFSET 0)
                     OFFSET 0) o
 WHERE o.n > 0
 
