@@ -31,6 +31,7 @@ from edu_migrate.config import Settings
 from edu_migrate.errors import MigrationError, PreconditionFailed
 from edu_migrate.pg.urls import with_database
 from edu_migrate.phases import changes as changes_module
+from edu_migrate.phases.archive import archive_unmapped
 from edu_migrate.phases.staging import LEGACY_COLUMNS, SourceSnapshot
 from edu_migrate.phases.sync import sync as run_sync
 from edu_migrate.runlog import Reporter
@@ -932,6 +933,38 @@ def test_a_sync_copies_no_unchanged_archived_table_again(base: Base, tmp_path: P
         assert {t for t in tables if after[t] != tables[t]} == {"rooms", "news"}
         with psycopg.connect(settings.target_url) as conn:
             assert conn.execute("SELECT count(*) FROM legacy_archive.news").fetchone() == news
+    finally:
+        _drop(base.admin_url, synced, source)
+
+
+def test_a_syncs_archive_step_reads_no_mapped_table(base: Base, tmp_path: Path) -> None:
+    """A sync's archive step copies again the unmapped tables that changed. It used to count
+    every table of the source, the mapped ones too, whose counts it never used: the 32 million
+    marks at scale 10, 1.6 s inside the cutover's window. In the snapshot's own transaction the
+    statistics show no scan of a mapped table, and the archived tables are still counted."""
+    source, synced = _clone(base.admin_url, base.source), _clone(base.admin_url, base.target)
+    scans = ("SELECT c.relname, coalesce(s.seq_scan, 0) + coalesce(s.idx_scan, 0) "
+             "FROM pg_stat_xact_user_tables s JOIN pg_class c ON c.oid = s.relid "
+             "WHERE s.relid = ANY(%s::regclass[])")
+    try:
+        settings = _settings(base, source, synced, tmp_path)
+        _read_from(source, settings)
+        with psycopg.connect(settings.source_url) as conn:
+            conn.execute("DELETE FROM news WHERE id = (SELECT max(id) FROM news)")
+        snapshot = SourceSnapshot(settings.source_url)
+        try:
+            relations = [snapshot.mapping[t].relation.as_string(snapshot.conn)
+                         for t in LEGACY_COLUMNS]
+            before = dict(snapshot.conn.execute(scans, [relations]).fetchall())
+            result = archive_unmapped(snapshot, settings.target_url, settings.exclude,
+                                      Reporter(), skip_unchanged=True)
+            after = dict(snapshot.conn.execute(scans, [relations]).fetchall())
+            (news,) = snapshot.conn.execute("SELECT count(*) FROM news").fetchone() or (None,)
+        finally:
+            snapshot.close()
+        assert {t: n - before.get(t, 0) for t, n in after.items() if n != before.get(t, 0)} \
+            == {}
+        assert result.archived["news"] == news
     finally:
         _drop(base.admin_url, synced, source)
 
