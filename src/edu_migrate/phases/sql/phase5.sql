@@ -124,12 +124,13 @@ SELECT count(*) FROM scoped_grades;
 ANALYZE migration.crosswalk_course_students;
 
 -- name: assessment_keys
--- The id of every assessment a mark can name, derived once per (course run, mark type) rather
--- than once per mark; the types are those of the max_score CASE in parse_grades.
+-- The id of every assessment a mark in scope can name, derived once per (course run, mark type)
+-- rather than once per mark; the types are those of the max_score CASE in parse_grades.
+-- scoped_mark_runs: the runs of the marks in scope, or every run (runner.define_scope).
 CREATE TEMP TABLE assessment_keys ON COMMIT DROP AS
 SELECT r.course_id AS run_source_id, t.grade_type,
        migration.derive_id('assessments', r.course_id || '/' || t.grade_type) AS id
-FROM (SELECT DISTINCT course_id FROM stage.course_students WHERE course_id IS NOT NULL) r
+FROM scoped_mark_runs r
 CROSS JOIN generate_series(1, 6) AS t (grade_type);
 
 -- name: analyze_assessment_keys
