@@ -154,6 +154,15 @@ def orphan_query(name: str, bits: dict[str, int], *, every_bucket: bool) -> sql.
     return sql.SQL(_statements()[statement]).format(**names)
 
 
+def affected_query(name: str, bits: dict[str, int]) -> sql.Composed:
+    """The buckets of the child of orphan check `name` to read again: those its writes and its
+    parents' writes since the baseline touched (parameters `child` and `parent`)."""
+    part = ORPHAN_PARTS[name]
+    return sql.SQL(_statements()["affected_buckets"]).format(
+        bucket=_bucket("c", bits[part.child]), child=sql.Identifier(part.child),
+        fk=sql.Identifier(part.fk), parent=sql.Identifier(part.parent))
+
+
 _RANGE_VALUES = ("migrated", "set_aside", "both_ways", "merged", "ids", "id_sum", "id_hash_sum")
 
 
@@ -362,11 +371,8 @@ def _incremental_orphans(conn: psycopg.Connection, name: str, detail: dict[str, 
                          recomputed: dict[str, int]) -> int:
     part = ORPHAN_PARTS[name]
     bits = {table: int(b) for table, b in detail["bits"].items()}
-    query = sql.SQL(_statements()["affected_buckets"]).format(
-        bucket=_bucket("c", bits[part.child]), child=sql.Identifier(part.child),
-        fk=sql.Identifier(part.fk), parent=sql.Identifier(part.parent))
     affected = [int(r[0]) for r in conn.execute(
-        query, {"child": part.child, "parent": part.parent}).fetchall()]
+        affected_query(name, bits), {"child": part.child, "parent": part.parent}).fetchall()]
     recomputed[f"{name}: id buckets"] = len(affected)
     if not affected:
         return int(detail["orphans"][name])
