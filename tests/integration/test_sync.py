@@ -32,6 +32,7 @@ from edu_migrate.config import Settings
 from edu_migrate.errors import MigrationError, PreconditionFailed
 from edu_migrate.pg.urls import with_database
 from edu_migrate.phases import changes as changes_module
+from edu_migrate.phases import sync as sync_module
 from edu_migrate.phases.archive import archive_unmapped
 from edu_migrate.phases.staging import LEGACY_COLUMNS, SourceSnapshot
 from edu_migrate.phases.sync import sync as run_sync
@@ -847,6 +848,73 @@ def test_sync_finds_what_a_savepoint_wrote_in_a_transaction_open_at_the_snapshot
                                         "after a savepoint's writes")
     finally:
         _drop(base.admin_url, fresh, target, source)
+
+
+ROW_CHANGES = st.lists(st.tuples(
+    st.sampled_from(("insert", "update", "delete", "insert_edge")),
+    st.sampled_from(tuple(LEGACY_COLUMNS)),
+    st.one_of(st.sampled_from((0, 1, -1, -2)), st.integers(0, 10**6)),
+    st.integers(0, 10**6), st.integers(0, 100),
+    st.sampled_from(("copy", "copy", "null", "junk")), st.integers(0, 100)),
+    min_size=0, max_size=6)
+
+
+@contextmanager
+def _counted_first(answers: list[tuple[str, bool]] | None) -> Iterator[None]:
+    """The write check's count (changes.untouched_since) recorded into `answers`, or (None)
+    never asked: every table's rows compared, as before it."""
+    kept = sync_module.untouched_since
+
+    def recorded(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
+                 horizon: int) -> bool:
+        if answers is None:
+            return False
+        answer = kept(conn, snapshot, table, horizon)
+        answers.append((table, answer))
+        return answer
+
+    sync_module.untouched_since = recorded  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sync_module.untouched_since = kept
+
+
+@hypothesis_settings(max_examples=12, deadline=None, phases=(Phase.explicit, Phase.generate),
+                     suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                            HealthCheck.too_slow])
+@given(changes=ROW_CHANGES, split=st.booleans())
+@example(changes=[], split=True)
+@example(changes=[("delete", "grades", 0, 0, 0, "copy", 0)], split=True)
+@example(changes=[("delete", "grades", -1, 0, 0, "copy", 0)], split=True)
+def test_the_write_checks_count_gives_the_answer_the_rows_compared_give(
+        base: Base, tmp_path: Path, changes: list[Change], split: bool) -> None:
+    """The cutover's test that nothing reached the source after its last sync counts each
+    table's row headers in one pass first (no row written since the horizon, as many rows as
+    the mirror: nothing changed), split over two sessions of the snapshot by the table's pages
+    where the table is large (`split` makes every table large), and compares the rows only
+    where the count cannot tell. Its answer is the one comparing every table's rows gives, for
+    drawn writes to the source (none; inserts, updates and deletions; rows at ids near the ends
+    of bigint; the lowest and highest ids, at the two ends of the pages split). With nothing
+    written, the count tells for every table."""
+    source, synced = _clone(base.admin_url, base.source), _clone(base.admin_url, base.target)
+    try:
+        settings = _settings(base, source, synced, tmp_path)
+        _read_from(source, settings)
+        with psycopg.connect(settings.source_url, autocommit=True) as conn:
+            for change in changes:
+                _apply(conn, change)
+        answers: list[tuple[str, bool]] = []
+        with _counts_ahead(split):
+            with _counted_first(answers):
+                counted = api.unsynced_tables(settings)
+            with _counted_first(None):
+                compared = api.unsynced_tables(settings)
+        assert counted == compared, changes
+        if not changes:
+            assert counted == {} and answers == [(t, True) for t in LEGACY_COLUMNS]
+    finally:
+        _drop(base.admin_url, synced, source)
 
 
 def test_sync_refuses_a_target_with_no_completed_migration(base: Base, tmp_path: Path) -> None:

@@ -226,6 +226,54 @@ def take_changes(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
     return changes
 
 
+def untouched_since(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
+                    horizon: int) -> bool:
+    """Whether the source's table holds exactly the mirror's rows, as far as counting its row
+    headers can tell: no row written since the horizon, and as many rows as the mirror holds.
+    Then nothing changed (an insert or an update leaves a row version whose xmin is at least
+    the horizon; a deletion leaves none, and lowers the count), and the rows need not be read
+    (the cutover's test that nothing reached the source after its last sync). False
+    says only that they must be compared (take_changes). Both counts come from one pass, which a
+    large table splits by its pages over a second session of the snapshot (the upper half open:
+    a page added since the split was computed is read too); take_changes reads a table twice,
+    its rows since the horizon on one core and its count on the other. Only where take_changes
+    would read the rows since the horizon."""
+    if _horizon_unusable(snapshot, table, horizon) is not None:
+        return False
+    names = _names(table)
+    count_buckets(conn, table)  # where a comparison dropped them (built with the mirror)
+    row = conn.execute(sql.SQL("SELECT coalesce(sum(rows), 0) FROM {buckets}").format(
+        **names)).fetchone()
+    mirrored = int(row[0]) if row else 0
+    source = snapshot.mapping[table]
+    row = snapshot.conn.execute(
+        "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::bigint",
+        [source.relation.as_string(snapshot.conn)]).fetchone()
+    half = int(row[0]) // 2 if row and mirrored >= COUNT_AHEAD_ROWS else 0
+
+    def counted(pages: sql.Composable) -> sql.Composed:
+        return sql.SQL(
+            "SELECT count(*), count(*) FILTER (WHERE age(xmin) <= age({}::text::xid)) "
+            "FROM {} WHERE {}").format(sql.Literal(str(horizon % 2**32)), source.relation, pages)
+
+    lower = sql.SQL("ctid < {}::tid").format(sql.Literal(f"({half},0)"))
+    upper = sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({half},0)"))
+    if half == 0:
+        rows, written = snapshot.conn.execute(counted(sql.SQL("true"))).fetchone() or (0, 0)
+    else:
+        def first_half() -> tuple[int, int]:
+            with snapshot.reader() as reader:
+                found = reader.execute(counted(lower)).fetchone()
+                return (int(found[0]), int(found[1])) if found else (0, 0)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"count-{table}") as pool:
+            other = pool.submit(first_half)
+            rows, written = snapshot.conn.execute(counted(upper)).fetchone() or (0, 0)
+            other_rows, other_written = other.result()
+        rows, written = int(rows) + other_rows, int(written) + other_written
+    return int(written) == 0 and int(rows) == mirrored
+
+
 def _take_nothing(conn: psycopg.Connection, table: str) -> TableChanges:
     """No row changed: the scope's delta_<table> and old_<table> (OLD_ROWS_UNREAD aside),
     empty."""

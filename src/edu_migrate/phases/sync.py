@@ -47,6 +47,7 @@ from edu_migrate.phases.changes import (
     snapshot_older_than_mirror,
     source_went_back,
     take_changes,
+    untouched_since,
     usable_horizon,
 )
 from edu_migrate.phases.feed import OpenFeed, advance_slot, open_feed, record_advance
@@ -218,6 +219,11 @@ def unsynced_changes(snapshot: SourceSnapshot, target_url: str, *,
         for table in LEGACY_COLUMNS:
             horizon, reason = usable_horizon(snapshot, table, records.get(table),
                                              fingerprints[table], went_back)
+            # Nothing to report is the usual answer: counted in one pass where that can tell.
+            if horizon is not None and table not in quiet and (
+                    feed is None or feed.reason(table) is not None) and untouched_since(
+                    conn, snapshot, table, horizon):
+                continue
             changes = take_changes(conn, snapshot, table, whole=False, horizon=horizon,
                                    batch_size=batch_size, reason=reason,
                                    quiet_since=table in quiet, feed=feed,
