@@ -70,6 +70,18 @@ def _settings(base: Base, source: str, target: str, tmp: Path,
                     mapping=mapping or {})
 
 
+@contextmanager
+def _cloned(base: Base, tmp_path: Path,
+            mapping: dict[str, Any] | None = None) -> Iterator[tuple[str, Settings, str]]:
+    """Clones of the base's source and target, the target reading the clone of the source: the
+    source clone's name, the settings of the pair, and the name for a fresh full migration to
+    compare with (all dropped afterwards)."""
+    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
+        settings = _settings(base, source, synced, tmp_path, mapping)
+        _read_from(source, settings)
+        yield source, settings, fresh
+
+
 # Rows the base source holds at ids near both ends of their type, and negative ids: the top
 # bucket of ids (ids near 2^63) is where `(bucket + 1) << 6` wrapped around.
 EDGE_IDS: dict[str, tuple[int, ...]] = {
@@ -440,9 +452,7 @@ def test_a_login_derives_phase_1_again_for_that_user_and_its_person_alone(
     the groups that user's outcome shares (its username, its e-mail, its persons), and no
     other user or person is derived again (issue 21, point 2): their crosswalk rows stay the
     row versions they were. The result still equals a full migration."""
-    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
-        settings = _settings(base, source, synced, tmp_path)
-        _read_from(source, settings)
+    with _cloned(base, tmp_path) as (source, settings, fresh):
         with psycopg.connect(settings.source_url) as conn:
             lone = conn.execute(LONE_USER).fetchone()
             assert lone is not None, "the base holds no user with a group of its own"
@@ -494,9 +504,7 @@ def test_an_edited_course_run_derives_phase_4_again_for_its_code_alone(
     its code in scope, every run of that code with it (the catalogue course is decided from
     them all), and no other run is derived again: their crosswalk rows stay the row versions
     they were. The result still equals a full migration."""
-    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
-        settings = _settings(base, source, synced, tmp_path)
-        _read_from(source, settings)
+    with _cloned(base, tmp_path) as (source, settings, fresh):
         with psycopg.connect(settings.target_url) as conn:
             run, group = _code_group(conn)
             before = {(r[0], r[1]): r[2] for r in conn.execute(RUN_VERSIONS)}
@@ -525,9 +533,7 @@ def test_course_runs_moved_to_another_code_decide_both_catalogue_courses_again(
     that code any more), the new code's is decided again from all its runs. Both groups are in
     scope, the old one from the runs as they were (old_courses); the result equals a full
     migration."""
-    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
-        settings = _settings(base, source, synced, tmp_path)
-        _read_from(source, settings)
+    with _cloned(base, tmp_path) as (source, settings, fresh):
         with psycopg.connect(settings.target_url) as conn:
             _, group = _code_group(conn)
             moved = sorted(group)
@@ -558,9 +564,7 @@ def test_a_department_set_aside_derives_its_course_runs_again(
     decides of its runs that did not change: they lose their unit, recorded, and their catalogue
     courses may take another run's. Those runs are in scope through the department's outcome,
     compared before and after phase 3; the result equals a full migration."""
-    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
-        settings = _settings(base, source, synced, tmp_path)
-        _read_from(source, settings)
+    with _cloned(base, tmp_path) as (source, settings, fresh):
         with psycopg.connect(settings.target_url) as conn:
             # the department with the most runs, and how many of them were migrated
             department = conn.execute(
@@ -626,9 +630,7 @@ def test_a_corrected_mark_is_updated_in_place_and_its_enrollments_other_marks_ar
     update of its row (no row deleted or inserted, so no index entry and no foreign-key check);
     the other marks of an enrollment edited the same day are derived again, come out the same,
     and keep their row versions. Before, every mark in scope was deleted and inserted again."""
-    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
-        settings = _settings(base, source, synced, tmp_path)
-        _read_from(source, settings)
+    with _cloned(base, tmp_path) as (source, settings, fresh):
         with psycopg.connect(settings.target_url) as conn:
             row = conn.execute(CORRECTABLE_MARK).fetchone()
             assert row is not None, "the base holds no mark to correct"
@@ -663,9 +665,7 @@ def test_marks_moved_to_another_type_leave_their_old_assessment_and_it_goes(
     """Every mark of one type of a course run takes another type of the same maximum: their
     rows are updated in place (their key stays), and the assessment they leave has no mark and
     goes, as in a full migration, although no mark of it was deleted."""
-    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
-        settings = _settings(base, source, synced, tmp_path)
-        _read_from(source, settings)
+    with _cloned(base, tmp_path) as (source, settings, fresh):
         with psycopg.connect(settings.source_url) as conn:
             row = conn.execute(
                 "SELECT cs.course_id FROM grades g JOIN course_students cs "
@@ -702,9 +702,7 @@ def test_a_mark_of_a_new_type_creates_its_assessment_from_the_keys_of_its_own_ru
     last sync of the cutover's window at scale 10 derived 361,200 keys for 202 marks, and probed
     as many assessments. The mark's new type names an assessment its run did not have, which
     the sync creates, as a full migration does."""
-    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
-        settings = _settings(base, source, synced, tmp_path)
-        _read_from(source, settings)
+    with _cloned(base, tmp_path) as (source, settings, fresh):
         with psycopg.connect(settings.source_url) as conn:
             # a mark of 0-9 (within every type's maximum but attendance's) and a type of
             # another maximum-10 or larger that no mark of its run has
@@ -737,9 +735,7 @@ def test_marks_the_as_of_time_decides_are_derived_again_when_it_moves_and_only_t
     future are found by their date. The marks are edited, then synced at the same as-of time,
     so that the later syncs find them unchanged and only the as-of time can bring them in."""
     later, earlier = AS_OF_TIMES[0], AS_OF_TIMES[2]
-    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
-        settings = _settings(base, source, synced, tmp_path)
-        _read_from(source, settings)
+    with _cloned(base, tmp_path) as (source, settings, fresh):
         with psycopg.connect(settings.target_url) as conn:
             marks = [int(r[0]) for r in conn.execute(
                 "SELECT legacy_id FROM grades WHERE legacy_id > 0 ORDER BY legacy_id LIMIT 3")]
@@ -779,9 +775,7 @@ def test_phase_1_derived_again_parses_only_the_phones_it_has_not_seen(
     again (a login is enough) parses only the spellings the look-up lacks, drops those no person
     has any more, and keeps the rest as they are; a new version of `phonenumbers` parses them
     all again. The result equals a full migration."""
-    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
-        settings = _settings(base, source, synced, tmp_path)
-        _read_from(source, settings)
+    with _cloned(base, tmp_path) as (source, settings, fresh):
         with psycopg.connect(settings.target_url) as conn:
             before = {r[0]: r[1:] for r in conn.execute(PHONES)}
         with psycopg.connect(settings.source_url) as conn:
@@ -968,9 +962,7 @@ def test_cutover_ends_a_writer_open_before_the_freeze_and_equals_a_full_migratio
     """A session that wrote and has not committed when the source is frozen is ended
     (--terminate-writers): its write never reaches edu_v2. What had been committed does, and the
     frozen source migrated afresh gives the same rows."""
-    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
-        settings = _settings(base, source, synced, tmp_path)
-        _read_from(source, settings)
+    with _cloned(base, tmp_path) as (source, settings, fresh):
         with psycopg.connect(settings.source_url) as conn:
             conn.execute("UPDATE grades SET value = '10' WHERE id = (SELECT min(id) FROM grades)")
         writer = psycopg.connect(settings.source_url)
@@ -1205,9 +1197,7 @@ def test_an_enum_and_a_function_changed_under_the_mapping_are_found(
     through differs, the sync compares teachers row by row and equals a full migration.
     (Either change alone makes the old code miss it: one sync covers both, for time.)"""
     base = mapped_base
-    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
-        settings = _settings(base, source, synced, tmp_path, MAPPED)
-        _read_from(source, settings)
+    with _cloned(base, tmp_path, MAPPED) as (source, settings, fresh):
         with psycopg.connect(settings.source_url) as conn:
             for change in UNDER_THE_MAPPING.values():
                 conn.execute(change.encode())
@@ -1224,9 +1214,7 @@ def test_a_sync_records_the_relation_an_edited_mapping_reads_a_table_from(
     into the crosswalk's partitions, whose defaults name the source table; a sync that left
     them as the full run set them recorded the old one."""
     mapping: dict[str, Any] = {"courses": {"table": "public.course_runs"}}
-    with clones(base.admin_url, base.source, base.target) as (source, synced, fresh):
-        settings = _settings(base, source, synced, tmp_path, mapping)
-        _read_from(source, settings)
+    with _cloned(base, tmp_path, mapping) as (source, settings, fresh):
         with psycopg.connect(settings.source_url, autocommit=True) as conn:
             conn.execute("ALTER TABLE courses RENAME TO course_runs")
         api.sync(settings, as_of=MIGRATED_AT)
