@@ -282,12 +282,19 @@ def _counts_ahead(on: bool) -> Iterator[None]:
     """Whether the sync counts the source's rows (and its ids per bucket) in a second session
     of its snapshot while the first streams the new rows: phases/changes.py does from
     COUNT_AHEAD_ROWS mirrored rows, which no table here has."""
-    kept = changes_module.COUNT_AHEAD_ROWS
-    changes_module.COUNT_AHEAD_ROWS = 0 if on else 2**63
+    with _replaced(changes_module, "COUNT_AHEAD_ROWS", 0 if on else 2**63):
+        yield
+
+
+@contextmanager
+def _replaced(module: Any, name: str, value: Any) -> Iterator[None]:
+    """`module.name` is `value` inside the block, and what it was again after it."""
+    kept = getattr(module, name)
+    setattr(module, name, value)
     try:
         yield
     finally:
-        changes_module.COUNT_AHEAD_ROWS = kept
+        setattr(module, name, kept)
 
 
 # Each example migrates a database: no shrinking (the failure names its changes in full).
@@ -857,21 +864,16 @@ ROW_CHANGES = st.lists(st.tuples(
 def _counted_first(answers: list[tuple[str, bool]] | None) -> Iterator[None]:
     """The write check's count (changes.untouched_since) recorded into `answers`, or (None)
     never asked: every table's rows compared, as before it."""
-    kept = sync_module.untouched_since
-
     def recorded(conn: psycopg.Connection, snapshot: SourceSnapshot, table: str,
                  horizon: int) -> bool:
         if answers is None:
             return False
-        answer = kept(conn, snapshot, table, horizon)
+        answer = changes_module.untouched_since(conn, snapshot, table, horizon)
         answers.append((table, answer))
         return answer
 
-    sync_module.untouched_since = recorded  # type: ignore[assignment]
-    try:
+    with _replaced(sync_module, "untouched_since", recorded):
         yield
-    finally:
-        sync_module.untouched_since = kept
 
 
 @hypothesis_settings(max_examples=12, deadline=None, phases=(Phase.explicit, Phase.generate),

@@ -145,22 +145,25 @@ def orphan_buckets(conn: psycopg.Connection, name: str, bits: dict[str, int],
     return [(int(b), int(n)) for b, n in conn.execute(query).fetchall()]
 
 
+def _orphan_statement(statement: str, name: str, bits: dict[str, int]) -> sql.Composed:
+    """incremental.sql's `statement` for orphan check `name`: its child, parent, foreign key
+    and the bucket of a child row `c`."""
+    part = ORPHAN_PARTS[name]
+    return sql.SQL(_statements()[statement]).format(
+        bucket=_bucket("c", bits[part.child]), child=sql.Identifier(part.child),
+        parent=sql.Identifier(part.parent), fk=sql.Identifier(part.fk))
+
+
 def orphan_query(name: str, bits: dict[str, int], *, every_bucket: bool) -> sql.Composed:
     """The orphan check `name` per bucket: of every bucket, or of those in pg_temp.buckets_now."""
-    part = ORPHAN_PARTS[name]
-    names = {"bucket": _bucket("c", bits[part.child]), "child": sql.Identifier(part.child),
-             "parent": sql.Identifier(part.parent), "fk": sql.Identifier(part.fk)}
-    statement = "orphan_buckets" if every_bucket else "orphan_buckets_now"
-    return sql.SQL(_statements()[statement]).format(**names)
+    return _orphan_statement("orphan_buckets" if every_bucket else "orphan_buckets_now", name,
+                             bits)
 
 
 def affected_query(name: str, bits: dict[str, int]) -> sql.Composed:
     """The buckets of the child of orphan check `name` to read again: those its writes and its
     parents' writes since the baseline touched (parameters `child` and `parent`)."""
-    part = ORPHAN_PARTS[name]
-    return sql.SQL(_statements()["affected_buckets"]).format(
-        bucket=_bucket("c", bits[part.child]), child=sql.Identifier(part.child),
-        fk=sql.Identifier(part.fk), parent=sql.Identifier(part.parent))
+    return _orphan_statement("affected_buckets", name, bits)
 
 
 _RANGE_VALUES = ("migrated", "set_aside", "both_ways", "merged", "ids", "id_sum", "id_hash_sum")

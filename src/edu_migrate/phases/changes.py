@@ -240,11 +240,7 @@ def untouched_since(conn: psycopg.Connection, snapshot: SourceSnapshot, table: s
     would read the rows since the horizon."""
     if _horizon_unusable(snapshot, table, horizon) is not None:
         return False
-    names = _names(table)
-    count_buckets(conn, table)  # where a comparison dropped them (built with the mirror)
-    row = conn.execute(sql.SQL("SELECT coalesce(sum(rows), 0) FROM {buckets}").format(
-        **names)).fetchone()
-    mirrored = int(row[0]) if row else 0
+    mirrored = _mirrored_rows(conn, table)
     source = snapshot.mapping[table]
     row = snapshot.conn.execute(
         "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::bigint",
@@ -272,6 +268,15 @@ def untouched_since(conn: psycopg.Connection, snapshot: SourceSnapshot, table: s
             other_rows, other_written = other.result()
         rows, written = int(rows) + other_rows, int(written) + other_written
     return int(written) == 0 and int(rows) == mirrored
+
+
+def _mirrored_rows(conn: psycopg.Connection, table: str) -> int:
+    """The mirror's rows of `table`, from its counts per bucket (built first where a comparison
+    dropped them; the full run builds them with the mirror)."""
+    count_buckets(conn, table)
+    row = conn.execute(sql.SQL("SELECT coalesce(sum(rows), 0) FROM {}").format(
+        buckets_table(table))).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _take_nothing(conn: psycopg.Connection, table: str) -> TableChanges:
@@ -356,10 +361,8 @@ def _take_since_horizon(conn: psycopg.Connection, snapshot: SourceSnapshot, tabl
     def run(statement: str, params: dict[str, Any] | None = None) -> psycopg.Cursor[Any]:
         return conn.execute(sql.SQL(statement).format(**names), params)
 
-    count_buckets(conn, table)  # where a comparison dropped them (built with the mirror)
+    mirrored_rows = _mirrored_rows(conn, table)
     run("CREATE TEMP TABLE {fetched} (LIKE {stage}) ON COMMIT DROP")
-    row = run("SELECT coalesce(sum(rows), 0) FROM {buckets}").fetchone()
-    mirrored_rows = int(row[0]) if row else 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"count-{table}") as pool:
         # A large table's rows are counted, and its ids per bucket, in a session of the same
         # snapshot on the second core while this one streams the new rows.
