@@ -105,14 +105,21 @@ def _reporter(quiet: bool = False) -> ConsoleReporter:
     return ConsoleReporter(out, quiet=quiet)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"edu-migrate {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    # Eager: answered while the options are parsed, before click asks for the missing command
+    # (as a plain option it never ran: `edu-migrate --version` failed with "Missing command").
+    version: Annotated[bool, typer.Option("--version", help="Print the version.",
+                                          callback=_print_version, is_eager=True)] = False,
 ) -> None:
-    if version:
-        out.print(f"edu-migrate {__version__}")
-        raise typer.Exit()
+    pass
 
 
 @db_app.command("start")
