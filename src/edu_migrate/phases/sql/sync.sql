@@ -87,7 +87,11 @@ UNION
 -- found by their date.
 SELECT g.id FROM stage.grades g
 WHERE (SELECT migration.previous_as_of() IS NULL OR migration.as_of() < migration.previous_as_of())
-  AND g.lesson_date > (SELECT migration.as_of_date());
+  AND g.lesson_date > (SELECT migration.as_of_date())
+-- In id order: scoped_grades then reads the mirror's rows of the scope through its id index in
+-- the order of both, page after page, not at random (the day's sync at scale 1, 36,000 marks:
+-- 0.14 s against 0.20-0.23 s).
+ORDER BY 1;
 
 -- name: analyze_scope
 ANALYZE scope_course_students;
@@ -121,8 +125,12 @@ SELECT (SELECT count(*) FROM crosswalk) + (SELECT count(*) FROM rejected)
 -- into a temporary twin of grades, and only the rows that came out differently reach grades
 -- (derived_apply.sql, in place: a mark whose score changed is updated, not deleted and
 -- inserted again with an entry in each of its five indexes and three foreign-key checks).
+-- In the order of grades_pkey: the statements that look each key up (assessments_left_by_marks,
+-- the apply's drop_gone_in_place) then walk the index forward, not at random (at scale 10,
+-- 320,000 look-ups of grades_pkey took 1.1 s in its order and 2.6 s in a random one, the cache
+-- warm; assessments_left_by_marks in the day's sync at scale 1, 0.15-0.18 s against 0.23-0.28 s).
 CREATE TEMP TABLE scope_keys_grades ON COMMIT DROP AS
-SELECT migration.derive_id('grades', s.id::text) AS id FROM scope_grades s;
+SELECT migration.derive_id('grades', s.id::text) AS id FROM scope_grades s ORDER BY 1;
 
 -- name: analyze_scope_keys_grades
 ANALYZE scope_keys_grades;
