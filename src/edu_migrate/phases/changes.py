@@ -68,6 +68,9 @@ COUNT_AHEAD_ROWS = 1_000_000
 OLD_ROWS_UNREAD = ("grades",)
 # The source's counts per bucket are held in memory up to this size, then on disk.
 SPOOL_BYTES = 16 * 2**20
+# The memory the source's session may give the grouping of a large table's ids by bucket: a
+# session setting of the read-only transaction, which changes nothing on the source.
+BUCKETS_WORK_MEM = "SET LOCAL work_mem = '64MB'"
 
 
 @dataclass
@@ -514,6 +517,10 @@ class _SourceCounts:
                     max_size=SPOOL_BYTES)
                 if self._stopping:
                     return spool
+                # The grouping holds one entry per 64 ids: with the server's default work_mem
+                # (4 MB) the 500,000 buckets of 32 million marks spill to disk in 257 batches,
+                # 1 GB written, 9.0 s; in memory (90 MB), 4.5 s. For this transaction only.
+                reader.execute(BUCKETS_WORK_MEM)
                 with reader.cursor() as cur, cur.copy(_bucket_counts(source)) as copy:
                     for chunk in copy:
                         spool.write(chunk)
